@@ -1,0 +1,81 @@
+"""Shared defaults. Every other config starts from `get_config()` here and may
+only change values of keys defined here (unknown keys are rejected)."""
+
+from ml_collections import config_dict
+
+
+def get_config() -> config_dict.ConfigDict:
+  c = config_dict.ConfigDict()
+  c.seed = 0
+
+  c.data = config_dict.ConfigDict(dict(
+      source="quickstart",          # quickstart | files | tfds
+      train_pattern="",             # glob(s), comma-separated; .txt and .jsonl
+      validation_pattern="",        # empty: hold out the last validation_fraction of documents
+      validation_fraction=0.05,
+      text_unit="file",             # .txt documents: file | paragraph | line
+      text_field="text",            # .jsonl field / TFDS feature
+      tfds_name="lm1b",
+      tfds_data_dir="",
+      tfds_train_split="train",
+      tfds_validation_split="test",
+      seq_len=128,
+      mode="wrap",                  # wrap (concat + chunk) | pad (one document per row)
+      tokenizer_path="",            # empty: <workdir>/tokenizer.model
+      vocab_size=8192,
+      tokenizer_model_type="unigram",
+      train_tokenizer_if_missing=True,
+      cache_dir="",                 # empty: <workdir>/data_cache
+      worker_count=0,               # grain multiprocessing workers (0: in-process)
+  ))
+
+  c.kernel = config_dict.ConfigDict(dict(
+      name="masking",
+      schedule="loglinear",         # loglinear | cosine
+      eps=1e-3,                     # alpha(1)
+  ))
+
+  c.model = config_dict.ConfigDict(dict(
+      size="small",                 # tiny | small | medium presets
+      num_layers=config_dict.placeholder(int),
+      d_model=config_dict.placeholder(int),
+      num_heads=config_dict.placeholder(int),
+      mlp_ratio=4,
+      cond_dim=128,
+      dropout=0.0,
+      causal=False,                 # True: the autoregressive baseline (next-token loss)
+      time_conditioning=False,      # MDLM's masking model is not time-conditioned
+      dtype="bfloat16",
+      remat=False,
+  ))
+
+  c.optim = config_dict.ConfigDict(dict(
+      learning_rate=3e-4,
+      lr_schedule="constant",       # constant | cosine (both after linear warmup)
+      warmup_steps=2500,
+      b1=0.9,
+      b2=0.999,
+      weight_decay=0.0,
+      grad_clip=1.0,
+      ema_decay=0.9999,
+      grad_accum_steps=1,
+  ))
+
+  c.train = config_dict.ConfigDict(dict(
+      batch_size=512,               # global, in sequences
+      num_steps=1_000_000,
+      t_min=1e-3,                   # training t ~ U[t_min, 1] (MDLM); evaluation always uses (0, 1]
+      log_every=100,
+      eval_every=10_000,
+      eval_batches=16,              # validation batches per periodic evaluation (0: whole split)
+      checkpoint_every=10_000,
+      keep_checkpoints=3,
+  ))
+
+  c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1))
+
+  c.eval = config_dict.ConfigDict(dict(
+      batch_size=64,
+      split="validation",
+  ))
+  return c

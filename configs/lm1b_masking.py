@@ -1,0 +1,29 @@
+"""MDLM on LM1B (no packing): DiT-small, L = 128, batch 512, 1M steps (REFERENCE.md).
+
+Needs LM1B prepared for TFDS under data.tfds_data_dir (offline machines: copy a
+prepared `lm1b` directory there). MDLM uses bert-base-uncased; until that
+tokenizer option lands this trains a 32k SentencePiece model on LM1B.
+"""
+
+from configs import base
+
+
+def get_config():
+  c = base.get_config()
+  c.data.source = "tfds"
+  c.data.tfds_name = "lm1b"
+  c.data.tfds_train_split = "train"
+  c.data.tfds_validation_split = "test"
+  c.data.mode = "pad"
+  c.data.seq_len = 128
+  c.data.vocab_size = 32768
+  c.model.size = "small"
+  c.model.dropout = 0.1
+  c.optim.learning_rate = 3e-4
+  c.optim.warmup_steps = 2500
+  c.optim.lr_schedule = "constant"
+  c.optim.grad_clip = 1.0
+  c.optim.ema_decay = 0.9999
+  c.train.batch_size = 512
+  c.train.num_steps = 1_000_000
+  return c

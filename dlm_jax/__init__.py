@@ -1,0 +1,1 @@
+"""dlm_jax: discrete diffusion language models in JAX/Flax."""

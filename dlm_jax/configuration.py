@@ -1,0 +1,83 @@
+"""Config validation: every mistake becomes one UserError line before compiling."""
+
+from __future__ import annotations
+
+from ml_collections import config_dict
+
+from configs import base
+from dlm_jax.errors import UserError
+
+_CHOICES = {
+    "data.source": ("quickstart", "files", "tfds"),
+    "data.mode": ("wrap", "pad"),
+    "data.text_unit": ("file", "paragraph", "line"),
+    "data.tokenizer_model_type": ("unigram", "bpe", "char", "word"),
+    "kernel.schedule": ("loglinear", "cosine"),
+    "optim.lr_schedule": ("constant", "cosine"),
+    "model.dtype": ("bfloat16", "float16", "float32"),
+    "eval.split": ("train", "validation"),
+}
+
+
+def _check_schema(cfg, schema, prefix=""):
+  for key in cfg.keys():
+    name = f"{prefix}{key}"
+    if key not in schema:
+      known = ", ".join(sorted(schema.keys()))
+      raise UserError(f"unknown config key {name!r} (known here: {known})")
+    value, ref = cfg[key], schema[key]
+    if isinstance(ref, config_dict.ConfigDict):
+      if not isinstance(value, (config_dict.ConfigDict, dict)):
+        raise UserError(f"config key {name!r} must be a group of settings, got {value!r}")
+      _check_schema(value, ref, name + ".")
+      continue
+    ref_type = schema.get_type(key) if hasattr(schema, "get_type") else type(ref)
+    if value is None or ref_type is type(None):
+      continue
+    ok = isinstance(value, ref_type) or (ref_type is float and isinstance(value, int))
+    if isinstance(value, bool) and ref_type is not bool:
+      ok = False
+    if not ok:
+      raise UserError(f"config key {name!r} must be {ref_type.__name__}, got {value!r}")
+
+
+def validate_config(cfg) -> None:
+  """Checks keys, types and values of a full config against configs/base.py."""
+  _check_schema(cfg, base.get_config())
+  for path, choices in _CHOICES.items():
+    group, key = path.split(".")
+    if cfg[group][key] not in choices:
+      raise UserError(f"{path}={cfg[group][key]!r} is not one of {list(choices)}")
+  d, t, o = cfg.data, cfg.train, cfg.optim
+  if d.seq_len < 2:
+    raise UserError(f"data.seq_len must be >= 2, got {d.seq_len}")
+  if d.source == "files" and not d.train_pattern:
+    raise UserError("data.source='files' needs data.train_pattern (a glob of .txt/.jsonl files)")
+  if not 0.0 < d.validation_fraction < 1.0:
+    raise UserError(f"data.validation_fraction must be in (0, 1), got {d.validation_fraction}")
+  for name in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
+               "keep_checkpoints"):
+    if t[name] < 1:
+      raise UserError(f"train.{name} must be >= 1, got {t[name]}")
+  if not 0.0 <= t.t_min < 1.0:
+    raise UserError(f"train.t_min must be in [0, 1), got {t.t_min}")
+  if o.grad_accum_steps < 1 or t.batch_size % o.grad_accum_steps:
+    raise UserError(f"optim.grad_accum_steps={o.grad_accum_steps} must divide "
+                    f"train.batch_size={t.batch_size}")
+  if not 0.0 <= o.ema_decay < 1.0:
+    raise UserError(f"optim.ema_decay must be in [0, 1), got {o.ema_decay}")
+  if o.learning_rate <= 0:
+    raise UserError(f"optim.learning_rate must be > 0, got {o.learning_rate}")
+  if cfg.eval.batch_size < 1:
+    raise UserError(f"eval.batch_size must be >= 1, got {cfg.eval.batch_size}")
+
+
+def check_fits_mesh(cfg, mesh, process_count: int, d_model: int) -> None:
+  n = mesh.devices.size
+  per_step = cfg.train.batch_size // cfg.optim.grad_accum_steps
+  for what, b in (("train.batch_size / optim.grad_accum_steps", per_step),
+                  ("eval.batch_size", cfg.eval.batch_size)):
+    if b % n or b % process_count:
+      raise UserError(f"{what} = {b} must be divisible by the {n} devices of the mesh")
+  if d_model % mesh.shape["fsdp"]:
+    raise UserError(f"model d_model={d_model} must be divisible by mesh.fsdp={mesh.shape['fsdp']}")

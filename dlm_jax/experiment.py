@@ -1,0 +1,75 @@
+"""Config -> the objects every entry point needs, validated before any compile."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+from jax.sharding import Mesh
+
+from dlm_jax import configuration, parallel, steps
+from dlm_jax.data import pipeline
+from dlm_jax.data.tokenizer import Tokenizer
+from dlm_jax.errors import UserError
+from dlm_jax.kernels import make_kernel
+from dlm_jax.models import Transformer, model_config
+
+
+@dataclasses.dataclass
+class Experiment:
+  config: Any
+  workdir: str
+  mesh: Mesh
+  tokenizer: Tokenizer
+  kernel: Any
+  model: Transformer
+  tx: Any
+  state_sharding: Any
+  abstract_state: Any
+
+  @property
+  def param_sharding(self):
+    return self.state_sharding.params
+
+  def init_state(self, seed: int):
+    """Fresh train state, created directly in its shardings."""
+    import flax.linen as nn  # pylint: disable=g-import-not-at-top
+    init = lambda k: nn.meta.unbox(steps.init_state(k, self.model, self.tx,
+                                                    self.config.data.seq_len))
+    return jax.jit(init, out_shardings=self.state_sharding)(jax.random.key(seed))
+
+  def rows(self, split: str):
+    return pipeline.token_rows(self.config.data, split, self.tokenizer, self.workdir)
+
+
+def build(config, workdir: str, devices=None) -> Experiment:
+  """Validates the config, loads/trains the tokenizer and derives shardings; compiles nothing."""
+  configuration.validate_config(config)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create workdir {workdir!r}: {e.strerror}") from None
+  if not os.access(workdir, os.W_OK):
+    raise UserError(f"workdir {workdir!r} is not writable")
+  mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
+  tokenizer = pipeline.get_tokenizer(config.data, workdir, jax.process_index())
+  if config.model.causal:
+    kernel = None
+    vocab_in = tokenizer.vocab_size
+  else:
+    kernel = make_kernel(config.kernel, tokenizer.vocab_size)
+    vocab_in = kernel.input_vocab_size
+  model = Transformer(model_config(config.model, vocab_in, tokenizer.vocab_size))
+  configuration.check_fits_mesh(config, mesh, jax.process_count(), model.cfg.d_model)
+  tx = steps.make_optimizer(config.optim, config.train.num_steps)
+  abstract = jax.eval_shape(
+      lambda k: steps.init_state(k, model, tx, config.data.seq_len), jax.random.key(0))
+  state_sharding = parallel.logical_shardings(abstract, mesh)
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                nn.meta.unbox(abstract), state_sharding)
+  return Experiment(config=config, workdir=workdir, mesh=mesh, tokenizer=tokenizer, kernel=kernel,
+                    model=model, tx=tx, state_sharding=state_sharding,
+                    abstract_state=abstract_state)

@@ -1,0 +1,157 @@
+"""DiT-style transformer: bidirectional denoiser, or causal LM with `causal=True`.
+
+Token embedding -> N pre-norm blocks (RoPE attention, GELU MLP), each modulated
+by adaLN-zero from a time embedding -> adaLN output layer -> logits over the V
+real tokens (the mask id, when there is one, is an input only: SUBS never
+predicts it). Parameters are fp32; activations run in `dtype` (bf16 by
+default); layer norms and the returned logits are fp32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dlm_jax.errors import UserError
+
+SIZES = {  # num_layers, d_model, num_heads
+    "tiny": (4, 128, 4),
+    "small": (12, 768, 12),
+    "medium": (24, 1024, 16),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  vocab_in: int
+  vocab_out: int
+  num_layers: int
+  d_model: int
+  num_heads: int
+  mlp_ratio: int = 4
+  cond_dim: int = 128
+  dropout: float = 0.0
+  causal: bool = False
+  time_conditioning: bool = False
+  dtype: str = "bfloat16"
+  remat: bool = False
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+
+def model_config(cfg, vocab_in: int, vocab_out: int) -> TransformerConfig:
+  """Resolves `config.model` (a size preset plus optional explicit overrides)."""
+  if cfg.size not in SIZES:
+    raise UserError(f"unknown model.size {cfg.size!r}; expected one of {sorted(SIZES)}")
+  layers, width, heads = SIZES[cfg.size]
+  mc = TransformerConfig(
+      vocab_in=vocab_in, vocab_out=vocab_out,
+      num_layers=cfg.num_layers or layers, d_model=cfg.d_model or width,
+      num_heads=cfg.num_heads or heads, mlp_ratio=cfg.mlp_ratio, cond_dim=cfg.cond_dim,
+      dropout=cfg.dropout, causal=cfg.causal, time_conditioning=cfg.time_conditioning,
+      dtype=cfg.dtype, remat=cfg.remat)
+  if mc.d_model % mc.num_heads or mc.head_dim % 2:
+    raise UserError(f"model.d_model={mc.d_model} must split into {mc.num_heads} heads of even size")
+  if mc.dtype not in ("bfloat16", "float32", "float16"):
+    raise UserError(f"model.dtype must be bfloat16, float16 or float32, got {mc.dtype!r}")
+  return mc
+
+
+def _dense(features, name, logical, zero=False, axis=-1, dtype=jnp.bfloat16):
+  """DenseGeneral with fp32 params and logical axis names (kernel: `logical`)."""
+  init = nn.initializers.zeros_init() if zero else nn.initializers.normal(0.02)
+  n_out = 1 if isinstance(features, int) else len(features)
+  return nn.DenseGeneral(
+      features, axis=axis, name=name, dtype=dtype, param_dtype=jnp.float32,
+      kernel_init=nn.with_logical_partitioning(init, logical),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), logical[-n_out:]))
+
+
+def _layer_norm(x):
+  """Parameter-free LayerNorm in fp32 (adaLN supplies scale and shift)."""
+  x32 = x.astype(jnp.float32)
+  mean = x32.mean(-1, keepdims=True)
+  var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+  return (x32 - mean) * jax.lax.rsqrt(var + 1e-6)
+
+
+def _rope(x, positions):
+  """Rotary position embedding on (B, T, N, H) with rotate-half pairing."""
+  half = x.shape[-1] // 2
+  freqs = 1.0 / (10_000 ** (jnp.arange(half, dtype=jnp.float32) / half))
+  angles = positions[:, None].astype(jnp.float32) * freqs[None, :]  # (T, half)
+  sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]
+  x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+
+
+def timestep_embedding(t, dim: int, max_period: float = 10_000.0):
+  """Sinusoidal features of t in [0, 1] (scaled by 1000 as in DiT)."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = 1000.0 * t[:, None].astype(jnp.float32) * freqs[None]
+  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], -1)
+
+
+class Block(nn.Module):
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x, cond, deterministic: bool):
+    cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+    mod = _dense((6, cfg.d_model), "adaln", ("cond", None, "embed"), zero=True, dtype=dt)(
+        nn.silu(cond))[:, None]  # (B, 1, 6, D)
+    shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = [mod[:, :, i] for i in range(6)]
+
+    h = (_layer_norm(x) * (1 + scale_a) + shift_a).astype(dt)
+    qkv = _dense((3, cfg.num_heads, cfg.head_dim), "qkv", ("embed", None, "heads", "head_dim"),
+                 dtype=dt)(h)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    positions = jnp.arange(x.shape[1])
+    q, k = _rope(q, positions), _rope(k, positions)
+    attn = jax.nn.dot_product_attention(q, k, v, is_causal=cfg.causal)
+    out = _dense(cfg.d_model, "attn_out", ("heads", "head_dim", "embed"), axis=(-2, -1),
+                 dtype=dt)(attn)
+    out = nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
+    x = x + (gate_a * out).astype(x.dtype)
+
+    h = (_layer_norm(x) * (1 + scale_m) + shift_m).astype(dt)
+    h = _dense(cfg.mlp_ratio * cfg.d_model, "mlp_in", ("embed", "mlp"), dtype=dt)(h)
+    h = nn.gelu(h, approximate=True)
+    h = _dense(cfg.d_model, "mlp_out", ("mlp", "embed"), dtype=dt)(h)
+    h = nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
+    return x + (gate_m * h).astype(x.dtype)
+
+
+class Transformer(nn.Module):
+  """Maps tokens (B, T) and times t (B,) to fp32 logits (B, T, vocab_out)."""
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, tokens, t=None, deterministic: bool = True):
+    cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+    if t is None or not cfg.time_conditioning:
+      t = jnp.zeros((tokens.shape[0],), jnp.float32)
+    embed = nn.Embed(cfg.vocab_in, cfg.d_model, dtype=dt, param_dtype=jnp.float32, name="embed",
+                     embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                                 ("vocab", "embed")))
+    x = embed(tokens)
+    cond = _dense(cfg.cond_dim, "time_in", ("time", "cond"), dtype=jnp.float32)(
+        timestep_embedding(t, 256))
+    cond = _dense(cfg.cond_dim, "time_out", ("cond", "cond_out"), dtype=jnp.float32)(nn.silu(cond))
+
+    block = nn.remat(Block, static_argnums=(3,)) if cfg.remat else Block
+    for i in range(cfg.num_layers):
+      x = block(cfg, name=f"block_{i}")(x, cond, deterministic)
+
+    mod = _dense((2, cfg.d_model), "final_adaln", ("cond", None, "embed"), zero=True,
+                 dtype=dt)(nn.silu(cond))[:, None]
+    h = (_layer_norm(x) * (1 + mod[:, :, 1]) + mod[:, :, 0]).astype(dt)
+    logits = _dense(cfg.vocab_out, "head", ("embed", "vocab"), zero=True, dtype=dt)(h)
+    return logits.astype(jnp.float32)

@@ -1,0 +1,144 @@
+"""Train state, optimizer and the pure train / eval step functions.
+
+Everything here is a pure function of (state, batch, key); `train.py` jits it
+with explicit shardings over the mesh.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from dlm_jax import elbo
+from dlm_jax.data.tokenizer import PAD_ID
+
+
+class TrainState(struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  ema_params: Any
+  opt_state: Any
+
+
+def learning_rate_schedule(optim_cfg, num_steps: int):
+  warmup = optax.linear_schedule(0.0, optim_cfg.learning_rate, max(optim_cfg.warmup_steps, 1))
+  if optim_cfg.lr_schedule == "cosine":
+    after = optax.cosine_decay_schedule(optim_cfg.learning_rate,
+                                        max(num_steps - optim_cfg.warmup_steps, 1))
+  else:
+    after = optax.constant_schedule(optim_cfg.learning_rate)
+  return optax.join_schedules([warmup, after], [optim_cfg.warmup_steps])
+
+
+def make_optimizer(optim_cfg, num_steps: int) -> optax.GradientTransformation:
+  """AdamW with global-norm clipping; weight decay on matrices only."""
+  return optax.chain(
+      optax.clip_by_global_norm(optim_cfg.grad_clip) if optim_cfg.grad_clip > 0
+      else optax.identity(),
+      optax.adamw(learning_rate_schedule(optim_cfg, num_steps), b1=optim_cfg.b1, b2=optim_cfg.b2,
+                  weight_decay=optim_cfg.weight_decay,
+                  mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)),
+  )
+
+
+def init_state(key, model: nn.Module, tx, seq_len: int) -> TrainState:
+  """Initial state with logical-axis boxes kept (for deriving shardings)."""
+  tokens = jnp.zeros((1, seq_len), jnp.int32)
+  params = model.init(key, tokens, jnp.ones((1,)))["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
+                    opt_state=tx.init(params))
+
+
+def sample_times(key, batch_size: int, t_min: float):
+  """Low-discrepancy t in (t_min, 1]: one uniform offset, rows spaced 1/B apart."""
+  u = (jax.random.uniform(key) + jnp.arange(batch_size) / batch_size) % 1.0
+  return t_min + (1.0 - t_min) * (1.0 - u)
+
+
+def loss_terms(params, batch, key, *, model, kernel, t_min: float, train: bool):
+  """Returns (nll_sum, token_count): the NELBO (or AR NLL) summed in nats, and tokens counted.
+
+  Every position contributes to nll_sum (PAD after EOS is part of the padded
+  sequence, a deterministic function of the document, so the bound stays a
+  bound on the document); only non-PAD tokens are counted, so nll_sum /
+  token_count is per real token.
+  """
+  tokens = batch["tokens"]
+  valid = batch.get("valid", jnp.ones(tokens.shape[:1], jnp.float32))
+  k_t, k_z, k_drop = jax.random.split(key, 3)
+  rngs = {"dropout": k_drop}
+  if model.cfg.causal:
+    logits = model.apply({"params": params}, tokens, None, deterministic=not train, rngs=rngs)
+    per_token = elbo.ar_nll(logits, tokens)
+    counted = (tokens[:, 1:] != PAD_ID)
+  else:
+    t = sample_times(k_t, tokens.shape[0], t_min)
+    z = kernel.sample_forward(k_z, tokens, t)
+    logits = model.apply({"params": params}, z, t, deterministic=not train, rngs=rngs)
+    per_token = elbo.nelbo_integrand(kernel, logits, tokens, z, t) + elbo.prior_kl(kernel, tokens)
+    counted = tokens != PAD_ID
+  nll_sum = jnp.sum(per_token * valid[:, None])
+  count = jnp.sum(counted * valid[:, None])
+  return nll_sum, count
+
+
+def train_step(state: TrainState, batch, key, *, model, kernel, tx, t_min: float,
+               ema_decay: float, grad_accum_steps: int):
+  key = jax.random.fold_in(key, state.step)
+
+  def grads_of(microbatch, k):
+    (nll_sum, count), grads = jax.value_and_grad(
+        lambda p: loss_terms(p, microbatch, k, model=model, kernel=kernel, t_min=t_min,
+                             train=True), has_aux=True)(state.params)
+    return nll_sum, count, grads
+
+  if grad_accum_steps == 1:
+    nll_sum, count, grads = grads_of(batch, key)
+  else:
+    micro = jax.tree.map(lambda x: x.reshape(grad_accum_steps, -1, *x.shape[1:]), batch)
+
+    def body(acc, inputs):
+      mb, i = inputs
+      out = grads_of(mb, jax.random.fold_in(key, i))
+      return jax.tree.map(jnp.add, acc, out), None
+
+    zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
+    (nll_sum, count, grads), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(grad_accum_steps)))
+
+  count = jnp.maximum(count, 1.0)
+  grads = jax.tree.map(lambda g: g / count, grads)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
+  loss = nll_sum / count
+  metrics = {"loss": loss, "bits_per_token": loss / jnp.log(2.0),
+             "grad_norm": optax.global_norm(grads), "tokens": count}
+  new_state = state.replace(step=state.step + 1, params=params, ema_params=ema,
+                            opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(params, batch, key, *, model, kernel):
+  """NELBO (t over (0, 1], no truncation) summed over the batch: (nll_sum, token_count)."""
+  return loss_terms(params, batch, key, model=model, kernel=kernel, t_min=0.0, train=False)
+
+
+def jit_train_step(model, kernel, tx, train_cfg, optim_cfg, state_sharding, batch_sharding,
+                   replicated):
+  fn = functools.partial(train_step, model=model, kernel=kernel, tx=tx, t_min=train_cfg.t_min,
+                         ema_decay=optim_cfg.ema_decay,
+                         grad_accum_steps=optim_cfg.grad_accum_steps)
+  return jax.jit(fn, in_shardings=(state_sharding, batch_sharding, replicated),
+                 out_shardings=(state_sharding, replicated), donate_argnums=0)
+
+
+def jit_eval_step(model, kernel, param_sharding, batch_sharding, replicated):
+  fn = functools.partial(eval_step, model=model, kernel=kernel)
+  return jax.jit(fn, in_shardings=(param_sharding, batch_sharding, replicated),
+                 out_shardings=replicated)

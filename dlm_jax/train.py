@@ -1,0 +1,142 @@
+r"""Train a diffusion (or autoregressive) LM.
+
+  python -m dlm_jax.train --config=configs/quickstart.py --workdir=/tmp/dlm \
+      --config.train.num_steps=500
+
+Resumes automatically from the latest checkpoint in --workdir.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from dlm_jax import experiment, parallel, steps
+from dlm_jax.checkpoint import Checkpointer
+from dlm_jax.data import pipeline
+from dlm_jax.errors import UserError
+from dlm_jax.metric_writers import MetricWriter
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and caches.")
+
+
+def evaluate_nelbo(exp, eval_fn, params, rows, batch_size: int, max_batches: int, seed: int):
+  """Sums the NELBO over `rows` (one t per row): returns (nats_per_token, tokens)."""
+  total, count = 0.0, 0.0
+  key = jax.random.key(seed)
+  for i, local in enumerate(pipeline.eval_batches(rows, batch_size, jax.process_index(),
+                                                  jax.process_count(), max_batches)):
+    batch = parallel.global_batch(local, exp.mesh)
+    nll_sum, n = eval_fn(params, batch, jax.random.fold_in(key, i))
+    total += float(nll_sum)
+    count += float(n)
+  return total / max(count, 1.0), count
+
+
+def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | None = None):
+  """Runs training; returns the list of logged metric dicts. `stop_after` ends the loop early
+  (after saving), as an interrupted job would."""
+  exp = experiment.build(config, workdir, devices)
+  cfg = config
+  process_index, process_count = jax.process_index(), jax.process_count()
+  train_rows = exp.rows("train")
+  val_rows = exp.rows("validation")
+  data_iter = pipeline.train_iterator(train_rows, cfg.train.batch_size, cfg.seed, process_index,
+                                      process_count, cfg.data.worker_count)
+  writer = MetricWriter(workdir, enabled=process_index == 0)
+  ckpt = Checkpointer(workdir, keep=cfg.train.keep_checkpoints)
+
+  start = ckpt.latest_step()
+  if start is None:
+    state = exp.init_state(cfg.seed)
+    start = 0
+  else:
+    logging.info("resuming from step %d in %s", start, workdir)
+    state = ckpt.restore(start, exp.abstract_state, data_iter)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  if process_index == 0:
+    print(f"model: {num_params / 1e6:.2f}M parameters | kernel: "
+          f"{exp.kernel.name if exp.kernel else 'autoregressive'} | mesh: {dict(exp.mesh.shape)} | "
+          f"start step: {start}", flush=True)
+
+  replicated = parallel.replicated(exp.mesh)
+  batch_sharding = parallel.batch_sharding(exp.mesh)
+  train_fn = steps.jit_train_step(exp.model, exp.kernel, exp.tx, cfg.train, cfg.optim,
+                                  exp.state_sharding, batch_sharding, replicated)
+  eval_fn = steps.jit_eval_step(exp.model, exp.kernel, exp.param_sharding, batch_sharding,
+                                replicated)
+  lr_fn = steps.learning_rate_schedule(cfg.optim, cfg.train.num_steps)
+  base_key = jax.random.key(cfg.seed + 1)
+  tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
+  history, pending = [], []
+  last_time, last_step = time.time(), start
+  end = cfg.train.num_steps if stop_after is None else min(cfg.train.num_steps, stop_after)
+
+  def run_eval(step):
+    nats, count = evaluate_nelbo(exp, eval_fn, state.ema_params, val_rows, cfg.eval.batch_size,
+                                 cfg.train.eval_batches, seed=cfg.seed + 2)
+    metrics = {"nelbo_nats_per_token": nats, "nelbo_bits_per_token": nats / math.log(2),
+               "ppl_bound": math.exp(min(nats, 50.0)), "tokens": count}
+    writer.write(step, metrics, prefix="val/")
+    history.append({"step": step, **{f"val/{k}": v for k, v in metrics.items()}})
+
+  if start == 0:
+    run_eval(0)
+  for step in range(start, end):
+    batch = parallel.global_batch(next(data_iter), exp.mesh)
+    state, metrics = train_fn(state, batch, base_key)
+    pending.append(metrics)
+    done = step + 1
+    if done % cfg.train.log_every == 0 or done == end:
+      fetched = jax.device_get(pending)
+      pending = []
+      now = time.time()
+      rate = (done - last_step) / max(now - last_time, 1e-9)
+      scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k != "tokens"}
+      if not all(math.isfinite(v) for v in scalars.values()):
+        bad = [k for k, v in scalars.items() if not math.isfinite(v)]
+        raise FloatingPointError(f"non-finite {bad} at step {done}; last checkpoint: "
+                                 f"{ckpt.latest_step()}")
+      scalars.update(lr=float(lr_fn(done)), steps_per_sec=rate, tokens_per_sec=rate * tokens_per_step,
+                     eta_hours=(cfg.train.num_steps - done) / max(rate, 1e-9) / 3600)
+      writer.write(done, scalars, prefix="train/")
+      history.append({"step": done, **{f"train/{k}": v for k, v in scalars.items()}})
+      last_time, last_step = time.time(), done
+    if done % cfg.train.eval_every == 0 or done == cfg.train.num_steps:
+      run_eval(done)
+    if done % cfg.train.checkpoint_every == 0 or done == end:
+      ckpt.save(done, state, data_iter, cfg, force=done == end)
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+  return history, state
+
+
+def quiet_logging():
+  """Orbax and grain log every step at INFO; keep stdout for our metrics unless asked."""
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+
+
+def main(argv):
+  del argv
+  quiet_logging()
+  if _CONFIG.value is None or _WORKDIR.value is None:
+    sys.exit("dlm_jax.train: error: --config and --workdir are required")
+  try:
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except UserError as e:
+    sys.exit(f"dlm_jax.train: error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)
