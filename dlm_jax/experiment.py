@@ -73,3 +73,28 @@ def build(config, workdir: str, devices=None) -> Experiment:
   return Experiment(config=config, workdir=workdir, mesh=mesh, tokenizer=tokenizer, kernel=kernel,
                     model=model, tx=tx, state_sharding=state_sharding,
                     abstract_state=abstract_state)
+
+
+def restore(workdir: str, step: int | None = None, use_ema: bool = True, devices=None):
+  """Rebuilds the experiment saved in `workdir` and restores its (EMA) parameters.
+
+  Returns (experiment, params, step). Raises UserError when there is no checkpoint.
+  """
+  from dlm_jax.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+  ckpt = Checkpointer(workdir, create=False)
+  available = ckpt.manager.all_steps()
+  if not available:
+    raise UserError(f"no checkpoint in {workdir!r}: train first with `python -m dlm_jax.train`")
+  if step is None:
+    step = max(available)
+  elif step not in available:
+    raise UserError(f"no checkpoint for step {step} in {workdir!r}; available: {sorted(available)}")
+  config = ckpt.restore_config(step)
+  n = len(jax.devices() if devices is None else devices)
+  config.mesh.data = -1
+  if n % config.mesh.fsdp:
+    config.mesh.fsdp = 1
+  exp = build(config, workdir, devices)
+  state = ckpt.restore(step, exp.abstract_state)
+  ckpt.close()
+  return exp, (state.ema_params if use_ema else state.params), step

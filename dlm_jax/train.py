@@ -15,13 +15,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from dlm_jax import experiment, parallel, steps
+from dlm_jax import cli, experiment, parallel, steps
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.data import pipeline
-from dlm_jax.errors import UserError
 from dlm_jax.metric_writers import MetricWriter
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
@@ -60,7 +59,6 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
     state = exp.init_state(cfg.seed)
     start = 0
   else:
-    logging.info("resuming from step %d in %s", start, workdir)
     state = ckpt.restore(start, exp.abstract_state, data_iter)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   if process_index == 0:
@@ -121,21 +119,11 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
   return history, state
 
 
-def quiet_logging():
-  """Orbax and grain log every step at INFO; keep stdout for our metrics unless asked."""
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-
-
 def main(argv):
   del argv
-  quiet_logging()
   if _CONFIG.value is None or _WORKDIR.value is None:
     sys.exit("dlm_jax.train: error: --config and --workdir are required")
-  try:
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except UserError as e:
-    sys.exit(f"dlm_jax.train: error: {e}")
+  cli.run("dlm_jax.train", train_and_evaluate, _CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Reverse-process samplers, each a whole loop inside one jit."""
