@@ -22,13 +22,14 @@ from absl import app, flags
 from dlm_jax import cli, experiment, parallel, steps
 from dlm_jax.data import pipeline
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir with checkpoints.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
-_SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: config.eval.split).")
-_T_SAMPLES = flags.DEFINE_integer("t_samples", 1, "Passes over the split with fresh t and z.")
-_MAX_BATCHES = flags.DEFINE_integer("max_batches", 0, "Limit batches per pass (0: all).")
-_RAW = flags.DEFINE_bool("raw_params", False, "Use raw instead of EMA parameters.")
-_OUTPUT = flags.DEFINE_string("output", None, "Report path (default under <workdir>/eval).")
+def define_flags():
+  flags.DEFINE_string("workdir", None, "Training workdir with checkpoints.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+  flags.DEFINE_string("split", None, "Split to evaluate (default: config.eval.split).")
+  flags.DEFINE_integer("t_samples", 1, "Passes over the split with fresh t and z.")
+  flags.DEFINE_integer("max_batches", 0, "Limit batches per pass (0: all).")
+  flags.DEFINE_bool("raw_params", False, "Use raw instead of EMA parameters.")
+  flags.DEFINE_string("output", None, "Report path (default under <workdir>/eval).")
 
 
 def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batches: int = 0,
@@ -71,19 +72,20 @@ def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batche
 
 def main(argv):
   del argv
-  if not _WORKDIR.value:
+  f = flags.FLAGS
+  if not f.workdir:
     sys.exit("dlm_jax.evaluate: error: --workdir is required")
-  report = cli.run("dlm_jax.evaluate", evaluate, _WORKDIR.value, _STEP.value, _SPLIT.value,
-                   _T_SAMPLES.value, _MAX_BATCHES.value, not _RAW.value)
-  path = _OUTPUT.value or os.path.join(_WORKDIR.value, "eval",
-                                       f"{report['split']}_step{report['step']}.json")
+  report = cli.run("dlm_jax.evaluate", evaluate, f.workdir, f.step, f.split, f.t_samples,
+                   f.max_batches, not f.raw_params)
+  path = f.output or os.path.join(f.workdir, "eval", f"{report['split']}_step{report['step']}.json")
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump(report, f, indent=2)
+    with open(path, "w", encoding="utf-8") as fh:
+      json.dump(report, fh, indent=2)
     print(json.dumps(report, indent=2))
     print(f"wrote {path}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

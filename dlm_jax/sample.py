@@ -23,15 +23,16 @@ from dlm_jax.data.tokenizer import BOS_ID
 from dlm_jax.errors import UserError
 from dlm_jax.samplers import masking
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir with checkpoints.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
-_NUM = flags.DEFINE_integer("num_samples", 4, "Number of samples.")
-_LENGTH = flags.DEFINE_integer("length", None, "Sequence length (default: data.seq_len).")
-_STEPS = flags.DEFINE_integer("steps", 128, "Reverse steps T.")
-_PROMPT = flags.DEFINE_string("prompt", None, "Optional text prefix (after BOS).")
-_NO_CACHE = flags.DEFINE_bool("no_cache", False, "Call the network at every step.")
-_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Softmax temperature.")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+def define_flags():
+  flags.DEFINE_string("workdir", None, "Training workdir with checkpoints.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+  flags.DEFINE_integer("num_samples", 4, "Number of samples.")
+  flags.DEFINE_integer("length", None, "Sequence length (default: data.seq_len).")
+  flags.DEFINE_integer("steps", 128, "Reverse steps T.")
+  flags.DEFINE_string("prompt", None, "Optional text prefix (after BOS).")
+  flags.DEFINE_bool("no_cache", False, "Call the network at every step.")
+  flags.DEFINE_float("temperature", 1.0, "Softmax temperature.")
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 
 def generate(workdir: str, num_samples: int = 4, length=None, steps: int = 128, prompt=None,
@@ -69,23 +70,24 @@ def generate(workdir: str, num_samples: int = 4, length=None, steps: int = 128, 
 
 def main(argv):
   del argv
-  if not _WORKDIR.value:
+  f = flags.FLAGS
+  if not f.workdir:
     sys.exit("dlm_jax.sample: error: --workdir is required")
-  texts, tokens, info = cli.run("dlm_jax.sample", generate, _WORKDIR.value, _NUM.value,
-                                _LENGTH.value, _STEPS.value, _PROMPT.value, not _NO_CACHE.value,
-                                _TEMPERATURE.value, _SEED.value, _STEP.value)
+  texts, tokens, info = cli.run("dlm_jax.sample", generate, f.workdir, f.num_samples, f.length,
+                                f.steps, f.prompt, not f.no_cache, f.temperature, f.seed, f.step)
   for i, text in enumerate(texts):
     print(f"=== sample {i} ===\n{text}\n")
   print(json.dumps(info))
-  out = os.path.join(_WORKDIR.value, "samples")
+  out = os.path.join(f.workdir, "samples")
   os.makedirs(out, exist_ok=True)
   stem = os.path.join(out, f"step{info['step']}_T{info['steps']}")
-  with open(stem + ".txt", "w", encoding="utf-8") as f:
-    f.write("\n\n".join(texts))
-  with open(stem + ".json", "w", encoding="utf-8") as f:
-    json.dump({**info, "samples": texts, "tokens": tokens.tolist()}, f)
+  with open(stem + ".txt", "w", encoding="utf-8") as fh:
+    fh.write("\n\n".join(texts))
+  with open(stem + ".json", "w", encoding="utf-8") as fh:
+    json.dump({**info, "samples": texts, "tokens": tokens.tolist()}, fh)
   print(f"wrote {stem}.txt")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

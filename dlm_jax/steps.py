@@ -118,7 +118,7 @@ def train_step(state: TrainState, batch, key, *, model, kernel, tx, t_min: float
   ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
   loss = nll_sum / count
   metrics = {"loss": loss, "bits_per_token": loss / jnp.log(2.0),
-             "grad_norm": optax.global_norm(grads), "tokens": count}
+             "grad_norm": optax.tree.norm(grads), "tokens": count}
   new_state = state.replace(step=state.step + 1, params=params, ema_params=ema,
                             opt_state=opt_state)
   return new_state, metrics

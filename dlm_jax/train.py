@@ -23,9 +23,10 @@ from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.data import pipeline
 from dlm_jax.metric_writers import MetricWriter
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and caches.")
+def define_flags():
+  config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and caches.")
 
 
 def evaluate_nelbo(exp, eval_fn, params, rows, batch_size: int, max_batches: int, seed: int):
@@ -121,10 +122,12 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
 
 def main(argv):
   del argv
-  if _CONFIG.value is None or _WORKDIR.value is None:
+  f = flags.FLAGS
+  if f.config is None or f.workdir is None:
     sys.exit("dlm_jax.train: error: --config and --workdir are required")
-  cli.run("dlm_jax.train", train_and_evaluate, _CONFIG.value, _WORKDIR.value)
+  cli.run("dlm_jax.train", train_and_evaluate, f.config, f.workdir)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -1,0 +1,150 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from dlm_jax.data import corpus, pipeline
+from dlm_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from dlm_jax.errors import UserError
+
+
+def _cfg(config, **kw):
+  for k, v in kw.items():
+    config.data[k] = v
+  return config.data
+
+
+def test_text_units(tmp_path, config):
+  (tmp_path / "a.txt").write_text("one line\nsecond line\n\nnew paragraph\n")
+  (tmp_path / "b.txt").write_text("b file\n")
+  pattern = str(tmp_path / "*.txt")
+  assert corpus.read_text_files(pattern, "file", "text") == [
+      "one line\nsecond line\n\nnew paragraph\n", "b file\n"]
+  assert corpus.read_text_files(pattern, "paragraph", "text") == [
+      "one line\nsecond line", "new paragraph", "b file"]
+  assert corpus.read_text_files(pattern, "line", "text") == [
+      "one line", "second line", "new paragraph", "b file"]
+
+
+def test_jsonl_and_errors(tmp_path):
+  path = tmp_path / "c.jsonl"
+  path.write_text(json.dumps({"body": "hello"}) + "\n\n" + json.dumps({"body": "world"}) + "\n")
+  assert corpus.read_text_files(str(path), "file", "body") == ["hello", "world"]
+  with pytest.raises(UserError, match="no field 'text'"):
+    corpus.read_text_files(str(path), "file", "text")
+  with pytest.raises(UserError, match="no files match"):
+    corpus.read_text_files(str(tmp_path / "missing*.txt"), "file", "text")
+  (tmp_path / "empty.txt").write_text("  \n\n")
+  with pytest.raises(UserError, match="is empty"):
+    corpus.read_text_files(str(tmp_path / "empty.txt"), "file", "text")
+
+
+def test_holdout_split(config):
+  train = corpus.documents(config.data, "train")
+  val = corpus.documents(config.data, "validation")
+  assert len(val) == round(0.1 * (len(train) + len(val)))
+  assert not set(val) & set(train[-5:])
+
+
+def test_tokenizer_round_trip(shared_tokenizer):
+  tok = Tokenizer(shared_tokenizer)
+  assert (tok.pad_id, tok.bos_id, tok.eos_id) == (PAD_ID, BOS_ID, EOS_ID)
+  assert tok.vocab_size == 256
+  ids = tok.encode(["the quick brown fox"])[0]
+  assert all(3 < i < 256 for i in ids)
+  assert tok.decode(ids) == "the quick brown fox"
+  assert tok.decode([BOS_ID, *ids, EOS_ID, PAD_ID]) == "<s>the quick brown fox</s>"
+
+
+def test_wrap_and_pad_rows(shared_tokenizer):
+  tok = Tokenizer(shared_tokenizer)
+  docs = ["alpha beta gamma", "delta", "a much longer document " * 10]
+  wrap = pipeline.build_rows(docs, tok, 8, "wrap")
+  stream = np.concatenate([[BOS_ID, *ids, EOS_ID] for ids in tok.encode(docs)])
+  assert wrap.shape == (len(stream) // 8, 8)
+  np.testing.assert_array_equal(wrap.ravel(), stream[: wrap.size])
+  pad = pipeline.build_rows(docs, tok, 8, "pad")
+  assert pad.shape == (3, 8)
+  ids = tok.encode(["delta"])[0]
+  np.testing.assert_array_equal(pad[1], [BOS_ID, *ids, EOS_ID] + [PAD_ID] * (6 - len(ids)))
+  assert pad[2, 0] == BOS_ID and PAD_ID not in pad[2]   # truncated, no EOS
+
+
+def test_token_rows_cached(tmp_path, config):
+  tok = Tokenizer(config.data.tokenizer_path)
+  rows = pipeline.token_rows(config.data, "train", tok, str(tmp_path))
+  assert rows.shape[1] == 32 and rows.dtype == np.int32
+  again = pipeline.token_rows(config.data, "train", tok, str(tmp_path))
+  assert isinstance(again, np.memmap)
+  np.testing.assert_array_equal(rows, again)
+  config.data.seq_len = 100_000
+  with pytest.raises(UserError, match="fewer than seq_len"):
+    pipeline.token_rows(config.data, "validation", tok, str(tmp_path))
+
+
+def test_global_batch_independent_of_process_count():
+  rows = np.arange(40 * 3, dtype=np.int32).reshape(40, 3)
+  one = pipeline.ShuffledBatches(rows, 8, seed=7)
+  two = [pipeline.ShuffledBatches(rows, 8, seed=7, process_index=p, process_count=2)
+         for p in range(2)]
+  for i in (0, 3, 5, 11):
+    np.testing.assert_array_equal(
+        one[i]["tokens"], np.concatenate([two[0][i]["tokens"], two[1][i]["tokens"]]))
+  epoch0 = np.concatenate([one[i]["tokens"][:, 0] for i in range(5)])
+  epoch1 = np.concatenate([one[i]["tokens"][:, 0] for i in range(5, 10)])
+  assert sorted(epoch0) == sorted(epoch1) == list(range(0, 120, 3))   # each row once per epoch
+  assert not np.array_equal(epoch0, epoch1)                          # reshuffled per epoch
+
+
+def test_iterator_state_resumes_exactly():
+  rows = np.arange(50 * 2, dtype=np.int32).reshape(50, 2)
+  it = pipeline.train_iterator(rows, 4, seed=1)
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  expected = [next(it)["tokens"] for _ in range(20)]
+  fresh = pipeline.train_iterator(rows, 4, seed=1)
+  fresh.set_state(state)
+  for e in expected:
+    np.testing.assert_array_equal(next(fresh)["tokens"], e)
+
+
+def test_eval_batches_cover_split_once():
+  rows = np.arange(10 * 2, dtype=np.int32).reshape(10, 2) + 4
+  batches = list(pipeline.eval_batches(rows, 4))
+  assert len(batches) == 3
+  assert batches[-1]["valid"].tolist() == [1, 1, 0, 0]
+  got = np.concatenate([b["tokens"][b["valid"] > 0] for b in batches])
+  np.testing.assert_array_equal(got, rows)
+
+
+class TinyText(tfds.core.GeneratorBasedBuilder):
+  """A local TFDS builder (array_record, no download) standing in for lm1b."""
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self, features=tfds.features.FeaturesDict({"text": tfds.features.Text()}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {"train": self._generate_examples(30), "test": self._generate_examples(6)}
+
+  def _generate_examples(self, n):
+    for i in range(n):
+      yield i, {"text": f"sentence number {i} of the tiny corpus"}
+
+
+def test_tfds_source(tmp_path, config):
+  TinyText(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+  data = _cfg(config, source="tfds", tfds_name="tiny_text", tfds_data_dir=str(tmp_path),
+              tfds_validation_split="test", mode="pad")
+  docs = list(corpus.documents(data, "validation"))
+  assert len(docs) == 6 and docs[0].startswith("sentence number")
+  rows = pipeline.token_rows(data, "train", Tokenizer(data.tokenizer_path), str(tmp_path / "w"))
+  assert rows.shape == (30, 32)
+  data.tfds_name = "not_prepared_here"
+  with pytest.raises(UserError, match="not available"):
+    list(corpus.documents(data, "train"))
