@@ -22,3 +22,30 @@ def run(program: str, fn, *args, **kwargs):
     return fn(*args, **kwargs)
   except UserError as e:
     sys.exit(f"{program}: error: {e}")
+
+
+def unknown_override(argv) -> str | None:
+  """The first `--config.a.b=v` override naming a key that configs/base.py does not define."""
+  from configs import base  # pylint: disable=g-import-not-at-top
+  schema = base.get_config()
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    path = arg[len("--config."):].split("=", 1)[0]
+    node = schema
+    for part in path.split("."):
+      if not hasattr(node, "keys") or part not in node:
+        return path
+      node = node[part]
+  return None
+
+
+def run_app(program: str, main, define_flags):
+  """absl's app.run, with a one-line error for an override of an unknown config key."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  define_flags()
+  bad = unknown_override(sys.argv[1:])
+  if bad is not None:
+    sys.exit(f"{program}: error: unknown config key {bad!r} in --config.{bad}=... "
+             "(keys are defined in configs/base.py)")
+  app.run(main)

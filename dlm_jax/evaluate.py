@@ -17,7 +17,7 @@ import sys
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from dlm_jax import cli, experiment, parallel, steps
 from dlm_jax.data import pipeline
@@ -87,5 +87,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run_app("dlm_jax.evaluate", main, define_flags)

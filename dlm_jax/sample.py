@@ -16,7 +16,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from dlm_jax import cli, experiment
 from dlm_jax.data.tokenizer import BOS_ID
@@ -89,5 +89,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run_app("dlm_jax.sample", main, define_flags)

@@ -1,0 +1,110 @@
+"""Bad input fails fast, in one line that names the problem, before anything compiles."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from dlm_jax import evaluate, experiment, sample, train
+from dlm_jax.configuration import validate_config
+from dlm_jax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def no_compile(monkeypatch):
+  """Fails the test if anything is jitted/compiled while the error is being raised."""
+  def refuse(*a, **k):
+    raise AssertionError("compiled before rejecting bad input")
+  monkeypatch.setattr(jax, "jit", refuse)
+
+
+def _expect(config, workdir, match):
+  with pytest.raises(UserError, match=match) as e:
+    train.train_and_evaluate(config, workdir)
+  assert "\n" not in str(e.value)
+
+
+def test_unknown_config_key(config, tmp_path, no_compile):
+  config.unlock()
+  config.train.learning_rat = 1e-3
+  _expect(config, str(tmp_path), "unknown config key 'train.learning_rat'")
+
+
+def test_unknown_kernel(config, tmp_path, no_compile):
+  config.kernel.name = "gaussian"
+  _expect(config, str(tmp_path), "unknown kernel 'gaussian'")
+
+
+def test_unknown_choice(config, tmp_path, no_compile):
+  config.data.mode = "packed"
+  _expect(config, str(tmp_path), r"data.mode='packed' is not one of")
+
+
+def test_short_sequence(config, tmp_path, no_compile):
+  config.data.seq_len = 1
+  _expect(config, str(tmp_path), "seq_len must be >= 2")
+
+
+def test_missing_files(config, tmp_path, no_compile):
+  config.data.train_pattern = str(tmp_path / "nothing_here" / "*.txt")
+  _expect(config, str(tmp_path / "w"), "no files match")
+
+
+def test_empty_corpus(config, tmp_path, no_compile):
+  (tmp_path / "empty.txt").write_text("\n \n")
+  config.data.train_pattern = str(tmp_path / "empty.txt")
+  _expect(config, str(tmp_path / "w"), "is empty")
+
+
+def test_missing_tokenizer(config, tmp_path, no_compile):
+  config.data.tokenizer_path = str(tmp_path / "nope.model")
+  config.data.train_tokenizer_if_missing = False
+  _expect(config, str(tmp_path / "w"), "tokenizer file not found")
+
+
+def test_batch_not_divisible_by_accumulation(config, tmp_path, no_compile):
+  config.optim.grad_accum_steps = 3
+  _expect(config, str(tmp_path), "grad_accum_steps=3 must divide")
+
+
+def test_heads_do_not_divide_width(config, tmp_path, no_compile):
+  config.model.num_heads = 5
+  _expect(config, str(tmp_path), "must split into 5 heads")
+
+
+def test_base_configs_validate():
+  import importlib  # pylint: disable=g-import-not-at-top
+  for name in ("base", "quickstart", "lm1b_masking", "owt_masking"):
+    validate_config(importlib.import_module(f"configs.{name}").get_config())
+
+
+def test_evaluate_and_sample_without_checkpoint(tmp_path):
+  with pytest.raises(UserError, match="no checkpoints in workdir"):
+    evaluate.evaluate(str(tmp_path))
+  with pytest.raises(UserError, match="no checkpoints in workdir"):
+    sample.generate(str(tmp_path))
+
+
+def _cli(*args):
+  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300, check=False)
+
+
+def test_cli_reports_one_line(tmp_path):
+  out = _cli("dlm_jax.train", "--config=configs/quickstart.py", f"--workdir={tmp_path}",
+             "--config.data.fooo=1")
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines()[-1] == (
+      "dlm_jax.train: error: unknown config key 'data.fooo' in --config.data.fooo=... "
+      "(keys are defined in configs/base.py)")
+  out = _cli("dlm_jax.train", "--config=configs/quickstart.py", f"--workdir={tmp_path}",
+             "--config.kernel.name=sedd")
+  assert out.returncode == 1 and "Traceback" not in out.stderr
+  assert out.stderr.strip().splitlines()[-1].startswith("dlm_jax.train: error: unknown kernel")
+  out = _cli("dlm_jax.sample", f"--workdir={tmp_path / 'empty'}")
+  assert out.returncode == 1 and "Traceback" not in out.stderr
+  assert "no checkpoints in workdir" in out.stderr
