@@ -148,3 +148,14 @@ def test_tfds_source(tmp_path, config):
   data.tfds_name = "not_prepared_here"
   with pytest.raises(UserError, match="not available"):
     list(corpus.documents(data, "train"))
+
+
+def test_train_tokenizer_cli_function(tmp_path, config):
+  from dlm_jax.data import train_tokenizer  # pylint: disable=g-import-not-at-top
+  config.data.tokenizer_path = ""
+  config.data.vocab_size = 128
+  path = train_tokenizer.train(config, str(tmp_path))
+  assert path == str(tmp_path / "tokenizer.model")
+  assert Tokenizer(path).vocab_size == 128
+  with pytest.raises(UserError, match="pass --overwrite"):
+    train_tokenizer.train(config, str(tmp_path))

@@ -11,7 +11,14 @@ from dlm_jax import elbo
 from dlm_jax.kernels import schedules
 from dlm_jax.kernels.interpolating import MaskingKernel
 
-jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def float64():
+  """The toy checks compare to 1e-6: run this module in float64 only."""
+  jax.config.update("jax_enable_x64", True)
+  yield
+  jax.config.update("jax_enable_x64", False)
 
 
 def _kernel(V, schedule="loglinear", eps=0.0):
