@@ -25,7 +25,9 @@ import tempfile
 from typing import Iterator
 
 import grain
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from dlm_jax.data import corpus
 from dlm_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_sentencepiece
@@ -48,6 +50,8 @@ def get_tokenizer(data_cfg, workdir: str, process_index: int = 0) -> Tokenizer:
     if process_index == 0:
       train_sentencepiece(corpus.documents(data_cfg, "train"), path, data_cfg.vocab_size,
                           data_cfg.tokenizer_model_type)
+    if jax.process_count() > 1:  # the others wait for process 0's file (shared workdir)
+      multihost_utils.sync_global_devices("dlm_jax:tokenizer")
   return Tokenizer(path)
 
 
