@@ -30,9 +30,26 @@ def get_config() -> config_dict.ConfigDict:
   ))
 
   c.kernel = config_dict.ConfigDict(dict(
-      name="masking",
-      schedule="loglinear",         # loglinear | cosine
-      eps=1e-3,                     # alpha(1)
+      name="masking",               # masking | uniform | semdlm | semdlm_plus (DESIGN.md §3)
+      schedule="loglinear",         # main component: loglinear | cosine
+      eps=1e-3,                     # its alpha(1)
+      power=1.0,                    # alpha = 1 - (1 - eps) t^power
+      # Semantic neighbourhoods (semdlm, semdlm_plus).
+      neighbors="partition",        # partition (A: Markov, exact NELBO) | topk (B: a bound)
+      k=8,                          # cluster size / number of neighbours
+      tau=0.1,                      # topk: softmax(sim / tau) weights
+      max_in_degree=0,              # topk: cap on in-neighbours (0: 4k)
+      embedding_source="corpus",    # corpus (PPMI + SVD) | checkpoint | npy
+      embedding_path="",            # checkpoint workdir or .npy (V, d) file
+      embedding_dim=256,
+      cooc_window=4,
+      table_path="",                # empty: next to the tokenizer, named by its settings
+      # SemDLM+ global transition.
+      global_kind="uniform",        # uniform jump | mask
+      global_schedule="loglinear",
+      global_eps=1e-3,
+      global_power=2.0,             # > 1: the global part fires late, reaching ~1 at t = 1
+      bulk_samples=0,               # topk + uniform: 0 exact O(V k) targets, > 0 unbiased estimate
   ))
 
   c.model = config_dict.ConfigDict(dict(

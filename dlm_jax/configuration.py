@@ -12,7 +12,12 @@ _CHOICES = {
     "data.mode": ("wrap", "pad"),
     "data.text_unit": ("file", "paragraph", "line"),
     "data.tokenizer_model_type": ("unigram", "bpe", "char", "word"),
+    "kernel.name": ("masking", "uniform", "semdlm", "semdlm_plus"),
     "kernel.schedule": ("loglinear", "cosine"),
+    "kernel.global_schedule": ("loglinear", "cosine"),
+    "kernel.global_kind": ("uniform", "mask"),
+    "kernel.neighbors": ("partition", "topk"),
+    "kernel.embedding_source": ("corpus", "checkpoint", "npy"),
     "optim.lr_schedule": ("constant", "cosine"),
     "model.dtype": ("bfloat16", "float16", "float32"),
     "eval.split": ("train", "validation"),
@@ -48,7 +53,21 @@ def validate_config(cfg) -> None:
     group, key = path.split(".")
     if cfg[group][key] not in choices:
       raise UserError(f"{path}={cfg[group][key]!r} is not one of {list(choices)}")
-  d, t, o = cfg.data, cfg.train, cfg.optim
+  d, t, o, k = cfg.data, cfg.train, cfg.optim, cfg.kernel
+  if k.tau <= 0:
+    raise UserError(f"kernel.tau must be > 0, got {k.tau}")
+  if k.k < 1 or (k.name.startswith("semdlm") and k.k >= d.vocab_size):
+    raise UserError(f"kernel.k={k.k} must be in [1, vocab_size={d.vocab_size})")
+  for name in ("eps", "global_eps"):
+    if not 0.0 <= k[name] < 1.0:
+      raise UserError(f"kernel.{name} = alpha(1) must be in [0, 1), got {k[name]}")
+  for name in ("power", "global_power"):
+    if k[name] <= 0:
+      raise UserError(f"kernel.{name} must be > 0 (alpha must decrease in t), got {k[name]}")
+  if k.name.startswith("semdlm") and k.embedding_source != "corpus" and not k.embedding_path:
+    raise UserError(f"kernel.embedding_source={k.embedding_source!r} needs kernel.embedding_path")
+  if k.bulk_samples < 0:
+    raise UserError(f"kernel.bulk_samples must be >= 0, got {k.bulk_samples}")
   if d.seq_len < 2:
     raise UserError(f"data.seq_len must be >= 2, got {d.seq_len}")
   if d.source == "files" and not d.train_pattern:

@@ -13,7 +13,7 @@ from dlm_jax import configuration, parallel, steps
 from dlm_jax.data import pipeline
 from dlm_jax.data.tokenizer import Tokenizer
 from dlm_jax.errors import UserError
-from dlm_jax.kernels import make_kernel
+from dlm_jax.kernels import assets
 from dlm_jax.models import Transformer, model_config
 
 
@@ -59,7 +59,7 @@ def build(config, workdir: str, devices=None) -> Experiment:
     kernel = None
     vocab_in = tokenizer.vocab_size
   else:
-    kernel = make_kernel(config.kernel, tokenizer.vocab_size)
+    kernel = assets.build_kernel(config, tokenizer, workdir)
     vocab_in = kernel.input_vocab_size
   model = Transformer(model_config(config.model, vocab_in, tokenizer.vocab_size))
   configuration.check_fits_mesh(config, mesh, jax.process_count(), model.cfg.d_model)

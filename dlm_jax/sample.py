@@ -43,9 +43,10 @@ def generate(workdir: str, num_samples: int = 4, length=None, steps: int = 128, 
   if temperature <= 0:
     raise UserError(f"--temperature must be > 0, got {temperature}")
   exp, params, ckpt_step = experiment.restore(workdir, step)
-  if exp.kernel is None:
-    raise UserError("this workdir holds an autoregressive model; the diffusion sampler needs a "
-                    "diffusion kernel")
+  if exp.kernel is None or exp.kernel.name != "masking":
+    raise UserError(f"this workdir's model uses the "
+                    f"{exp.kernel.name if exp.kernel else 'autoregressive'} objective; only the "
+                    "masking kernel has a sampler so far (the others land with the samplers issue)")
   length = length or exp.config.data.seq_len
   prefix = [BOS_ID] + (exp.tokenizer.encode([prompt])[0] if prompt else [])
   if len(prefix) >= length:

@@ -71,7 +71,7 @@ def loss_terms(params, batch, key, *, model, kernel, t_min: float, train: bool):
   """
   tokens = batch["tokens"]
   valid = batch.get("valid", jnp.ones(tokens.shape[:1], jnp.float32))
-  k_t, k_z, k_drop = jax.random.split(key, 3)
+  k_t, k_z, k_drop, k_bulk = jax.random.split(key, 4)
   rngs = {"dropout": k_drop}
   if model.cfg.causal:
     logits = model.apply({"params": params}, tokens, None, deterministic=not train, rngs=rngs)
@@ -81,7 +81,8 @@ def loss_terms(params, batch, key, *, model, kernel, t_min: float, train: bool):
     t = sample_times(k_t, tokens.shape[0], t_min)
     z = kernel.sample_forward(k_z, tokens, t)
     logits = model.apply({"params": params}, z, t, deterministic=not train, rngs=rngs)
-    per_token = elbo.nelbo_integrand(kernel, logits, tokens, z, t) + elbo.prior_kl(kernel, tokens)
+    per_token = (elbo.nelbo_integrand(kernel, logits, tokens, z, t, k_bulk)
+                 + kernel.prior_kl(tokens))
     counted = tokens != PAD_ID
   nll_sum = jnp.sum(per_token * valid[:, None])
   count = jnp.sum(counted * valid[:, None])

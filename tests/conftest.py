@@ -76,3 +76,34 @@ def tiny_config(corpus_glob: str, tokenizer_path: str = ""):
 @pytest.fixture
 def config(corpus_glob, shared_tokenizer):
   return tiny_config(corpus_glob, shared_tokenizer)
+
+
+def kernel_config(name: str, **overrides):
+  """config.kernel of configs/base.py with overrides (for building kernels in tests)."""
+  from configs import base  # pylint: disable=g-import-not-at-top
+  c = base.get_config().kernel
+  for key, value in overrides.items():
+    c[key] = value
+  c.name = name
+  return c
+
+
+def toy_kernels(V: int, seed: int = 0, eps: float = 1e-2, unigram=None, k: int = 3):
+  """Every member of the family on a tiny vocabulary with random-embedding tables."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from dlm_jax.kernels import interpolating, neighbors  # pylint: disable=g-import-not-at-top
+  emb = np.random.default_rng(seed).normal(size=(V, 5))
+  part = neighbors.build(emb, "partition", k, "toy", num_special=0)
+  topk = neighbors.build(emb, "topk", k, "toy", tau=0.5, num_special=0)
+  make = lambda name, table=None, **kw: interpolating.make_kernel(
+      kernel_config(name, eps=eps, global_eps=eps, **kw), V, table, unigram)
+  return {
+      "masking": make("masking"),
+      "uniform": make("uniform"),
+      "semdlm_A": make("semdlm", part),
+      "semdlm_plus_uniform_A": make("semdlm_plus", part, global_kind="uniform"),
+      "semdlm_plus_mask_A": make("semdlm_plus", part, global_kind="mask"),
+      "semdlm_B": make("semdlm", topk),
+      "semdlm_plus_uniform_B": make("semdlm_plus", topk, global_kind="uniform"),
+      "semdlm_plus_mask_B": make("semdlm_plus", topk, global_kind="mask"),
+  }

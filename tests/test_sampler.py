@@ -6,14 +6,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlm_jax.kernels import schedules
-from dlm_jax.kernels.interpolating import MaskingKernel
+from dlm_jax.kernels import interpolating
 from dlm_jax.models.transformer import Transformer, TransformerConfig
 from dlm_jax.samplers import masking
+from tests.conftest import kernel_config
 
 
 def _kernel(V, eps=0.0):
-  return MaskingKernel(vocab_size=V, schedule=schedules.make_schedule("loglinear", eps))
+  return interpolating.make_kernel(kernel_config("masking", eps=eps), V)
 
 
 def test_one_step_matches_exact_posterior():

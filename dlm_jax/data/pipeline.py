@@ -110,6 +110,23 @@ def token_rows(data_cfg, split: str, tokenizer: Tokenizer, workdir: str) -> np.n
   return rows
 
 
+def unigram_counts(data_cfg, tokenizer: Tokenizer, workdir: str) -> np.ndarray:
+  """Token counts of the training split (V,), cached beside its rows."""
+  cache_dir = data_cfg.cache_dir or os.path.join(workdir, "data_cache")
+  path = os.path.join(cache_dir, f"unigram-{_cache_key(data_cfg, 'train', tokenizer)}.npy")
+  if os.path.exists(path):
+    return np.load(path)
+  rows = token_rows(data_cfg, "train", tokenizer, workdir)
+  counts = np.zeros((tokenizer.vocab_size,), np.int64)
+  for start in range(0, len(rows), 65536):
+    counts += np.bincount(np.asarray(rows[start:start + 65536]).ravel(),
+                          minlength=tokenizer.vocab_size)[: tokenizer.vocab_size]
+  with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".npy", delete=False) as f:
+    np.save(f, counts)
+  os.replace(f.name, path)
+  return counts
+
+
 class ShuffledBatches:
   """Random-access source: index i -> this process's rows of global batch i."""
 

@@ -1,17 +1,28 @@
-"""The interpolating kernel family of DESIGN.md §3, as pure functions.
+"""The interpolating kernel family of DESIGN.md §3, as one frozen dataclass of pure functions.
 
-    q_t(z | x) = alpha_t delta_x(z) + (1 - alpha_t) pi^x(z)
+    q_t(z | x) = kappa [ A delta_x + B N_x + C u ] + (1 - kappa) delta_m
+    A = e^{-s_sem - s_glob},  B = (1 - e^{-s_sem}) e^{-s_glob},  C = 1 - e^{-s_glob},
+    kappa = e^{-s_mask}
 
-A kernel is a frozen dataclass: hashable, so it can be a static argument of
-`jax.jit`, and holding only configuration; every method is a pure function of
-arrays. The masking kernel (pi = delta_m, the absorbing state m = V) is the
-first member; the semantic / uniform members extend the same interface:
+with cumulative rates s_c(t) = -log alpha_c(t) of three components: semantic
+(N_x, a neighbour table), global uniform (u) and mask (delta_m, the extra id V).
+Masking, uniform, SemDLM and SemDLM+ are configurations of it:
 
-- `sample_forward(key, x, t)`: z ~ q_t(. | x) per token;
-- `marginal(x, t)`: dense q_t(. | x) over the V + 1 states (tiny V, tests);
-- `rates(t)`: dense forward generator r_t(y -> z) (tiny V, tests);
-- `prior_probs()` / `sample_prior(key, shape)`: the generative start p_1;
-- `alpha(t)`, `dalpha(t)`: the schedule.
+| kernel       | components                         |
+|--------------|------------------------------------|
+| masking      | mask                               |
+| uniform      | glob                               |
+| semdlm       | sem                                |
+| semdlm_plus  | sem + glob (uniform) or sem + mask |
+
+With a *partition* table (A) the process is a CTMC in z with rates
+r_t(y -> z) = s_sem' N_y(z) + s_glob' u(z) + s_mask' delta_m(z) and the NELBO is
+tight; with a *top-k* table (B) the same marginals come from x-conditioned
+jump-in rates g_t^x(z) = alpha_t [(beta a/alpha)' N_x + (beta b/alpha)' u +
+(beta c/alpha)' delta_m](z), which this parametrisation keeps >= 0 by
+construction, and the NELBO is a bound (the process is not Markov in z).
+
+Every method is a pure function of arrays; the tables are device constants.
 """
 
 from __future__ import annotations
@@ -21,67 +32,242 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dlm_jax.errors import UserError
 from dlm_jax.kernels import schedules
 
-KERNELS = ("masking",)
+KERNELS = ("masking", "uniform", "semdlm", "semdlm_plus")
 
 
-@dataclasses.dataclass(frozen=True)
-class MaskingKernel:
-  """Absorbing-state kernel: each token is replaced by the mask m = V w.p. 1 - alpha_t."""
-  vocab_size: int          # V real tokens; the mask is the extra id V
-  schedule: Any
-  name: str = "masking"
+def _alpha(schedule, t):
+  return jnp.ones_like(t) if schedule is None else schedule.alpha(t)
+
+
+def _rate(schedule, t):
+  return jnp.zeros_like(t) if schedule is None else schedule.rate(t)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Kernel:
+  """One member of the family. `eq=False`: hashed by identity, usable as a jit static."""
+  name: str
+  vocab_size: int                      # V real tokens
+  sem: Any = None                      # schedules (None: component absent)
+  glob: Any = None
+  mask: Any = None
+  structure: str = "none"              # none | partition | topk
+  ids: Any = None                      # (V, k) neighbour ids, -1 padded
+  weights: Any = None                  # (V, k) neighbour weights, rows sum to 1
+  cluster: Any = None                  # (V,) cluster id (partition)
+  members: Any = None                  # (n_clusters, k_max) ids, -1 padded (partition)
+  cluster_size: Any = None             # (V,) n_{c(y)} (partition)
+  in_ids: Any = None                   # (V, k_in) in-neighbours (topk)
+  in_weights: Any = None               # (V, k_in) N_x(z) for x = in_ids[z]
+  unigram: Any = None                  # (V,) training-token frequencies, for p_1
+  prior_kl_table: Any = None           # (V,) KL(q_1(.|x) || p_1), precomputed
+  bulk_samples: int = 0                # topk + uniform NELBO: 0 exact, > 0 unbiased estimate
+
+  # ------------------------------------------------------------------ structure
+  @property
+  def has_mask(self) -> bool:
+    return self.mask is not None
 
   @property
   def mask_id(self) -> int:
-    return self.vocab_size
+    return self.vocab_size if self.has_mask else -1
 
   @property
   def input_vocab_size(self) -> int:
-    return self.vocab_size + 1
+    return self.vocab_size + int(self.has_mask)
 
-  def alpha(self, t):
-    return self.schedule.alpha(t)
+  @property
+  def is_markov(self) -> bool:
+    """True when the NELBO is exact (tight with a perfect denoiser), False for (B)."""
+    return self.structure != "topk"
 
-  def dalpha(self, t):
-    return self.schedule.dalpha(t)
+  @property
+  def nelbo_label(self) -> str:
+    """What the reported NELBO is (shown in every report)."""
+    if self.is_markov:
+      return "continuous-time NELBO: an upper bound on -log p(x), tight for a perfect denoiser"
+    label = ("NELBO of a non-Markov top-k kernel: a valid upper bound on -log p(x) that stays "
+             "loose even for a perfect denoiser")
+    if self.glob is not None and self.bulk_samples > 0:
+      label += f"; its uniform-target sum is an unbiased estimate ({self.bulk_samples} samples)"
+    return label
 
-  def sample_forward(self, key, x, t):
-    """x: (B, L) ints, t: (B,) -> z: (B, L), each token masked w.p. 1 - alpha_t."""
-    keep = jax.random.uniform(key, x.shape) < self.alpha(t)[:, None]
-    return jnp.where(keep, x, self.mask_id)
-
-  def marginal(self, x, t):
-    """q_t(. | x) as (..., V + 1) probabilities; x: (...) ints, t broadcastable to x."""
-    a = jnp.asarray(self.alpha(t))[..., None]
-    onehot = jax.nn.one_hot(x, self.vocab_size + 1)
-    return a * onehot + (1 - a) * jax.nn.one_hot(self.mask_id, self.vocab_size + 1)
+  # ------------------------------------------------------------------ schedules
+  def coefficients(self, t):
+    """(A, B, C, kappa) at times t (any shape)."""
+    a_sem, a_glob, kappa = _alpha(self.sem, t), _alpha(self.glob, t), _alpha(self.mask, t)
+    return a_sem * a_glob, (1.0 - a_sem) * a_glob, 1.0 - a_glob, kappa
 
   def rates(self, t):
-    """Forward generator r_t(y -> z), (V + 1, V + 1), off-diagonal: y -> m at -alpha'/alpha."""
-    n = self.vocab_size + 1
-    rate = -self.dalpha(t) / self.alpha(t)
-    r = jnp.zeros((n, n)).at[:, self.mask_id].set(rate).at[self.mask_id, self.mask_id].set(0.0)
+    """(s_sem', s_glob', s_mask') at times t."""
+    return _rate(self.sem, t), _rate(self.glob, t), _rate(self.mask, t)
+
+  def alpha(self, t):
+    """Probability that a token is still clean: kappa * A."""
+    A, _, _, kappa = self.coefficients(t)
+    return kappa * A
+
+  def jump_in_coefficients(self, t):
+    """(B) kernels: g_t^x = g_sem N_x + g_glob u + g_mask delta_m (DESIGN.md §3), all >= 0."""
+    s_sem, s_glob, s_mask = self.rates(t)
+    a_sem, a_glob, kappa = _alpha(self.sem, t), _alpha(self.glob, t), _alpha(self.mask, t)
+    g_sem = s_sem * a_glob * kappa
+    g_glob = (s_sem * (1.0 - a_glob) + s_glob) * kappa
+    g_mask = s_mask + (1.0 - kappa) * (s_sem + s_glob)
+    return g_sem, g_glob, g_mask
+
+  # ------------------------------------------------------------------ forward process
+  def sample_forward(self, key, x, t):
+    """z ~ q_t(. | x) per token, in two stages (O(k) per token). x: (B, L), t: (B,)."""
+    A, B, C, kappa = [c[:, None] for c in self.coefficients(t)]
+    k_mask, k_which, k_nb, k_uni = jax.random.split(key, 4)
+    r = jax.random.uniform(k_which, x.shape)
+    z = x
+    if self.sem is not None:
+      logw = jnp.log(jnp.maximum(self.weights[x], 1e-30))
+      j = jax.random.categorical(k_nb, jnp.where(self.ids[x] >= 0, logw, -jnp.inf))
+      neighbour = jnp.take_along_axis(self.ids[x], j[..., None], -1)[..., 0]
+      z = jnp.where((r >= A) & (r < A + B), neighbour, z)
+    if self.glob is not None:
+      z = jnp.where(r >= A + B, jax.random.randint(k_uni, x.shape, 0, self.vocab_size), z)
+    if self.has_mask:
+      z = jnp.where(jax.random.uniform(k_mask, x.shape) < kappa, z, self.mask_id)
+    return z
+
+  # ------------------------------------------------------------------ dense references
+  def dense_neighbours(self):
+    """(V, V) N, N[x, y] = N_x(y) (tiny V only)."""
+    V = self.vocab_size
+    if self.ids is None:
+      return jnp.eye(V)
+    rows = jnp.repeat(jnp.arange(V), self.ids.shape[1])
+    valid = self.ids.ravel() >= 0
+    return jnp.zeros((V, V)).at[rows, jnp.where(valid, self.ids.ravel(), 0)].add(
+        jnp.where(valid, self.weights.ravel(), 0.0))
+
+  def marginal(self, x, t):
+    """Dense q_t(. | x) over the V (+1) states; x: (...) ints, t broadcastable (tiny V)."""
+    V, n = self.vocab_size, self.input_vocab_size
+    A, B, C, kappa = [jnp.asarray(c)[..., None] for c in self.coefficients(jnp.asarray(t))]
+    real = A * jax.nn.one_hot(x, V) + B * self.dense_neighbours()[x] + C / V
+    out = kappa * jnp.pad(real, [(0, 0)] * (real.ndim - 1) + [(0, n - V)])
+    if self.has_mask:
+      out = out + (1.0 - kappa) * jax.nn.one_hot(self.mask_id, n)
+    return out
+
+  def markov_rates(self, t):
+    """(A) kernels: the forward generator R[y, z] = r_t(y -> z), diagonal = -row sum."""
+    V, n = self.vocab_size, self.input_vocab_size
+    s_sem, s_glob, s_mask = self.rates(jnp.asarray(t))
+    r = jnp.zeros((n, n))
+    r = r.at[:V, :V].add(s_sem * self.dense_neighbours() + s_glob / V)
+    if self.has_mask:
+      r = r.at[:V, self.mask_id].add(s_mask)
+    r = r * (1.0 - jnp.eye(n))
     return r - jnp.diag(r.sum(1))
 
+  def jump_in_rates(self, x, t):
+    """(B) kernels: dense g_t^x(.) over the V (+1) states for clean token x."""
+    V, n = self.vocab_size, self.input_vocab_size
+    g_sem, g_glob, g_mask = self.jump_in_coefficients(jnp.asarray(t))
+    g = jnp.zeros((n,)).at[:V].set(g_sem * self.dense_neighbours()[x] + g_glob / V)
+    if self.has_mask:
+      g = g.at[self.mask_id].set(g_mask)
+    return g
+
+  # ------------------------------------------------------------------ generative start p_1
   def prior_probs(self):
-    """p_1 = alpha_1 u + (1 - alpha_1) delta_m: data-independent, so KL(q_1 || p_1) is exact."""
-    a1 = self.alpha(1.0)
-    u = jnp.full((self.vocab_size + 1,), a1 / self.vocab_size).at[self.mask_id].set(1 - a1)
-    return u
+    """p_1 = sum_x unigram(x) q_1(. | x): the exact marginal when unigram is the data's."""
+    V, n = self.vocab_size, self.input_vocab_size
+    A, B, C, kappa = self.coefficients(jnp.asarray(1.0))
+    pushed = self.unigram
+    if self.ids is not None:
+      valid = self.ids >= 0
+      pushed = jnp.zeros((V,)).at[jnp.where(valid, self.ids, 0)].add(
+          jnp.where(valid, self.weights * self.unigram[:, None], 0.0))
+    real = kappa * (A * self.unigram + B * pushed + C / V)
+    return jnp.pad(real, (0, n - V)).at[self.mask_id].set(1.0 - kappa) if self.has_mask else real
 
   def sample_prior(self, key, shape):
-    k1, k2 = jax.random.split(key)
-    keep = jax.random.uniform(k1, shape) < self.alpha(1.0)
-    return jnp.where(keep, jax.random.randint(k2, shape, 0, self.vocab_size), self.mask_id)
+    return jax.random.categorical(key, jnp.log(self.prior_probs()), shape=shape)
+
+  def prior_kl(self, x):
+    """KL(q_1(. | x) || p_1) per token, from the precomputed (V,) table."""
+    return self.prior_kl_table[x]
 
 
-def make_kernel(kernel_cfg, vocab_size: int):
-  """Builds the kernel named by `config.kernel` for a tokenizer of `vocab_size` ids."""
-  if kernel_cfg.name not in KERNELS:
-    raise UserError(f"unknown kernel {kernel_cfg.name!r}; expected one of {list(KERNELS)}")
-  schedule = schedules.make_schedule(kernel_cfg.schedule, kernel_cfg.eps)
-  return MaskingKernel(vocab_size=vocab_size, schedule=schedule)
+def _prior_kl_table(kernel: Kernel, chunk: int = 256) -> np.ndarray:
+  """KL(q_1(.|x) || p_1) for every x, by dense rows in chunks (numpy, once per run)."""
+  V = kernel.vocab_size
+  p1 = np.asarray(kernel.prior_probs(), np.float64)
+  A, B, C, kappa = [float(c) for c in kernel.coefficients(jnp.asarray(1.0))]
+  out = np.zeros((V,), np.float64)
+  ids = None if kernel.ids is None else np.asarray(kernel.ids)
+  w = None if kernel.weights is None else np.asarray(kernel.weights, np.float64)
+  log_p1 = np.log(np.maximum(p1, 1e-300))
+  for start in range(0, V, chunk):
+    xs = np.arange(start, min(start + chunk, V))
+    q = np.zeros((len(xs), len(p1)))
+    q[np.arange(len(xs)), xs] += kappa * A
+    if ids is not None and B > 0:
+      valid = ids[xs] >= 0
+      rows = np.repeat(np.arange(len(xs)), ids.shape[1])
+      np.add.at(q, (rows[valid.ravel()], ids[xs].ravel()[valid.ravel()]),
+                kappa * B * w[xs].ravel()[valid.ravel()])
+    q[:, :V] += kappa * C / V
+    if kernel.has_mask:
+      q[:, kernel.mask_id] += 1.0 - kappa
+    logq = np.log(np.where(q > 0, q, 1.0))
+    out[xs] = np.sum(np.where(q > 0, q * (logq - log_p1), 0.0), 1)
+  return out.astype(np.float32)
+
+
+def make_kernel(kernel_cfg, vocab_size: int, table=None, unigram=None) -> Kernel:
+  """Builds the kernel named by `config.kernel` for a tokenizer of `vocab_size` ids.
+
+  `table` (a NeighborTable) is required by the semantic kernels; `unigram` (V,)
+  defines p_1 (default: uniform).
+  """
+  name = kernel_cfg.name
+  if name not in KERNELS:
+    raise UserError(f"unknown kernel {name!r}; expected one of {list(KERNELS)}")
+  main = schedules.make_schedule(kernel_cfg.schedule, kernel_cfg.eps, kernel_cfg.power,
+                                 "kernel.schedule")
+  parts = {"masking": dict(mask=main), "uniform": dict(glob=main), "semdlm": dict(sem=main)}
+  if name == "semdlm_plus":
+    if kernel_cfg.global_kind not in ("uniform", "mask"):
+      raise UserError(f"kernel.global_kind must be 'uniform' or 'mask', got "
+                      f"{kernel_cfg.global_kind!r}")
+    glob = schedules.make_schedule(kernel_cfg.global_schedule, kernel_cfg.global_eps,
+                                   kernel_cfg.global_power, "kernel.global_schedule")
+    parts["semdlm_plus"] = dict(sem=main, **{"glob" if kernel_cfg.global_kind == "uniform"
+                                             else "mask": glob})
+  comps = parts[name]
+  unigram = (np.full((vocab_size,), 1.0 / vocab_size) if unigram is None
+             else np.asarray(unigram, np.float64) / np.sum(unigram))
+  fields: dict[str, Any] = dict(name=name, vocab_size=vocab_size, unigram=jnp.asarray(unigram),
+                                bulk_samples=int(kernel_cfg.get("bulk_samples", 0)), **comps)
+  if "sem" in comps:
+    if table is None:
+      raise UserError(f"kernel {name!r} needs a neighbour table (kernel.neighbors)")
+    if table.vocab_size != vocab_size:
+      raise UserError(f"neighbour table has V={table.vocab_size}, the tokenizer {vocab_size}")
+    fields.update(structure=table.kind, ids=jnp.asarray(table.ids),
+                  weights=jnp.asarray(table.weights))
+    if table.kind == "partition":
+      sizes = np.bincount(table.cluster)
+      members = np.full((len(sizes), sizes.max()), -1, np.int32)
+      order = np.argsort(table.cluster, kind="stable")
+      starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+      members[table.cluster[order], np.arange(vocab_size) - starts[table.cluster[order]]] = order
+      fields.update(cluster=jnp.asarray(table.cluster), members=jnp.asarray(members),
+                    cluster_size=jnp.asarray(sizes[table.cluster], jnp.float32))
+    else:
+      fields.update(in_ids=jnp.asarray(table.in_ids), in_weights=jnp.asarray(table.in_weights))
+  kernel = Kernel(**fields)
+  return dataclasses.replace(kernel, prior_kl_table=jnp.asarray(_prior_kl_table(kernel)))

@@ -1,8 +1,9 @@
-"""Noise schedules alpha_t: the probability that a token is still clean at time t.
+"""Noise schedules: alpha(t), the probability that a component has *not* fired by t.
 
-Each schedule is a frozen dataclass with pure methods of t in [0, 1]:
-`alpha(t)` and its derivative `dalpha(t)`. alpha(0) = 1 and alpha is
-decreasing. `eps` is alpha(1) (MDLM's log-linear schedule keeps eps = 1e-3).
+Each kernel component (semantic, global uniform, mask) has a cumulative rate
+s(t) = -log alpha(t) (DESIGN.md §3); a valid schedule has alpha(0) = 1 and
+alpha nonincreasing, i.e. s nondecreasing. Schedules are frozen dataclasses
+with pure methods of t in [0, 1]: `alpha`, `dalpha`, and `rate` = s'(t).
 """
 
 from __future__ import annotations
@@ -17,34 +18,48 @@ from dlm_jax.errors import UserError
 
 @dataclasses.dataclass(frozen=True)
 class LogLinear:
-  """alpha_t = 1 - (1 - eps) t, i.e. total noise sigma_t = -log(1 - (1 - eps) t) (MDLM)."""
+  """alpha_t = 1 - (1 - eps) t^power (MDLM's log-linear schedule at power 1).
+
+  power > 1 delays the component (it fires late, as SemDLM+'s global transition).
+  """
   eps: float = 1e-3
+  power: float = 1.0
 
   def alpha(self, t):
-    return 1.0 - (1.0 - self.eps) * t
+    return 1.0 - (1.0 - self.eps) * jnp.power(t, self.power)
 
   def dalpha(self, t):
-    return -(1.0 - self.eps) * jnp.ones_like(t)
+    return -(1.0 - self.eps) * self.power * jnp.power(t, self.power - 1.0)
+
+  def rate(self, t):
+    return -self.dalpha(t) / self.alpha(t)
 
 
 @dataclasses.dataclass(frozen=True)
 class Cosine:
-  """alpha_t = eps + (1 - eps) cos(pi t / 2)."""
+  """alpha_t = eps + (1 - eps) cos(pi t^power / 2)."""
   eps: float = 0.0
+  power: float = 1.0
 
   def alpha(self, t):
-    return self.eps + (1.0 - self.eps) * jnp.cos(0.5 * math.pi * t)
+    return self.eps + (1.0 - self.eps) * jnp.cos(0.5 * math.pi * jnp.power(t, self.power))
 
   def dalpha(self, t):
-    return -(1.0 - self.eps) * 0.5 * math.pi * jnp.sin(0.5 * math.pi * t)
+    return (-(1.0 - self.eps) * 0.5 * math.pi * self.power * jnp.power(t, self.power - 1.0)
+            * jnp.sin(0.5 * math.pi * jnp.power(t, self.power)))
+
+  def rate(self, t):
+    return -self.dalpha(t) / self.alpha(t)
 
 
 SCHEDULES = {"loglinear": LogLinear, "cosine": Cosine}
 
 
-def make_schedule(name: str, eps: float):
+def make_schedule(name: str, eps: float, power: float = 1.0, what: str = "schedule"):
   if name not in SCHEDULES:
-    raise UserError(f"unknown schedule {name!r}; expected one of {sorted(SCHEDULES)}")
+    raise UserError(f"unknown {what} {name!r}; expected one of {sorted(SCHEDULES)}")
   if not 0.0 <= eps < 1.0:
-    raise UserError(f"schedule eps = alpha(1) must be in [0, 1), got {eps}")
-  return SCHEDULES[name](eps=eps)
+    raise UserError(f"{what} eps = alpha(1) must be in [0, 1), got {eps}")
+  if power <= 0:
+    raise UserError(f"{what} power must be > 0 (alpha must decrease in t), got {power}")
+  return SCHEDULES[name](eps=eps, power=power)

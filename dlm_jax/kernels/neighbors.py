@@ -1,0 +1,310 @@
+"""Semantic neighbourhood tables (DESIGN.md §3), built from token embeddings.
+
+Embeddings come from (a) the training corpus: co-occurrence counts in a window,
+positive PMI with context smoothing 0.75, randomized truncated SVD (sparse,
+blockwise, seeded: deterministic); (b) a checkpoint's token-embedding matrix;
+(c) an `.npy` file aligned with the tokenizer.
+
+Two tables, both stored as (V, k) arrays of ids and weights (rows sum to 1):
+
+- `partition` (A): a balanced partition of the vocabulary into clusters of
+  ceil(k/2)..k tokens by recursive median bisection along each group's
+  principal direction; N_y is uniform over y's cluster (self included), so N is
+  idempotent and the forward process is a Markov chain. Special tokens
+  (ids < 4: PAD, UNK, BOS, EOS) are singleton clusters.
+- `topk` (B): the k most cosine-similar other tokens, weights softmax(sim/tau),
+  by blocked matmul + top-k (never the dense V x V matrix). Edges into tokens
+  whose in-degree exceeds `max_in_degree` are pruned (weakest first) and rows
+  renormalised, so the inverted table (in-neighbours of each z) is exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from dlm_jax.errors import UserError
+
+NUM_SPECIAL = 4
+PAD = -1
+
+
+@dataclasses.dataclass
+class NeighborTable:
+  kind: str                 # "partition" | "topk"
+  ids: np.ndarray           # (V, k) int32, PAD = -1 where a row has fewer than k entries
+  weights: np.ndarray       # (V, k) float32, 0 at PAD
+  fingerprint: str          # the tokenizer's vocabulary hash
+  cluster: np.ndarray | None = None       # (V,) cluster id (partition)
+  in_ids: np.ndarray | None = None        # (V, k_in) x with z in N_x (topk)
+  in_weights: np.ndarray | None = None    # (V, k_in) N_x(z)
+
+  @property
+  def vocab_size(self) -> int:
+    return self.ids.shape[0]
+
+  @property
+  def k(self) -> int:
+    return self.ids.shape[1]
+
+  def dense(self) -> np.ndarray:
+    """The (V, V) row-stochastic matrix N (tests and tiny vocabularies only)."""
+    V = self.vocab_size
+    n = np.zeros((V, V), np.float64)
+    rows = np.repeat(np.arange(V), self.k)
+    valid = self.ids.ravel() >= 0
+    np.add.at(n, (rows[valid], self.ids.ravel()[valid]), self.weights.ravel()[valid])
+    return n
+
+  def check_vocab(self, fingerprint: str, vocab_size: int, what: str = "") -> None:
+    if self.vocab_size != vocab_size or self.fingerprint != fingerprint:
+      raise UserError(f"neighbour table {what} was built for another vocabulary "
+                      f"(V={self.vocab_size}, hash {self.fingerprint}; the tokenizer has "
+                      f"V={vocab_size}, hash {fingerprint}): rebuild it")
+
+  def save(self, path: str) -> None:
+    arrays = {k: v for k, v in dataclasses.asdict(self).items() if isinstance(v, np.ndarray)}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz",
+                                     delete=False) as f:
+      np.savez(f, kind=self.kind, fingerprint=self.fingerprint, **arrays)
+    os.replace(f.name, path)
+
+  @classmethod
+  def load(cls, path: str) -> "NeighborTable":
+    if not os.path.exists(path):
+      raise UserError(f"neighbour table not found: {path}")
+    with np.load(path) as f:
+      fields = {k: f[k] for k in f.files}
+    return cls(kind=str(fields.pop("kind")), fingerprint=str(fields.pop("fingerprint")), **fields)
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+
+def cooccurrence(rows: np.ndarray, vocab_size: int, window: int = 4,
+                 block_rows: int = 4096):
+  """Symmetric co-occurrence counts within `window` tokens, as a scipy CSR matrix."""
+  import scipy.sparse as sp  # pylint: disable=g-import-not-at-top
+  total = sp.csr_matrix((vocab_size, vocab_size), dtype=np.float64)
+  for start in range(0, len(rows), block_rows):
+    block = np.asarray(rows[start:start + block_rows], np.int64)
+    codes = []
+    for d in range(1, window + 1):
+      a, b = block[:, :-d].ravel(), block[:, d:].ravel()
+      codes.append(a * vocab_size + b)
+      codes.append(b * vocab_size + a)
+    uniq, counts = np.unique(np.concatenate(codes), return_counts=True)
+    total = total + sp.csr_matrix((counts.astype(np.float64),
+                                   (uniq // vocab_size, uniq % vocab_size)),
+                                  shape=(vocab_size, vocab_size))
+  return total
+
+
+def ppmi(counts, alpha: float = 0.75):
+  """Positive PMI with context-distribution smoothing (Levy, Goldberg & Dagan 2015)."""
+  import scipy.sparse as sp  # pylint: disable=g-import-not-at-top
+  counts = counts.tocoo()
+  row_sum = np.asarray(counts.sum(1)).ravel()
+  ctx = np.asarray(counts.sum(0)).ravel() ** alpha
+  total = counts.sum()
+  pmi = np.log(counts.data * ctx.sum() / (row_sum[counts.row] * ctx[counts.col])) if total else 0
+  keep = pmi > 0
+  return sp.csr_matrix((pmi[keep], (counts.row[keep], counts.col[keep])), shape=counts.shape)
+
+
+def randomized_svd(matrix, rank: int, seed: int = 0, oversample: int = 16, power_iters: int = 3):
+  """Halko et al. randomized SVD of a sparse matrix: returns (U, S)."""
+  rng = np.random.default_rng(seed)
+  n = matrix.shape[1]
+  omega = rng.standard_normal((n, rank + oversample))
+  q, _ = np.linalg.qr(matrix @ omega)
+  for _ in range(power_iters):
+    q, _ = np.linalg.qr(matrix.T @ q)
+    q, _ = np.linalg.qr(matrix @ q)
+  small = (matrix.T @ q).T
+  u_small, s, _ = np.linalg.svd(small, full_matrices=False)
+  u = q @ u_small
+  # Fix signs so the result does not depend on LAPACK's choice.
+  signs = np.sign(u[np.abs(u).argmax(0), np.arange(u.shape[1])])
+  return (u * signs)[:, :rank], s[:rank]
+
+
+def corpus_embeddings(rows: np.ndarray, vocab_size: int, dim: int = 256, window: int = 4,
+                      seed: int = 0) -> np.ndarray:
+  """PPMI + truncated SVD token embeddings (V, dim), U * sqrt(S)."""
+  m = ppmi(cooccurrence(rows, vocab_size, window))
+  rank = min(dim, vocab_size - 2)
+  u, s = randomized_svd(m, rank, seed)
+  emb = (u * np.sqrt(s)).astype(np.float32)
+  if rank < dim:
+    emb = np.pad(emb, ((0, 0), (0, dim - rank)))
+  return emb
+
+
+def _normalise(emb: np.ndarray) -> np.ndarray:
+  emb = np.asarray(emb, np.float32)
+  norm = np.linalg.norm(emb, axis=1, keepdims=True)
+  return emb / np.maximum(norm, 1e-8)
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def balanced_partition(emb: np.ndarray, k: int, seed: int = 0,
+                       num_special: int = NUM_SPECIAL) -> np.ndarray:
+  """Cluster id per token: recursive median bisection along principal directions."""
+  V = emb.shape[0]
+  if not 1 <= k < V:
+    raise UserError(f"neighbourhood size k={k} must be in [1, V) with V={V}")
+  emb = _normalise(emb)
+  rng = np.random.default_rng(seed)
+  cluster = np.full((V,), -1, np.int64)
+  cluster[:num_special] = np.arange(num_special)
+  next_id = num_special
+  stack = [np.arange(num_special, V)]
+  while stack:
+    group = stack.pop()
+    if len(group) <= k:
+      cluster[group] = next_id
+      next_id += 1
+      continue
+    x = emb[group] - emb[group].mean(0)
+    v = rng.standard_normal(x.shape[1]).astype(np.float32)
+    for _ in range(20):                      # power iteration for the top direction
+      v = x.T @ (x @ v)
+      v /= max(np.linalg.norm(v), 1e-12)
+    order = group[np.argsort(x @ v, kind="stable")]
+    # Split so both halves stay multiples of k where possible (balanced leaves).
+    n_clusters = -(-len(group) // k)
+    left = (n_clusters // 2) * k if n_clusters > 1 else len(group) // 2
+    left = min(max(left, 1), len(group) - 1)
+    stack.extend([order[left:], order[:left]])
+  return cluster
+
+
+def partition_table(cluster: np.ndarray, fingerprint: str) -> NeighborTable:
+  V = len(cluster)
+  sizes = np.bincount(cluster)
+  k = int(sizes.max())
+  order = np.argsort(cluster, kind="stable")
+  starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+  members = np.full((len(sizes), k), PAD, np.int32)
+  rank = np.arange(V) - starts[cluster[order]]
+  members[cluster[order], rank] = order
+  ids = members[cluster]
+  weights = np.where(ids >= 0, 1.0 / sizes[cluster][:, None], 0.0).astype(np.float32)
+  return NeighborTable("partition", ids.astype(np.int32), weights, fingerprint,
+                       cluster=cluster.astype(np.int32))
+
+
+def topk_table(emb: np.ndarray, k: int, tau: float, fingerprint: str,
+               max_in_degree: int | None = None, block: int = 2048,
+               num_special: int = NUM_SPECIAL) -> NeighborTable:
+  """Top-k cosine neighbours (self excluded), softmax(sim / tau) weights, in-degree capped."""
+  V = emb.shape[0]
+  if not 1 <= k < V - num_special:
+    raise UserError(f"neighbourhood size k={k} must be in [1, V - {num_special}) with V={V}")
+  if tau <= 0:
+    raise UserError(f"neighbour temperature tau must be > 0, got {tau}")
+  emb = _normalise(emb)
+  ids = np.full((V, k), PAD, np.int64)
+  sims = np.full((V, k), -np.inf, np.float32)
+  for start in range(num_special, V, block):
+    stop = min(start + block, V)
+    s = emb[start:stop] @ emb.T                          # (b, V): a block, never V x V
+    s[:, :num_special] = -np.inf                         # specials are nobody's neighbour
+    s[np.arange(stop - start), np.arange(start, stop)] = -np.inf
+    top = np.argpartition(-s, k, axis=1)[:, :k]
+    top_s = np.take_along_axis(s, top, 1)
+    order = np.argsort(-top_s, axis=1, kind="stable")
+    ids[start:stop] = np.take_along_axis(top, order, 1)
+    sims[start:stop] = np.take_along_axis(top_s, order, 1)
+
+  cap = max_in_degree or 4 * k
+  valid = ids >= 0
+  edge_row = np.repeat(np.arange(V), k)[valid.ravel()]
+  edge_dst = ids.ravel()[valid.ravel()]
+  edge_sim = sims.ravel()[valid.ravel()]
+  # Rank incoming edges of each destination by similarity; drop those beyond the cap.
+  order = np.lexsort((-edge_sim, edge_dst))
+  dst_sorted = edge_dst[order]
+  first = np.searchsorted(dst_sorted, dst_sorted, side="left")
+  rank = np.arange(len(order)) - first
+  keep = np.zeros(len(order), bool)
+  keep[order] = rank < cap
+  kept = keep.reshape(-1)
+  flat_valid = valid.ravel().copy()
+  flat_valid[np.flatnonzero(valid.ravel())[~kept]] = False
+  valid = flat_valid.reshape(V, k)
+  logits = np.where(valid, sims / tau, -np.inf)
+  logits -= np.where(np.isfinite(logits).any(1, keepdims=True),
+                     np.max(np.where(valid, logits, -np.inf), 1, keepdims=True), 0.0)
+  w = np.where(valid, np.exp(logits), 0.0)
+  empty = w.sum(1) == 0
+  # Specials (and rows whose edges were all pruned) keep themselves: N_x = delta_x.
+  ids = np.where(valid, ids, PAD)
+  ids[empty, 0] = np.arange(V)[empty]
+  w[empty, 0] = 1.0
+  w = (w / w.sum(1, keepdims=True)).astype(np.float32)
+  table = NeighborTable("topk", ids.astype(np.int32), w, fingerprint)
+  table.in_ids, table.in_weights = invert(table)
+  return table
+
+
+def invert(table: NeighborTable):
+  """In-neighbours: for each z, the x with z in N_x and the weights N_x(z)."""
+  V, k = table.ids.shape
+  valid = table.ids.ravel() >= 0
+  src = np.repeat(np.arange(V), k)[valid]
+  dst = table.ids.ravel()[valid]
+  w = table.weights.ravel()[valid]
+  order = np.argsort(dst, kind="stable")
+  src, dst, w = src[order], dst[order], w[order]
+  degree = np.bincount(dst, minlength=V)
+  k_in = max(int(degree.max()), 1)
+  rank = np.arange(len(dst)) - np.concatenate([[0], np.cumsum(degree)[:-1]])[dst]
+  in_ids = np.full((V, k_in), PAD, np.int32)
+  in_w = np.zeros((V, k_in), np.float32)
+  in_ids[dst, rank] = src
+  in_w[dst, rank] = w
+  return in_ids, in_w
+
+
+def statistics(table: NeighborTable) -> dict:
+  """Size and hubness statistics of a table."""
+  V = table.vocab_size
+  out = {"kind": table.kind, "vocab_size": V, "k": table.k}
+  if table.kind == "partition":
+    sizes = np.bincount(table.cluster)
+    out.update(clusters=int(len(sizes)), size_min=int(sizes[NUM_SPECIAL:].min()),
+               size_mean=float(sizes[NUM_SPECIAL:].mean()), size_max=int(sizes.max()))
+  else:
+    in_degree = np.bincount(table.ids[table.ids >= 0], minlength=V)[NUM_SPECIAL:]
+    mean = in_degree.mean()
+    out.update(in_degree_max=int(in_degree.max()), in_degree_p99=float(np.percentile(in_degree, 99)),
+               never_a_neighbour=float((in_degree == 0).mean()),
+               in_degree_skewness=float(((in_degree - mean) ** 3).mean()
+                                        / max(in_degree.std(), 1e-12) ** 3),
+               mean_top_weight=float(table.weights[NUM_SPECIAL:, 0].mean()))
+  return out
+
+
+def build(emb: np.ndarray, kind: str, k: int, fingerprint: str, tau: float = 0.1,
+          max_in_degree: int | None = None, seed: int = 0,
+          num_special: int = NUM_SPECIAL) -> NeighborTable:
+  if kind == "partition":
+    return partition_table(balanced_partition(emb, k, seed, num_special), fingerprint)
+  if kind == "topk":
+    return topk_table(emb, k, tau, fingerprint, max_in_degree, num_special=num_special)
+  raise UserError(f"neighbour table kind must be 'partition' or 'topk', got {kind!r}")
+
+
+def timed_build(*args, **kwargs):
+  start = time.perf_counter()
+  table = build(*args, **kwargs)
+  return table, time.perf_counter() - start
