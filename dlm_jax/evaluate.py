@@ -63,8 +63,8 @@ def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batche
       "nats_per_token": nats, "bits_per_token": nats / math.log(2),
       "std_error_nats": stderr,
       "perplexity_bound" if diffusion else "perplexity": math.exp(min(nats, 700.0)),
-      "what": ("Monte Carlo estimate of the continuous-time NELBO, an upper bound on "
-               "-log p(x) per token; perplexity_bound = exp(NELBO per token)") if diffusion
+      "what": (f"Monte Carlo estimate (over t and z_t) of the {exp.kernel.nelbo_label}; "
+               "perplexity_bound = exp(NELBO per token)") if diffusion
               else "exact next-token negative log-likelihood per predicted token",
   }
   return report

@@ -78,7 +78,10 @@ def test_heads_do_not_divide_width(config, tmp_path, no_compile):
 
 def test_base_configs_validate():
   import importlib  # pylint: disable=g-import-not-at-top
-  for name in ("base", "quickstart", "lm1b_masking", "owt_masking"):
+  names = ["base", "quickstart"] + [f"{d}_{k}" for d in ("quickstart", "lm1b", "owt")
+                                    for k in ("masking", "uniform", "semdlm", "semdlm_plus")
+                                    if f"{d}_{k}" != "quickstart_masking"]
+  for name in names:
     validate_config(importlib.import_module(f"configs.{name}").get_config())
 
 
@@ -109,3 +112,26 @@ def test_cli_reports_one_line(tmp_path):
   out = _cli("dlm_jax.sample", f"--workdir={tmp_path / 'empty'}")
   assert out.returncode == 1 and "Traceback" not in out.stderr
   assert "no checkpoints in workdir" in out.stderr
+
+
+def test_table_for_another_vocabulary(config, tmp_path, no_compile):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from dlm_jax.kernels import neighbors  # pylint: disable=g-import-not-at-top
+  other = neighbors.build(np.random.default_rng(0).normal(size=(256, 8)), "partition", 8,
+                          "0123456789abcdef")
+  other.save(str(tmp_path / "other.npz"))
+  config.kernel.name = "semdlm"
+  config.kernel.table_path = str(tmp_path / "other.npz")
+  _expect(config, str(tmp_path / "w"), "built for another vocabulary")
+
+
+def test_bad_kernel_settings(config, tmp_path, no_compile):
+  config.kernel.name = "semdlm"
+  config.kernel.tau = 0.0
+  _expect(config, str(tmp_path), "kernel.tau must be > 0")
+  config.kernel.tau = 0.1
+  config.kernel.k = 256
+  _expect(config, str(tmp_path), "kernel.k=256 must be in")
+  config.kernel.k = 8
+  config.kernel.global_power = 0.0
+  _expect(config, str(tmp_path), "kernel.global_power must be > 0")

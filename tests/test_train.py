@@ -82,3 +82,26 @@ def test_gradient_accumulation_runs(tmp_path, config):
   history, state = train.train_and_evaluate(config, str(tmp_path / "acc"))
   assert int(state.step) == 3
   assert np.isfinite([h["train/loss"] for h in history if "train/loss" in h]).all()
+
+
+@pytest.mark.parametrize("name,neighbors,global_kind", [
+    ("uniform", "partition", "uniform"),
+    ("semdlm", "partition", "uniform"),
+    ("semdlm_plus", "topk", "mask"),
+])
+def test_other_kernels_train_and_report(tmp_path, config, name, neighbors, global_kind):
+  """Each kernel trains through the same loop; tables are built into the workdir on demand."""
+  config.kernel.name = name
+  config.kernel.neighbors = neighbors
+  config.kernel.global_kind = global_kind
+  config.kernel.embedding_dim = 16
+  config.model.time_conditioning = True
+  config.train.num_steps = 4
+  config.train.eval_every = 4
+  workdir = str(tmp_path / name)
+  history, _ = train.train_and_evaluate(config, workdir)
+  val = [h["val/nelbo_bits_per_token"] for h in history if "val/nelbo_bits_per_token" in h]
+  assert len(val) == 2 and np.isfinite(val).all()
+  report = evaluate.evaluate(workdir, max_batches=1)
+  assert report["kernel"] == name
+  assert ("loose" in report["what"]) == (neighbors == "topk")
