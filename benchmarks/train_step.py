@@ -1,15 +1,17 @@
-r"""Train-step and forward throughput of a config's model on whatever device runs it.
+r"""Train-step and forward throughput of a config's model, per kernel, on whatever device runs it.
 
-  python benchmarks/train_step.py --config=configs/quickstart.py
+  python benchmarks/train_step.py --config=configs/quickstart.py --kernels=masking,semdlm
   python benchmarks/train_step.py --config=configs/owt_masking.py \
-      --config.train.batch_size=32 --peak_tflops=780
+      --config.train.batch_size=32 --peak_tflops=780 --kernels=masking,semdlm,semdlm_plus
 
-Synthetic tokens (no data pipeline, no tokenizer): times the jitted, sharded
-train step and the forward pass used by samplers, and prints tokens/s and MFU.
-Model FLOPs per token = 6 * (non-embedding params + head) + 12 * layers * L * d
-(the PaLM/Chinchilla convention: attention scores counted, embedding lookups
-not). The peak is --peak_tflops, or else measured here with a large matmul in
-the model's dtype; MFU against a *measured* peak is an optimistic ceiling.
+Synthetic tokens (no data pipeline, no tokenizer) and, for semantic kernels, a
+table built from random embeddings (its shape, not its content, sets the cost).
+Times the jitted, sharded train step and the forward pass used by samplers;
+prints tokens/s, MFU, and each kernel's step time relative to the first.
+Model FLOPs per token = 6 * (non-embedding params, head included) +
+12 * layers * L * d (attention scores counted, embedding lookups not). The
+peak is --peak_tflops, else a large matmul in the model's dtype measured here;
+MFU against a *measured* peak is an optimistic ceiling.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import sys
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,10 +30,11 @@ from ml_collections import config_flags
 sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])
 
 from dlm_jax import parallel, steps  # noqa: E402
-from dlm_jax.kernels import make_kernel  # noqa: E402
+from dlm_jax.kernels import interpolating, neighbors  # noqa: E402
 from dlm_jax.models import Transformer, model_config  # noqa: E402
 
 config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Config file.")
+flags.DEFINE_list("kernels", [], "Kernels to compare (default: the config's).")
 flags.DEFINE_integer("vocab_size", None, "Tokenizer vocabulary (default: config.data.vocab_size).")
 flags.DEFINE_integer("steps", 10, "Timed steps.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
@@ -70,55 +74,78 @@ def time_fn(fn, args, steps: int, warmup: int, carry_first: bool = False):
   return (time.perf_counter() - start) / steps
 
 
-def main(argv):
-  del argv
-  cfg = FLAGS.config
-  vocab = FLAGS.vocab_size or cfg.data.vocab_size
-  batch, length = cfg.train.batch_size // cfg.optim.grad_accum_steps, cfg.data.seq_len
-  mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
-  kernel = None if cfg.model.causal else make_kernel(cfg.kernel, vocab)
-  model = Transformer(model_config(cfg.model, vocab if kernel is None else kernel.input_vocab_size,
+def make_kernel(cfg, name: str, vocab: int):
+  kcfg = cfg.kernel.copy_and_resolve_references()
+  kcfg.name = name
+  table = None
+  if name.startswith("semdlm"):
+    emb = np.random.default_rng(0).normal(size=(vocab, 32)).astype(np.float32)
+    table = neighbors.build(emb, kcfg.neighbors, kcfg.k, "bench", kcfg.tau)
+  return interpolating.make_kernel(kcfg, vocab, table)
+
+
+def bench(cfg, kernel_name: str, vocab: int, mesh) -> dict:
+  batch, length = cfg.train.batch_size, cfg.data.seq_len
+  kernel = None if cfg.model.causal else make_kernel(cfg, kernel_name, vocab)
+  time_conditioned = cfg.model.time_conditioning or kernel_name not in ("masking", "ar")
+  mcfg = cfg.model.copy_and_resolve_references()
+  mcfg.time_conditioning = time_conditioned
+  model = Transformer(model_config(mcfg, vocab if kernel is None else kernel.input_vocab_size,
                                    vocab))
   tx = steps.make_optimizer(cfg.optim, cfg.train.num_steps)
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  abstract = jax.eval_shape(lambda k: steps.init_state(k, model, tx, length), jax.random.key(0))
-  state_sharding = parallel.logical_shardings(abstract, mesh)
-  state = jax.jit(lambda k: nn.meta.unbox(steps.init_state(k, model, tx, length)),
-                  out_shardings=state_sharding)(jax.random.key(0))
+  init = lambda k: steps.init_state(k, model, tx, length)
+  state_sharding = parallel.logical_shardings(jax.eval_shape(init, jax.random.key(0)), mesh)
+  state = jax.jit(lambda k: nn.meta.unbox(init(k)), out_shardings=state_sharding)(
+      jax.random.key(0))
   bs, rep = parallel.batch_sharding(mesh), parallel.replicated(mesh)
-  tokens = jax.device_put(
-      jax.random.randint(jax.random.key(1), (cfg.train.batch_size, length), 4, vocab), bs)
+  tokens = jax.device_put(jax.random.randint(jax.random.key(1), (batch, length), 4, vocab), bs)
+
   forward = jax.jit(lambda p, z: model.apply({"params": p}, z, jnp.ones((z.shape[0],))),
                     in_shardings=(state_sharding.params, bs), out_shardings=bs)
-  params = state.params
-  fwd_s = time_fn(forward, (params, tokens), FLAGS.steps, FLAGS.warmup)
-  param_count = sum(x.size for x in jax.tree.leaves(params))
-  flops_tok = model_flops_per_token(model.cfg, length, params)
+  fwd_s = time_fn(forward, (state.params, tokens), FLAGS.steps, FLAGS.warmup)
+  param_count = sum(x.size for x in jax.tree.leaves(state.params))
+  flops_tok = model_flops_per_token(model.cfg, length, state.params)
   train_fn = steps.jit_train_step(model, kernel, tx, cfg.train, cfg.optim, state_sharding, bs, rep)
   # The train step donates the state (params included): time it last.
   step_s = time_fn(train_fn, (state, {"tokens": tokens}, jax.random.key(2)), FLAGS.steps,
                    FLAGS.warmup, carry_first=True)
+  return {"kernel": kernel.name if kernel else "autoregressive",
+          "structure": kernel.structure if kernel else "-",
+          "params_M": param_count / 1e6, "flops_per_token": flops_tok,
+          "train_step_ms": step_s * 1e3, "train_tokens_per_s": batch * length / step_s,
+          "forward_tokens_per_s": batch * length / fwd_s, "layers": model.cfg.num_layers,
+          "d_model": model.cfg.d_model, "dtype": model.cfg.dtype}
 
-  peak = FLAGS.peak_tflops or measured_peak_tflops(jnp.dtype(model.cfg.dtype))
+
+def main(argv):
+  del argv
+  cfg = FLAGS.config
+  vocab = FLAGS.vocab_size or cfg.data.vocab_size
+  mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
+  names = FLAGS.kernels or ["ar" if cfg.model.causal else cfg.kernel.name]
+  peak = FLAGS.peak_tflops or measured_peak_tflops(jnp.dtype(cfg.model.dtype))
   n_dev = len(jax.devices())
-  train_tps = cfg.train.batch_size * length / step_s
-  fwd_tps = cfg.train.batch_size * length / fwd_s
-  result = {
-      "device": f"{n_dev} x {jax.devices()[0].device_kind}", "backend": jax.default_backend(),
-      "kernel": kernel.name if kernel else "autoregressive",
-      "layers": model.cfg.num_layers, "d_model": model.cfg.d_model, "dtype": model.cfg.dtype,
-      "batch": cfg.train.batch_size, "seq_len": length, "vocab": vocab,
-      "params_M": param_count / 1e6,
-      "train_step_ms": step_s * 1e3, "train_tokens_per_s": train_tps,
-      "forward_tokens_per_s": fwd_tps,
-      "peak_tflops_per_device": peak,
-      "peak_source": "--peak_tflops" if FLAGS.peak_tflops else "measured matmul",
-      "train_mfu": train_tps * flops_tok / (peak * 1e12 * n_dev),
-      "forward_mfu": fwd_tps * flops_tok / 3 / (peak * 1e12 * n_dev),
-  }
-  for k, v in result.items():
-    print(f"{k:>24}: {v:.4g}" if isinstance(v, float) else f"{k:>24}: {v}")
-  print(json.dumps(result))
+  rows = []
+  for name in names:
+    r = bench(cfg, name, vocab, mesh)
+    r["train_mfu"] = r["train_tokens_per_s"] * r["flops_per_token"] / (peak * 1e12 * n_dev)
+    r["forward_mfu"] = r["forward_tokens_per_s"] * r["flops_per_token"] / 3 / (peak * 1e12 * n_dev)
+    r["step_time_vs_first"] = r["train_step_ms"] / (rows[0]["train_step_ms"] if rows
+                                                    else r["train_step_ms"])
+    rows.append(r)
+  header = {"device": f"{n_dev} x {jax.devices()[0].device_kind}",
+            "backend": jax.default_backend(), "batch": cfg.train.batch_size,
+            "seq_len": cfg.data.seq_len, "vocab": vocab, "peak_tflops_per_device": peak,
+            "peak_source": "--peak_tflops" if FLAGS.peak_tflops else "measured matmul"}
+  print(" | ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                   for k, v in header.items()))
+  cols = ["kernel", "structure", "train_step_ms", "train_tokens_per_s", "forward_tokens_per_s",
+          "train_mfu", "forward_mfu", "step_time_vs_first"]
+  print("| " + " | ".join(cols) + " |")
+  for r in rows:
+    print("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c])
+                            for c in cols) + " |")
+  print(json.dumps({**header, "results": rows}))
 
 
 if __name__ == "__main__":
