@@ -87,6 +87,8 @@ def get_config() -> config_dict.ConfigDict:
       eval_batches=16,              # validation batches per periodic evaluation (0: whole split)
       checkpoint_every=10_000,
       keep_checkpoints=3,
+      nonfinite="stop",             # NaN/Inf loss or gradient: stop | skip (the update)
+      restore_fallback=False,       # unreadable latest checkpoint: error | fall back with a warning
   ))
 
   c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1))

@@ -1,8 +1,9 @@
-"""Orbax checkpoints: train state + data-iterator state + config, every N steps.
+"""Orbax checkpoints: train state + data-iterator state + config + meta, every N steps.
 
-Layout: <workdir>/checkpoints/<step>/{state,data,config}. Orbax writes each
+Layout: <workdir>/checkpoints/<step>/{state,data,config,meta}. Orbax writes each
 step to a temporary directory and renames it when complete, so a partial
-write is never taken for a checkpoint.
+write (a killed job, a full disk) is never taken for a checkpoint. Saves are
+synchronous, so a failed write is reported at the step that failed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import grain
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from ml_collections import config_dict
 
 from dlm_jax.errors import UserError
@@ -22,50 +24,105 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 class Checkpointer:
-  """A CheckpointManager for the three items of a training run."""
+  """A CheckpointManager for the items of a training run."""
 
   def __init__(self, workdir: str, keep: int = 3, create: bool = True):
     directory = checkpoint_dir(workdir)
     if not create and not os.path.isdir(directory):
       raise UserError(f"no checkpoints in workdir {workdir!r} (expected {directory}); "
                       "train first with `python -m dlm_jax.train --workdir=...`")
+    self.directory = directory
     try:
       self.manager = ocp.CheckpointManager(
           directory,
-          options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create),
+          options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
+                                               enable_async_checkpointing=False),
           item_handlers={"state": ocp.StandardCheckpointHandler(),
                          "data": grain.checkpoint.CheckpointHandler(),
-                         "config": ocp.JsonCheckpointHandler()})
-    except PermissionError as e:
-      raise UserError(f"cannot write checkpoints under {directory}: {e.strerror}") from None
+                         "config": ocp.JsonCheckpointHandler(),
+                         "meta": ocp.JsonCheckpointHandler()})
+    except OSError as e:
+      raise UserError(f"cannot use {directory} for checkpoints: {e.strerror or e}") from None
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state, data_iterator, config, force: bool = False) -> bool:
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def save(self, step: int, state, data_iterator, config, meta: dict) -> None:
     args = {"state": ocp.args.StandardSave(state),
-            "config": ocp.args.JsonSave(config.to_dict())}
+            "config": ocp.args.JsonSave(config.to_dict()),
+            "meta": ocp.args.JsonSave(meta)}
     if data_iterator is not None:
       args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-    return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+    previous = self.latest_step()
+    try:
+      self.manager.save(step, args=ocp.args.Composite(**args), force=True)
+      self.manager.wait_until_finished()
+    except OSError as e:
+      raise UserError(f"could not write the checkpoint for step {step} under {self.directory} "
+                      f"({e.strerror or e}); the last complete checkpoint is step {previous}"
+                      ) from None
 
-  def restore(self, step: int, abstract_state, data_iterator=None):
-    """Restores the state into `abstract_state`'s shapes and shardings (and the iterator)."""
+  def _restore_one(self, step: int, abstract_state, data_iterator):
     args = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
       args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**args))
-    return restored["state"]
+    return self.manager.restore(step, args=ocp.args.Composite(**args))["state"]
+
+  def restore(self, step: int, abstract_state, data_iterator=None, fallback: bool = False):
+    """Restores `step` into `abstract_state`'s shapes and shardings (and the data iterator).
+
+    An unreadable checkpoint raises a UserError naming it and the usable earlier
+    one, or, with `fallback`, warns and restores the newest readable earlier step.
+    Returns (state, step restored).
+    """
+    candidates = [s for s in reversed(self.all_steps()) if s <= step]
+    errors = []
+    for s in candidates:
+      try:
+        state = self._restore_one(s, abstract_state, data_iterator)
+        self._set_aside([bad for bad, _ in errors])
+        return state, s
+      except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+          raise
+        errors.append((s, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"))
+        if not fallback:
+          earlier = [c for c in candidates if c < s]
+          hint = (f"the earlier checkpoint {earlier[0]} may be usable: delete "
+                  f"{os.path.join(self.directory, str(s))} or set train.restore_fallback=True"
+                  if earlier else "no earlier checkpoint exists")
+          raise UserError(f"checkpoint step {s} in {self.directory} is unreadable "
+                          f"({errors[-1][1]}); {hint}") from None
+        logging.warning("checkpoint step %d is unreadable (%s); trying an earlier one", s,
+                        errors[-1][1])
+        print(f"warning: checkpoint step {s} is unreadable ({errors[-1][1]}); "
+              "falling back to an earlier one", flush=True)
+    raise UserError(f"no readable checkpoint in {self.directory}: "
+                    + "; ".join(f"step {s}: {e}" for s, e in errors))
+
+  def _set_aside(self, bad_steps) -> None:
+    """Renames unreadable newer checkpoints to <step>.unreadable (kept, never deleted) so
+    that training can continue past them."""
+    if not bad_steps or jax.process_index() != 0:
+      return
+    for s in bad_steps:
+      src = os.path.join(self.directory, str(s))
+      os.replace(src, f"{src}.unreadable")
+      print(f"warning: moved unreadable checkpoint {src} to {src}.unreadable", flush=True)
+    self.manager.reload()
+
+  def restore_json(self, step: int, item: str) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(
+        **{item: ocp.args.JsonRestore()}))[item]
 
   def restore_config(self, step: int | None = None) -> config_dict.ConfigDict:
     step = self.latest_step() if step is None else step
     if step is None:
-      raise UserError(f"no checkpoint found under {self.manager.directory}")
-    restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    return config_dict.ConfigDict(restored["config"])
-
-  def wait(self):
-    self.manager.wait_until_finished()
+      raise UserError(f"no checkpoint found under {self.directory}")
+    return config_dict.ConfigDict(self.restore_json(step, "config"))
 
   def close(self):
     self.manager.close()

@@ -21,6 +21,7 @@ _CHOICES = {
     "optim.lr_schedule": ("constant", "cosine"),
     "model.dtype": ("bfloat16", "float16", "float32"),
     "eval.split": ("train", "validation"),
+    "train.nonfinite": ("stop", "skip"),
 }
 
 

@@ -40,6 +40,21 @@ class Experiment:
                                                     self.config.data.seq_len))
     return jax.jit(init, out_shardings=self.state_sharding)(jax.random.key(seed))
 
+  def meta(self) -> dict:
+    """What a checkpoint must agree with to be resumed or restored by this experiment."""
+    return {"tokenizer": self.tokenizer.fingerprint(), "vocab_size": self.tokenizer.vocab_size,
+            "model": dataclasses.asdict(self.model.cfg),
+            "kernel": self.kernel.name if self.kernel else "autoregressive",
+            "structure": self.kernel.structure if self.kernel else "none"}
+
+  def check_compatible(self, saved: dict, step: int) -> None:
+    mine = self.meta()
+    diff = [k for k in mine if k in saved and saved[k] != mine[k]]
+    if diff:
+      detail = "; ".join(f"{k}: checkpoint {saved[k]!r} vs config {mine[k]!r}" for k in diff)
+      raise UserError(f"the checkpoint at step {step} in {self.workdir!r} does not match this "
+                      f"config ({detail}); use a fresh workdir or the run's own config")
+
   def rows(self, split: str):
     return pipeline.token_rows(self.config.data, split, self.tokenizer, self.workdir)
 
@@ -82,7 +97,7 @@ def restore(workdir: str, step: int | None = None, use_ema: bool = True, devices
   """
   from dlm_jax.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
   ckpt = Checkpointer(workdir, create=False)
-  available = ckpt.manager.all_steps()
+  available = ckpt.all_steps()
   if not available:
     raise UserError(f"no checkpoint in {workdir!r}: train first with `python -m dlm_jax.train`")
   if step is None:
@@ -95,6 +110,6 @@ def restore(workdir: str, step: int | None = None, use_ema: bool = True, devices
   if n % config.mesh.fsdp:
     config.mesh.fsdp = 1
   exp = build(config, workdir, devices)
-  state = ckpt.restore(step, exp.abstract_state)
+  state, step = ckpt.restore(step, exp.abstract_state, fallback=config.train.restore_fallback)
   ckpt.close()
   return exp, (state.ema_params if use_ema else state.params), step

@@ -114,14 +114,19 @@ def train_step(state: TrainState, batch, key, *, model, kernel, tx, t_min: float
 
   count = jnp.maximum(count, 1.0)
   grads = jax.tree.map(lambda g: g / count, grads)
+  loss, grad_norm = nll_sum / count, optax.tree.norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
-  loss = nll_sum / count
-  metrics = {"loss": loss, "bits_per_token": loss / jnp.log(2.0),
-             "grad_norm": optax.tree.norm(grads), "tokens": count}
-  new_state = state.replace(step=state.step + 1, params=params, ema_params=ema,
-                            opt_state=opt_state)
+  # A non-finite loss or gradient never reaches the state: the update is skipped (the step
+  # counter still advances, so the data order is unchanged) and the loop decides to stop.
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  metrics = {"loss": loss, "bits_per_token": loss / jnp.log(2.0), "grad_norm": grad_norm,
+             "tokens": count, "finite": finite}
+  new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
+                            ema_params=keep(ema, state.ema_params),
+                            opt_state=keep(opt_state, state.opt_state))
   return new_state, metrics
 
 

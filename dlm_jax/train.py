@@ -9,7 +9,9 @@ Resumes automatically from the latest checkpoint in --workdir.
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 import time
 
 import jax
@@ -42,9 +44,39 @@ def evaluate_nelbo(exp, eval_fn, params, rows, batch_size: int, max_batches: int
   return total / max(count, 1.0), count
 
 
+class _StopRequest:
+  """Turns SIGTERM / SIGINT into a request the loop honours at the next step boundary."""
+
+  def __init__(self):
+    self.signal = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _first_nonfinite(fetched, first_step: int):
+  for i, m in enumerate(fetched):
+    if not bool(m["finite"]):
+      bad = [k for k in ("loss", "grad_norm") if not math.isfinite(float(m[k]))]
+      return first_step + i, bad
+  return None, None
+
+
 def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | None = None):
-  """Runs training; returns the list of logged metric dicts. `stop_after` ends the loop early
-  (after saving), as an interrupted job would."""
+  """Runs training; returns (logged metric dicts, final state). `stop_after` ends the loop
+  early (after saving), as an interrupted job would."""
   exp = experiment.build(config, workdir, devices)
   cfg = config
   process_index, process_count = jax.process_index(), jax.process_count()
@@ -52,20 +84,21 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
   val_rows = exp.rows("validation")
   data_iter = pipeline.train_iterator(train_rows, cfg.train.batch_size, cfg.seed, process_index,
                                       process_count, cfg.data.worker_count)
-  writer = MetricWriter(workdir, enabled=process_index == 0)
   ckpt = Checkpointer(workdir, keep=cfg.train.keep_checkpoints)
+  meta = exp.meta()
 
-  start = ckpt.latest_step()
-  if start is None:
-    state = exp.init_state(cfg.seed)
-    start = 0
+  latest = ckpt.latest_step()
+  if latest is None:
+    state, start = exp.init_state(cfg.seed), 0
   else:
-    state = ckpt.restore(start, exp.abstract_state, data_iter)
+    exp.check_compatible(ckpt.restore_json(latest, "meta"), latest)
+    state, start = ckpt.restore(latest, exp.abstract_state, data_iter,
+                                fallback=cfg.train.restore_fallback)
+  writer = MetricWriter(workdir, enabled=process_index == 0)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   if process_index == 0:
-    print(f"model: {num_params / 1e6:.2f}M parameters | kernel: "
-          f"{exp.kernel.name if exp.kernel else 'autoregressive'} | mesh: {dict(exp.mesh.shape)} | "
-          f"start step: {start}", flush=True)
+    print(f"model: {num_params / 1e6:.2f}M parameters | kernel: {meta['kernel']} "
+          f"({meta['structure']}) | mesh: {dict(exp.mesh.shape)} | start step: {start}", flush=True)
 
   replicated = parallel.replicated(exp.mesh)
   batch_sharding = parallel.batch_sharding(exp.mesh)
@@ -76,7 +109,7 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
   lr_fn = steps.learning_rate_schedule(cfg.optim, cfg.train.num_steps)
   base_key = jax.random.key(cfg.seed + 1)
   tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
-  history, pending = [], []
+  history, pending, skipped = [], [], 0
   last_time, last_step = time.time(), start
   end = cfg.train.num_steps if stop_after is None else min(cfg.train.num_steps, stop_after)
 
@@ -88,33 +121,56 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
     writer.write(step, metrics, prefix="val/")
     history.append({"step": step, **{f"val/{k}": v for k, v in metrics.items()}})
 
-  if start == 0:
-    run_eval(0)
-  for step in range(start, end):
-    batch = parallel.global_batch(next(data_iter), exp.mesh)
-    state, metrics = train_fn(state, batch, base_key)
-    pending.append(metrics)
-    done = step + 1
-    if done % cfg.train.log_every == 0 or done == end:
-      fetched = jax.device_get(pending)
-      pending = []
-      now = time.time()
-      rate = (done - last_step) / max(now - last_time, 1e-9)
-      scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k != "tokens"}
-      if not all(math.isfinite(v) for v in scalars.values()):
-        bad = [k for k, v in scalars.items() if not math.isfinite(v)]
-        raise FloatingPointError(f"non-finite {bad} at step {done}; last checkpoint: "
-                                 f"{ckpt.latest_step()}")
-      scalars.update(lr=float(lr_fn(done)), steps_per_sec=rate, tokens_per_sec=rate * tokens_per_step,
-                     eta_hours=(cfg.train.num_steps - done) / max(rate, 1e-9) / 3600)
-      writer.write(done, scalars, prefix="train/")
-      history.append({"step": done, **{f"train/{k}": v for k, v in scalars.items()}})
-      last_time, last_step = time.time(), done
-    if done % cfg.train.eval_every == 0 or done == cfg.train.num_steps:
-      run_eval(done)
-    if done % cfg.train.checkpoint_every == 0 or done == end:
-      ckpt.save(done, state, data_iter, cfg, force=done == end)
-  ckpt.wait()
+  def flush(done):
+    """Fetches pending metrics; enforces the non-finite policy; logs at log steps."""
+    nonlocal pending, last_time, last_step, skipped
+    if not pending:
+      return
+    fetched = jax.device_get(pending)
+    first = done - len(pending) + 1
+    pending = []
+    bad_step, bad = _first_nonfinite(fetched, first)
+    if bad_step is not None:
+      if cfg.train.nonfinite == "stop":
+        raise FloatingPointError(
+            f"non-finite {', '.join(bad) or 'value'} at step {bad_step} (update not applied); "
+            f"last good checkpoint: step {ckpt.latest_step()} in {ckpt.directory}; "
+            "set train.nonfinite=skip to skip such updates")
+      skipped += sum(not bool(m["finite"]) for m in fetched)
+    good = [m for m in fetched if bool(m["finite"])] or fetched
+    now = time.time()
+    rate = (done - last_step) / max(now - last_time, 1e-9)
+    scalars = {k: float(np.mean([m[k] for m in good])) for k in good[0]
+               if k not in ("tokens", "finite")}
+    scalars.update(lr=float(lr_fn(done)), steps_per_sec=rate,
+                   tokens_per_sec=rate * tokens_per_step, skipped_updates=skipped,
+                   eta_hours=(cfg.train.num_steps - done) / max(rate, 1e-9) / 3600)
+    writer.write(done, scalars, prefix="train/")
+    history.append({"step": done, **{f"train/{k}": v for k, v in scalars.items()}})
+    last_time, last_step = time.time(), done
+
+  with _StopRequest() as stop:
+    if start == 0:
+      run_eval(0)
+    done = start
+    for step in range(start, end):
+      batch = parallel.global_batch(next(data_iter), exp.mesh)
+      state, metrics = train_fn(state, batch, base_key)
+      pending.append(metrics)
+      done = step + 1
+      interrupted = stop.signal is not None
+      if done % cfg.train.log_every == 0 or done == end or interrupted:
+        flush(done)
+      if done % cfg.train.eval_every == 0 or done == cfg.train.num_steps:
+        run_eval(done)
+      if done % cfg.train.checkpoint_every == 0 or done == end or interrupted:
+        flush(done)                       # never save past an unchecked non-finite step
+        ckpt.save(done, state, data_iter, cfg, meta)
+      if interrupted:
+        if process_index == 0:
+          print(f"received {stop.signal} at step {done}: saved checkpoint {done} in "
+                f"{ckpt.directory}; rerun the same command to resume", flush=True)
+        break
   ckpt.close()
   writer.close()
   return history, state

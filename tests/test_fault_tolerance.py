@@ -1,0 +1,159 @@
+"""Preemption, crashes, corruption, NaNs, mismatched checkpoints and full disks (DESIGN.md §6)."""
+
+import errno
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from dlm_jax import train
+from dlm_jax.checkpoint import Checkpointer
+from dlm_jax.errors import UserError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _script(corpus, tokenizer, workdir, steps, *extra):
+  return [sys.executable, os.path.join(HERE, "train_subprocess.py"), corpus, tokenizer,
+          str(workdir), str(steps), *extra]
+
+
+def _steps(workdir):
+  return Checkpointer(str(workdir), create=False).all_steps()
+
+
+def _leaves(tree):
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def _constant_lr(config):
+  config.optim.lr_schedule = "constant"
+  config.train.log_every = 1
+  config.train.checkpoint_every = 4
+  config.train.eval_every = 10**6
+  return config
+
+
+def test_sigterm_saves_and_resume_is_exact(tmp_path, corpus_glob, shared_tokenizer, config):
+  workdir = tmp_path / "preempted"
+  proc = subprocess.Popen(_script(corpus_glob, shared_tokenizer, workdir, 100_000),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics = workdir / "metrics.jsonl"
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    if metrics.exists() and sum("train/loss" in l for l in metrics.read_text().splitlines()) >= 6:
+      break
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=240)
+  assert proc.returncode == 0, err[-2000:]
+  assert "received SIGTERM at step" in out
+  stopped = _steps(workdir)[-1]
+  assert stopped >= 6 and stopped % 4 != 0 or stopped >= 6   # saved at the interruption step
+
+  _constant_lr(config)
+  config.train.num_steps = stopped + 3
+  _, resumed = train.train_and_evaluate(config, str(workdir))
+  _, straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+  for a, b in zip(_leaves(resumed.params), _leaves(straight.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_kill_9_during_checkpoint_write(tmp_path, corpus_glob, shared_tokenizer, config):
+  workdir = tmp_path / "killed"
+  proc = subprocess.run(_script(corpus_glob, shared_tokenizer, workdir, 12, "kill_in_save=8"),
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == -signal.SIGKILL
+  assert _steps(workdir) == [4]                                  # the partial 8 is ignored
+  assert glob.glob(str(workdir / "checkpoints" / "8.orbax-checkpoint-tmp*"))
+  _constant_lr(config)
+  config.train.num_steps = 12
+  _, state = train.train_and_evaluate(config, str(workdir))
+  assert int(state.step) == 12 and _steps(workdir)[-1] == 12
+
+
+@pytest.fixture
+def two_checkpoints(tmp_path, config):
+  _constant_lr(config)
+  config.train.num_steps = 8
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  assert _steps(workdir) == [4, 8]
+  return config, workdir
+
+
+def _truncate_state(workdir, step):
+  files = [f for f in glob.glob(os.path.join(workdir, "checkpoints", str(step), "state", "**"),
+                                recursive=True) if os.path.isfile(f)]
+  for f in files:
+    size = os.path.getsize(f)
+    with open(f, "r+b") as fh:
+      fh.truncate(size // 3)
+
+
+def test_corrupt_checkpoint_names_step_and_earlier_one(two_checkpoints):
+  config, workdir = two_checkpoints
+  _truncate_state(workdir, 8)
+  config.train.num_steps = 12
+  with pytest.raises(UserError, match=r"checkpoint step 8 .* is unreadable .* the earlier "
+                                      r"checkpoint 4 may be usable"):
+    train.train_and_evaluate(config, workdir)
+  config.train.restore_fallback = True
+  history, state = train.train_and_evaluate(config, workdir)
+  assert int(state.step) == 12
+  assert [h["step"] for h in history if "train/loss" in h][0] == 5   # resumed from 4
+
+
+def test_nonfinite_loss_stops_with_step_and_checkpoint(tmp_path, config):
+  _constant_lr(config)
+  config.optim.learning_rate = 1e30            # parameters blow up -> inf/NaN loss
+  config.optim.grad_clip = 0.0
+  config.optim.warmup_steps = 1
+  config.train.num_steps = 40
+  with pytest.raises(FloatingPointError, match=r"non-finite .* at step \d+ \(update not "
+                                               r"applied\); last good checkpoint: step"):
+    train.train_and_evaluate(config, str(tmp_path / "nan"))
+  config.train.nonfinite = "skip"
+  history, state = train.train_and_evaluate(config, str(tmp_path / "skip"))
+  assert int(state.step) == 40
+  assert max(h.get("train/skipped_updates", 0) for h in history) > 0
+
+
+def test_checkpoint_from_another_model_is_refused(two_checkpoints, monkeypatch):
+  config, workdir = two_checkpoints
+  config.model.d_model = 48
+  config.model.num_heads = 3
+  with pytest.raises(UserError, match="does not match this config .*d_model"):
+    train.train_and_evaluate(config, workdir)
+
+
+def test_unwritable_workdir(tmp_path, config):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  with pytest.raises(UserError, match="cannot create workdir"):
+    train.train_and_evaluate(config, str(blocker / "run"))
+
+
+def test_full_disk_keeps_last_complete_checkpoint(tmp_path, config, monkeypatch):
+  _constant_lr(config)
+  config.train.num_steps = 8
+  original = ocp.CheckpointManager.save
+
+  def save(self, step, *args, **kwargs):
+    if step == 8:
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return original(self, step, *args, **kwargs)
+  monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+  workdir = str(tmp_path / "full")
+  with pytest.raises(UserError, match=r"could not write the checkpoint for step 8 .*No space "
+                                      r"left on device.*last complete checkpoint is step 4"):
+    train.train_and_evaluate(config, workdir)
+  assert _steps(workdir) == [4]
