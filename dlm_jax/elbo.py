@@ -231,7 +231,7 @@ def dense_integrand(kernel, x_hat, x: int, z: int, t: float):
   return jnp.sum(jnp.where(others, terms, 0.0))
 
 
-def dense_prior_kl(kernel, x: int):
+def dense_prior_kl(kernel, x):
   q1 = kernel.marginal(jnp.asarray(x), 1.0)
   p1 = kernel.prior_probs()
   return jnp.sum(jnp.where(q1 > 0, q1 * (_safe_log(q1) - _safe_log(p1)), 0.0))

@@ -58,6 +58,7 @@ def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batche
   report = {
       "workdir": os.path.abspath(workdir), "step": step, "split": split,
       "kernel": exp.kernel.name if diffusion else "autoregressive",
+      "structure": exp.kernel.structure if diffusion else "none",
       "params": "ema" if use_ema else "raw",
       "tokens": int(counts.sum() / t_samples), "t_samples": t_samples,
       "nats_per_token": nats, "bits_per_token": nats / math.log(2),

@@ -10,7 +10,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
+import tempfile  # noqa: E402
+
 from absl import flags  # noqa: E402
+import jax  # noqa: E402
+
+# Many tests compile the same tiny train step: share compilations through a persistent
+# cache for this session (subprocesses inherit it through the environment).
+_CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                               tempfile.mkdtemp(prefix="dlm_jax_test_xla_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 # grain and absl-using code expect parsed flags.
 if not flags.FLAGS.is_parsed():

@@ -85,8 +85,7 @@ def test_gradient_accumulation_runs(tmp_path, config):
 
 
 @pytest.mark.parametrize("name,neighbors,global_kind", [
-    ("uniform", "partition", "uniform"),
-    ("semdlm", "partition", "uniform"),
+    ("semdlm_plus", "partition", "uniform"),
     ("semdlm_plus", "topk", "mask"),
 ])
 def test_other_kernels_train_and_report(tmp_path, config, name, neighbors, global_kind):
@@ -103,5 +102,5 @@ def test_other_kernels_train_and_report(tmp_path, config, name, neighbors, globa
   val = [h["val/nelbo_bits_per_token"] for h in history if "val/nelbo_bits_per_token" in h]
   assert len(val) == 2 and np.isfinite(val).all()
   report = evaluate.evaluate(workdir, max_batches=1)
-  assert report["kernel"] == name
+  assert report["kernel"] == name and report["structure"] == neighbors
   assert ("loose" in report["what"]) == (neighbors == "topk")
