@@ -127,7 +127,3 @@ class Checkpointer:
   def close(self):
     self.manager.close()
 
-
-def abstract_like(tree):
-  """ShapeDtypeStructs carrying the shardings of a concrete or abstract tree."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)

@@ -6,6 +6,7 @@ import dataclasses
 import os
 from typing import Any
 
+import flax.linen as nn
 import jax
 from jax.sharding import Mesh
 
@@ -35,7 +36,6 @@ class Experiment:
 
   def init_state(self, seed: int):
     """Fresh train state, created directly in its shardings."""
-    import flax.linen as nn  # pylint: disable=g-import-not-at-top
     init = lambda k: nn.meta.unbox(steps.init_state(k, self.model, self.tx,
                                                     self.config.data.seq_len))
     return jax.jit(init, out_shardings=self.state_sharding)(jax.random.key(seed))
@@ -82,7 +82,6 @@ def build(config, workdir: str, devices=None) -> Experiment:
   abstract = jax.eval_shape(
       lambda k: steps.init_state(k, model, tx, config.data.seq_len), jax.random.key(0))
   state_sharding = parallel.logical_shardings(abstract, mesh)
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
   abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                 nn.meta.unbox(abstract), state_sharding)
   return Experiment(config=config, workdir=workdir, mesh=mesh, tokenizer=tokenizer, kernel=kernel,

@@ -39,6 +39,13 @@ def test_unknown_kernel(config, tmp_path, no_compile):
   _expect(config, str(tmp_path), "kernel.name='gaussian' is not one of")
 
 
+def test_wrong_type_in_a_config_file(config, tmp_path, no_compile):
+  config.unlock()
+  del config.train["batch_size"]
+  config.train.batch_size = "32"            # what a hand-written config could hold
+  _expect(config, str(tmp_path), "config key 'train.batch_size' must be int, got '32'")
+
+
 def test_unknown_choice(config, tmp_path, no_compile):
   config.data.mode = "packed"
   _expect(config, str(tmp_path), r"data.mode='packed' is not one of")
@@ -109,6 +116,10 @@ def test_cli_reports_one_line(tmp_path):
   assert out.returncode == 1 and "Traceback" not in out.stderr
   assert out.stderr.strip().splitlines()[-1].startswith(
       "dlm_jax.train: error: kernel.name='sedd' is not one of")
+  out = _cli("dlm_jax.train", "--config=configs/quickstart.py", f"--workdir={tmp_path}",
+             "--config.train.batch_size=abc")
+  assert out.returncode == 1 and "Traceback" not in out.stderr
+  assert "flag --config.train.batch_size=abc: invalid literal for int()" in out.stderr
   out = _cli("dlm_jax.sample", f"--workdir={tmp_path / 'empty'}")
   assert out.returncode == 1 and "Traceback" not in out.stderr
   assert "no checkpoints in workdir" in out.stderr

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-import time
 
 import numpy as np
 
@@ -303,8 +302,3 @@ def build(emb: np.ndarray, kind: str, k: int, fingerprint: str, tau: float = 0.1
     return topk_table(emb, k, tau, fingerprint, max_in_degree, num_special=num_special)
   raise UserError(f"neighbour table kind must be 'partition' or 'topk', got {kind!r}")
 
-
-def timed_build(*args, **kwargs):
-  start = time.perf_counter()
-  table = build(*args, **kwargs)
-  return table, time.perf_counter() - start
