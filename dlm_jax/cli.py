@@ -6,6 +6,7 @@ import sys
 
 from absl import flags, logging
 
+from dlm_jax import distributed
 from dlm_jax.errors import UserError
 
 
@@ -16,9 +17,11 @@ def quiet_logging():
 
 
 def run(program: str, fn, *args, **kwargs):
-  """Calls fn; a UserError becomes one line on stderr and exit status 1."""
+  """Starts the multi-controller runtime when asked (--coordinator_address or --distributed),
+  then calls fn; a UserError becomes one line on stderr and exit status 1."""
   quiet_logging()
   try:
+    distributed.initialize_from_flags()
     return fn(*args, **kwargs)
   except UserError as e:
     sys.exit(f"{program}: error: {e}")
