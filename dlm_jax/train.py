@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import flags
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from dlm_jax import cli, experiment, parallel, steps
@@ -60,6 +61,13 @@ class _StopRequest:
   def _handle(self, signum, frame):
     del frame
     self.signal = signal.Signals(signum).name
+
+  def requested(self, process_count: int) -> bool:
+    """True on every process as soon as any process got a signal (hosts stop at one step)."""
+    local = self.signal is not None
+    if process_count == 1:
+      return local
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(local))))
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -158,7 +166,7 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
       state, metrics = train_fn(state, batch, base_key)
       pending.append(metrics)
       done = step + 1
-      interrupted = stop.signal is not None
+      interrupted = stop.requested(process_count)
       if done % cfg.train.log_every == 0 or done == end or interrupted:
         flush(done)
       if done % cfg.train.eval_every == 0 or done == cfg.train.num_steps:
@@ -168,7 +176,7 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
         ckpt.save(done, state, data_iter, cfg, meta)
       if interrupted:
         if process_index == 0:
-          print(f"received {stop.signal} at step {done}: saved checkpoint {done} in "
+          print(f"received {stop.signal or 'a stop signal on another host'} at step {done}: saved checkpoint {done} in "
                 f"{ckpt.directory}; rerun the same command to resume", flush=True)
         break
   ckpt.close()
