@@ -105,7 +105,8 @@ def bench(cfg, kernel_name: str, vocab: int, mesh) -> dict:
   fwd_s = time_fn(forward, (state.params, tokens), FLAGS.steps, FLAGS.warmup)
   param_count = sum(x.size for x in jax.tree.leaves(state.params))
   flops_tok = model_flops_per_token(model.cfg, length, state.params)
-  train_fn = steps.jit_train_step(model, kernel, tx, cfg.train, cfg.optim, state_sharding, bs, rep)
+  train_fn = steps.jit_train_step(model, kernel, tx, cfg.train, cfg.optim, state_sharding, bs, rep,
+                                  pad_id=-1)    # synthetic tokens: every position counts
   # The train step donates the state (params included): time it last.
   step_s = time_fn(train_fn, (state, {"tokens": tokens}, jax.random.key(2)), FLAGS.steps,
                    FLAGS.warmup, carry_first=True)

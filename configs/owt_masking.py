@@ -1,9 +1,10 @@
 """MDLM on OpenWebText: DiT-small, L = 1024 wrapped, batch 512, 1M steps (REFERENCE.md).
 
 Point data.train_pattern at OWT as .txt / .jsonl files (or use a prepared TFDS
-build with data.source = "tfds"); the last 5% of documents are held out. MDLM
-uses GPT-2 BPE; until that tokenizer option lands this trains a 50k
-SentencePiece model on the corpus.
+build with data.source = "tfds"); the last 5% of documents are held out.
+Tokenizer: GPT-2 BPE as in MDLM/Duo/SEDD (V = 50258 with PAD), from
+data.tokenizer_path or the gpt2.tiktoken shipped by
+`pip install --no-deps openai-whisper`.
 """
 
 from configs import base
@@ -15,7 +16,7 @@ def get_config():
   c.data.train_pattern = "data/openwebtext/*.jsonl"
   c.data.mode = "wrap"
   c.data.seq_len = 1024
-  c.data.vocab_size = 50257
+  c.data.tokenizer = "gpt2"
   c.model.size = "small"
   c.model.dropout = 0.1
   c.optim.learning_rate = 3e-4

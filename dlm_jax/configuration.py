@@ -10,6 +10,7 @@ from dlm_jax.errors import UserError
 _CHOICES = {
     "data.source": ("quickstart", "files", "tfds"),
     "data.mode": ("wrap", "pad"),
+    "data.tokenizer": ("sentencepiece", "gpt2", "bert"),
     "data.text_unit": ("file", "paragraph", "line"),
     "data.tokenizer_model_type": ("unigram", "bpe", "char", "word"),
     "kernel.name": ("masking", "uniform", "semdlm", "semdlm_plus"),
@@ -57,7 +58,8 @@ def validate_config(cfg) -> None:
   d, t, o, k = cfg.data, cfg.train, cfg.optim, cfg.kernel
   if k.tau <= 0:
     raise UserError(f"kernel.tau must be > 0, got {k.tau}")
-  if k.k < 1 or (k.name.startswith("semdlm") and k.k >= d.vocab_size):
+  if k.k < 1 or (k.name.startswith("semdlm") and d.tokenizer == "sentencepiece"
+                 and k.k >= d.vocab_size):
     raise UserError(f"kernel.k={k.k} must be in [1, vocab_size={d.vocab_size})")
   for name in ("eps", "global_eps"):
     if not 0.0 <= k[name] < 1.0:

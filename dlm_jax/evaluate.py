@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from dlm_jax import cli, experiment, parallel, steps
+from dlm_jax import cli, experiment, parallel
 from dlm_jax.data import pipeline
 
 def define_flags():
@@ -38,13 +38,13 @@ def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batche
   cfg = exp.config
   split = split or cfg.eval.split
   rows = exp.rows(split)
-  eval_fn = steps.jit_eval_step(exp.model, exp.kernel, exp.param_sharding,
-                                parallel.batch_sharding(exp.mesh), parallel.replicated(exp.mesh))
+  eval_fn = exp.jit_eval_step()
   sums, counts = [], []
   for p in range(t_samples):
     key = jax.random.key(seed + p)
     for i, local in enumerate(pipeline.eval_batches(rows, cfg.eval.batch_size, jax.process_index(),
-                                                    jax.process_count(), max_batches)):
+                                                    jax.process_count(), max_batches,
+                                                    exp.tokenizer.pad_id)):
       nll_sum, n = eval_fn(params, parallel.global_batch(local, exp.mesh),
                            jax.random.fold_in(key, i))
       sums.append(float(nll_sum))

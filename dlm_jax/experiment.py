@@ -12,7 +12,7 @@ from jax.sharding import Mesh
 
 from dlm_jax import configuration, parallel, steps
 from dlm_jax.data import pipeline
-from dlm_jax.data.tokenizer import Tokenizer
+
 from dlm_jax.errors import UserError
 from dlm_jax.kernels import assets
 from dlm_jax.models import Transformer, model_config
@@ -23,7 +23,7 @@ class Experiment:
   config: Any
   workdir: str
   mesh: Mesh
-  tokenizer: Tokenizer
+  tokenizer: Any                       # a dlm_jax.data.tokenizer tokenizer
   kernel: Any
   model: Transformer
   tx: Any
@@ -54,6 +54,18 @@ class Experiment:
       detail = "; ".join(f"{k}: checkpoint {saved[k]!r} vs config {mine[k]!r}" for k in diff)
       raise UserError(f"the checkpoint at step {step} in {self.workdir!r} does not match this "
                       f"config ({detail}); use a fresh workdir or the run's own config")
+
+  def jit_train_step(self):
+    """The jitted train step: state and batch sharded over the mesh, state donated."""
+    return steps.jit_train_step(self.model, self.kernel, self.tx, self.config.train,
+                                self.config.optim, self.state_sharding,
+                                parallel.batch_sharding(self.mesh), parallel.replicated(self.mesh),
+                                self.tokenizer.pad_id)
+
+  def jit_eval_step(self):
+    return steps.jit_eval_step(self.model, self.kernel, self.param_sharding,
+                               parallel.batch_sharding(self.mesh), parallel.replicated(self.mesh),
+                               self.tokenizer.pad_id)
 
   def rows(self, split: str):
     return pipeline.token_rows(self.config.data, split, self.tokenizer, self.workdir)

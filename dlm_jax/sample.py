@@ -19,7 +19,6 @@ import numpy as np
 from absl import flags
 
 from dlm_jax import cli, experiment
-from dlm_jax.data.tokenizer import BOS_ID
 from dlm_jax.errors import UserError
 from dlm_jax.samplers import masking
 
@@ -48,7 +47,7 @@ def generate(workdir: str, num_samples: int = 4, length=None, steps: int = 128, 
                     f"{exp.kernel.name if exp.kernel else 'autoregressive'} objective; only the "
                     "masking kernel has a sampler so far (the others land with the samplers issue)")
   length = length or exp.config.data.seq_len
-  prefix = [BOS_ID] + (exp.tokenizer.encode([prompt])[0] if prompt else [])
+  prefix = [exp.tokenizer.bos_id] + (exp.tokenizer.encode([prompt])[0] if prompt else [])
   if len(prefix) >= length:
     raise UserError(f"prompt is {len(prefix)} tokens, not shorter than --length={length}")
   fixed = np.zeros((num_samples, length), np.int32)

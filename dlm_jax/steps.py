@@ -16,7 +16,6 @@ import optax
 from flax import struct
 
 from dlm_jax import elbo
-from dlm_jax.data.tokenizer import PAD_ID
 
 
 class TrainState(struct.PyTreeNode):
@@ -61,7 +60,7 @@ def sample_times(key, batch_size: int, t_min: float):
   return t_min + (1.0 - t_min) * (1.0 - u)
 
 
-def loss_terms(params, batch, key, *, model, kernel, t_min: float, train: bool):
+def loss_terms(params, batch, key, *, model, kernel, t_min: float, train: bool, pad_id: int):
   """Returns (nll_sum, token_count): the NELBO (or AR NLL) summed in nats, and tokens counted.
 
   Every position contributes to nll_sum (PAD after EOS is part of the padded
@@ -76,27 +75,27 @@ def loss_terms(params, batch, key, *, model, kernel, t_min: float, train: bool):
   if model.cfg.causal:
     logits = model.apply({"params": params}, tokens, None, deterministic=not train, rngs=rngs)
     per_token = elbo.ar_nll(logits, tokens)
-    counted = (tokens[:, 1:] != PAD_ID)
+    counted = (tokens[:, 1:] != pad_id)
   else:
     t = sample_times(k_t, tokens.shape[0], t_min)
     z = kernel.sample_forward(k_z, tokens, t)
     logits = model.apply({"params": params}, z, t, deterministic=not train, rngs=rngs)
     per_token = (elbo.nelbo_integrand(kernel, logits, tokens, z, t, k_bulk)
                  + kernel.prior_kl(tokens))
-    counted = tokens != PAD_ID
+    counted = tokens != pad_id
   nll_sum = jnp.sum(per_token * valid[:, None])
   count = jnp.sum(counted * valid[:, None])
   return nll_sum, count
 
 
 def train_step(state: TrainState, batch, key, *, model, kernel, tx, t_min: float,
-               ema_decay: float, grad_accum_steps: int):
+               ema_decay: float, grad_accum_steps: int, pad_id: int):
   key = jax.random.fold_in(key, state.step)
 
   def grads_of(microbatch, k):
     (nll_sum, count), grads = jax.value_and_grad(
         lambda p: loss_terms(p, microbatch, k, model=model, kernel=kernel, t_min=t_min,
-                             train=True), has_aux=True)(state.params)
+                             train=True, pad_id=pad_id), has_aux=True)(state.params)
     return nll_sum, count, grads
 
   if grad_accum_steps == 1:
@@ -130,21 +129,22 @@ def train_step(state: TrainState, batch, key, *, model, kernel, tx, t_min: float
   return new_state, metrics
 
 
-def eval_step(params, batch, key, *, model, kernel):
+def eval_step(params, batch, key, *, model, kernel, pad_id: int):
   """NELBO (t over (0, 1], no truncation) summed over the batch: (nll_sum, token_count)."""
-  return loss_terms(params, batch, key, model=model, kernel=kernel, t_min=0.0, train=False)
+  return loss_terms(params, batch, key, model=model, kernel=kernel, t_min=0.0, train=False,
+                    pad_id=pad_id)
 
 
 def jit_train_step(model, kernel, tx, train_cfg, optim_cfg, state_sharding, batch_sharding,
-                   replicated):
+                   replicated, pad_id: int):
   fn = functools.partial(train_step, model=model, kernel=kernel, tx=tx, t_min=train_cfg.t_min,
                          ema_decay=optim_cfg.ema_decay,
-                         grad_accum_steps=optim_cfg.grad_accum_steps)
+                         grad_accum_steps=optim_cfg.grad_accum_steps, pad_id=pad_id)
   return jax.jit(fn, in_shardings=(state_sharding, batch_sharding, replicated),
                  out_shardings=(state_sharding, replicated), donate_argnums=0)
 
 
-def jit_eval_step(model, kernel, param_sharding, batch_sharding, replicated):
-  fn = functools.partial(eval_step, model=model, kernel=kernel)
+def jit_eval_step(model, kernel, param_sharding, batch_sharding, replicated, pad_id: int):
+  fn = functools.partial(eval_step, model=model, kernel=kernel, pad_id=pad_id)
   return jax.jit(fn, in_shardings=(param_sharding, batch_sharding, replicated),
                  out_shardings=replicated)

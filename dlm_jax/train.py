@@ -37,7 +37,8 @@ def evaluate_nelbo(exp, eval_fn, params, rows, batch_size: int, max_batches: int
   total, count = 0.0, 0.0
   key = jax.random.key(seed)
   for i, local in enumerate(pipeline.eval_batches(rows, batch_size, jax.process_index(),
-                                                  jax.process_count(), max_batches)):
+                                                  jax.process_count(), max_batches,
+                                                  exp.tokenizer.pad_id)):
     batch = parallel.global_batch(local, exp.mesh)
     nll_sum, n = eval_fn(params, batch, jax.random.fold_in(key, i))
     total += float(nll_sum)
@@ -108,12 +109,7 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
     print(f"model: {num_params / 1e6:.2f}M parameters | kernel: {meta['kernel']} "
           f"({meta['structure']}) | mesh: {dict(exp.mesh.shape)} | start step: {start}", flush=True)
 
-  replicated = parallel.replicated(exp.mesh)
-  batch_sharding = parallel.batch_sharding(exp.mesh)
-  train_fn = steps.jit_train_step(exp.model, exp.kernel, exp.tx, cfg.train, cfg.optim,
-                                  exp.state_sharding, batch_sharding, replicated)
-  eval_fn = steps.jit_eval_step(exp.model, exp.kernel, exp.param_sharding, batch_sharding,
-                                replicated)
+  train_fn, eval_fn = exp.jit_train_step(), exp.jit_eval_step()
   lr_fn = steps.learning_rate_schedule(cfg.optim, cfg.train.num_steps)
   base_key = jax.random.key(cfg.seed + 1)
   tokens_per_step = cfg.train.batch_size * cfg.data.seq_len

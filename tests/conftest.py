@@ -106,8 +106,8 @@ def toy_kernels(V: int, seed: int = 0, eps: float = 1e-2, unigram=None, k: int =
   import numpy as np  # pylint: disable=g-import-not-at-top
   from dlm_jax.kernels import interpolating, neighbors  # pylint: disable=g-import-not-at-top
   emb = np.random.default_rng(seed).normal(size=(V, 5))
-  part = neighbors.build(emb, "partition", k, "toy", num_special=0)
-  topk = neighbors.build(emb, "topk", k, "toy", tau=0.5, num_special=0)
+  part = neighbors.build(emb, "partition", k, "toy", special=())
+  topk = neighbors.build(emb, "topk", k, "toy", tau=0.5, special=())
   make = lambda name, table=None, **kw: interpolating.make_kernel(
       kernel_config(name, eps=eps, global_eps=eps, **kw), V, table, unigram)
   return {

@@ -6,7 +6,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from dlm_jax.data import corpus, pipeline
-from dlm_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from dlm_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from dlm_jax.data.tokenizer import SentencePieceTokenizer as Tokenizer
 from dlm_jax.errors import UserError
 
 

@@ -30,19 +30,25 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from dlm_jax.data import corpus
-from dlm_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_sentencepiece
+from dlm_jax.data.tokenizer import SentencePieceTokenizer, load_tokenizer, train_sentencepiece
 from dlm_jax.errors import UserError
 
 _ENCODE_CHUNK = 8192
 
 
 def tokenizer_path(data_cfg, workdir: str) -> str:
+  """SentencePiece default: <workdir>/tokenizer.model; field tokenizers: their file (or the
+  copy found in an installed package when empty)."""
+  if data_cfg.tokenizer != "sentencepiece":
+    return data_cfg.tokenizer_path
   return data_cfg.tokenizer_path or os.path.join(workdir, "tokenizer.model")
 
 
-def get_tokenizer(data_cfg, workdir: str, process_index: int = 0) -> Tokenizer:
-  """Loads the configured tokenizer, training it into the workdir when it is missing."""
+def get_tokenizer(data_cfg, workdir: str, process_index: int = 0):
+  """Loads the configured tokenizer; a missing SentencePiece model is trained into the workdir."""
   path = tokenizer_path(data_cfg, workdir)
+  if data_cfg.tokenizer != "sentencepiece":
+    return load_tokenizer(data_cfg.tokenizer, path)
   if not os.path.exists(path):
     if not data_cfg.train_tokenizer_if_missing:
       raise UserError(f"tokenizer file not found: {path} (set data.train_tokenizer_if_missing=True "
@@ -52,19 +58,19 @@ def get_tokenizer(data_cfg, workdir: str, process_index: int = 0) -> Tokenizer:
                           data_cfg.tokenizer_model_type)
     if jax.process_count() > 1:  # the others wait for process 0's file (shared workdir)
       multihost_utils.sync_global_devices("dlm_jax:tokenizer")
-  return Tokenizer(path)
+  return SentencePieceTokenizer(path)
 
 
-def _cache_key(data_cfg, split: str, tokenizer: Tokenizer) -> str:
+def _cache_key(data_cfg, split: str, tokenizer) -> str:
   relevant = {k: data_cfg[k] for k in ("source", "train_pattern", "validation_pattern",
-                                       "validation_fraction", "text_unit", "text_field",
+                                       "validation_fraction", "text_unit", "text_field", "tokenizer",
                                        "tfds_name", "tfds_train_split", "tfds_validation_split",
                                        "seq_len", "mode")}
   relevant.update(split=split, tokenizer=tokenizer.fingerprint())
   return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _encode_all(docs, tokenizer: Tokenizer) -> Iterator[list[int]]:
+def _encode_all(docs, tokenizer) -> Iterator[list[int]]:
   chunk = []
   for doc in docs:
     chunk.append(doc)
@@ -75,25 +81,26 @@ def _encode_all(docs, tokenizer: Tokenizer) -> Iterator[list[int]]:
     yield from tokenizer.encode(chunk)
 
 
-def build_rows(docs, tokenizer: Tokenizer, seq_len: int, mode: str) -> np.ndarray:
+def build_rows(docs, tokenizer, seq_len: int, mode: str) -> np.ndarray:
   """Tokenizes documents into an (N, seq_len) int32 array of rows (see module doc)."""
+  bos, eos, pad = tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id
   if mode == "wrap":
-    pieces = [np.asarray([BOS_ID, *ids, EOS_ID], np.int32) for ids in _encode_all(docs, tokenizer)]
+    pieces = [np.asarray([bos, *ids, eos], np.int32) for ids in _encode_all(docs, tokenizer)]
     stream = np.concatenate(pieces) if pieces else np.zeros((0,), np.int32)
     n = len(stream) // seq_len
     return stream[: n * seq_len].reshape(n, seq_len)
   if mode == "pad":
     rows = []
     for ids in _encode_all(docs, tokenizer):
-      row = np.full((seq_len,), PAD_ID, np.int32)
-      seq = [BOS_ID, *ids, EOS_ID][:seq_len]
+      row = np.full((seq_len,), pad, np.int32)
+      seq = [bos, *ids, eos][:seq_len]
       row[: len(seq)] = seq
       rows.append(row)
     return np.stack(rows) if rows else np.zeros((0, seq_len), np.int32)
   raise UserError(f"data.mode must be 'wrap' or 'pad', got {mode!r}")
 
 
-def token_rows(data_cfg, split: str, tokenizer: Tokenizer, workdir: str) -> np.ndarray:
+def token_rows(data_cfg, split: str, tokenizer, workdir: str) -> np.ndarray:
   """Rows of `split`, from the workdir cache when present (memory-mapped)."""
   cache_dir = data_cfg.cache_dir or os.path.join(workdir, "data_cache")
   path = os.path.join(cache_dir, f"{split}-{_cache_key(data_cfg, split, tokenizer)}.npy")
@@ -110,7 +117,7 @@ def token_rows(data_cfg, split: str, tokenizer: Tokenizer, workdir: str) -> np.n
   return rows
 
 
-def unigram_counts(data_cfg, tokenizer: Tokenizer, workdir: str) -> np.ndarray:
+def unigram_counts(data_cfg, tokenizer, workdir: str) -> np.ndarray:
   """Token counts of the training split (V,), cached beside its rows."""
   cache_dir = data_cfg.cache_dir or os.path.join(workdir, "data_cache")
   path = os.path.join(cache_dir, f"unigram-{_cache_key(data_cfg, 'train', tokenizer)}.npy")
@@ -165,7 +172,8 @@ def train_iterator(rows: np.ndarray, global_batch: int, seed: int, process_index
 
 
 def eval_batches(rows: np.ndarray, global_batch: int, process_index: int = 0,
-                 process_count: int = 1, max_batches: int = 0) -> Iterator[dict[str, np.ndarray]]:
+                 process_count: int = 1, max_batches: int = 0,
+                 pad_id: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """One deterministic pass over the rows; the last batch is padded with invalid rows."""
   local = global_batch // process_count
   n_batches = -(-len(rows) // global_batch)
@@ -177,5 +185,5 @@ def eval_batches(rows: np.ndarray, global_batch: int, process_index: int = 0,
     valid = np.zeros((local,), np.float32)
     valid[: len(chunk)] = 1.0
     if len(chunk) < local:
-      chunk = np.concatenate([chunk, np.full((local - len(chunk), rows.shape[1]), PAD_ID, np.int32)])
+      chunk = np.concatenate([chunk, np.full((local - len(chunk), rows.shape[1]), pad_id, np.int32)])
     yield {"tokens": chunk, "valid": valid}

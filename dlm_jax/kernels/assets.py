@@ -15,14 +15,13 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from dlm_jax.data import pipeline
-from dlm_jax.data.tokenizer import Tokenizer
 from dlm_jax.errors import UserError
 from dlm_jax.kernels import interpolating, neighbors
 
 SEMANTIC = ("semdlm", "semdlm_plus")
 
 
-def table_path(config, tokenizer: Tokenizer, workdir: str) -> str:
+def table_path(config, tokenizer, workdir: str) -> str:
   k = config.kernel
   if k.table_path:
     return k.table_path
@@ -34,7 +33,7 @@ def table_path(config, tokenizer: Tokenizer, workdir: str) -> str:
                       f"-d{k.embedding_dim}-{tokenizer.fingerprint()}.npz")
 
 
-def token_embeddings(config, tokenizer: Tokenizer, workdir: str) -> np.ndarray:
+def token_embeddings(config, tokenizer, workdir: str) -> np.ndarray:
   k, V = config.kernel, tokenizer.vocab_size
   if k.embedding_source == "corpus":
     rows = pipeline.token_rows(config.data, "train", tokenizer, workdir)
@@ -52,7 +51,7 @@ def token_embeddings(config, tokenizer: Tokenizer, workdir: str) -> np.ndarray:
   return emb[:V]
 
 
-def neighbor_table(config, tokenizer: Tokenizer, workdir: str) -> neighbors.NeighborTable:
+def neighbor_table(config, tokenizer, workdir: str) -> neighbors.NeighborTable:
   path = table_path(config, tokenizer, workdir)
   k = config.kernel
   if not os.path.exists(path):
@@ -60,7 +59,7 @@ def neighbor_table(config, tokenizer: Tokenizer, workdir: str) -> neighbors.Neig
       start = time.perf_counter()
       emb = token_embeddings(config, tokenizer, workdir)
       table = neighbors.build(emb, k.neighbors, k.k, tokenizer.fingerprint(), k.tau,
-                              k.max_in_degree or None, config.seed)
+                              k.max_in_degree or None, config.seed, tokenizer.special_ids)
       table.save(path)
       logging.warning("built %s neighbour table in %.1fs: %s", k.neighbors,
                       time.perf_counter() - start, neighbors.statistics(table))
@@ -73,7 +72,7 @@ def neighbor_table(config, tokenizer: Tokenizer, workdir: str) -> neighbors.Neig
   return table
 
 
-def build_kernel(config, tokenizer: Tokenizer, workdir: str) -> interpolating.Kernel:
+def build_kernel(config, tokenizer, workdir: str) -> interpolating.Kernel:
   """The configured kernel with its table and the training unigram (add-one smoothed) for p_1."""
   table = neighbor_table(config, tokenizer, workdir) if config.kernel.name in SEMANTIC else None
   counts = pipeline.unigram_counts(config.data, tokenizer, workdir)

@@ -11,7 +11,7 @@ Two tables, both stored as (V, k) arrays of ids and weights (rows sum to 1):
   ceil(k/2)..k tokens by recursive median bisection along each group's
   principal direction; N_y is uniform over y's cluster (self included), so N is
   idempotent and the forward process is a Markov chain. Special tokens
-  (ids < 4: PAD, UNK, BOS, EOS) are singleton clusters.
+  (the tokenizer's `special_ids`) are singleton clusters.
 - `topk` (B): the k most cosine-similar other tokens, weights softmax(sim/tau),
   by blocked matmul + top-k (never the dense V x V matrix). Edges into tokens
   whose in-degree exceeds `max_in_degree` are pruned (weakest first) and rows
@@ -28,7 +28,7 @@ import numpy as np
 
 from dlm_jax.errors import UserError
 
-NUM_SPECIAL = 4
+SPECIAL = (0, 1, 2, 3)   # SentencePiece models trained here: PAD, UNK, BOS, EOS
 PAD = -1
 
 
@@ -41,6 +41,7 @@ class NeighborTable:
   cluster: np.ndarray | None = None       # (V,) cluster id (partition)
   in_ids: np.ndarray | None = None        # (V, k_in) x with z in N_x (topk)
   in_weights: np.ndarray | None = None    # (V, k_in) N_x(z)
+  special: np.ndarray | None = None       # special-token ids: N_x = delta_x, nobody's neighbour
 
   @property
   def vocab_size(self) -> int:
@@ -154,8 +155,14 @@ def _normalise(emb: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- tables
 
 
+def _special_mask(V: int, special) -> np.ndarray:
+  mask = np.zeros((V,), bool)
+  mask[np.asarray(list(special), np.int64)] = True
+  return mask
+
+
 def balanced_partition(emb: np.ndarray, k: int, seed: int = 0,
-                       num_special: int = NUM_SPECIAL) -> np.ndarray:
+                       special=SPECIAL) -> np.ndarray:
   """Cluster id per token: recursive median bisection along principal directions."""
   V = emb.shape[0]
   if not 1 <= k < V:
@@ -163,9 +170,10 @@ def balanced_partition(emb: np.ndarray, k: int, seed: int = 0,
   emb = _normalise(emb)
   rng = np.random.default_rng(seed)
   cluster = np.full((V,), -1, np.int64)
-  cluster[:num_special] = np.arange(num_special)
-  next_id = num_special
-  stack = [np.arange(num_special, V)]
+  is_special = _special_mask(V, special)
+  cluster[is_special] = np.arange(is_special.sum())
+  next_id = int(is_special.sum())
+  stack = [np.flatnonzero(~is_special)]
   while stack:
     group = stack.pop()
     if len(group) <= k:
@@ -186,7 +194,7 @@ def balanced_partition(emb: np.ndarray, k: int, seed: int = 0,
   return cluster
 
 
-def partition_table(cluster: np.ndarray, fingerprint: str) -> NeighborTable:
+def partition_table(cluster: np.ndarray, fingerprint: str, special=SPECIAL) -> NeighborTable:
   V = len(cluster)
   sizes = np.bincount(cluster)
   k = int(sizes.max())
@@ -198,35 +206,37 @@ def partition_table(cluster: np.ndarray, fingerprint: str) -> NeighborTable:
   ids = members[cluster]
   weights = np.where(ids >= 0, 1.0 / sizes[cluster][:, None], 0.0).astype(np.float32)
   return NeighborTable("partition", ids.astype(np.int32), weights, fingerprint,
-                       cluster=cluster.astype(np.int32))
+                       cluster=cluster.astype(np.int32),
+                       special=np.asarray(list(special), np.int32))
 
 
 def topk_table(emb: np.ndarray, k: int, tau: float, fingerprint: str,
                max_in_degree: int | None = None, block: int = 2048,
-               num_special: int = NUM_SPECIAL) -> NeighborTable:
+               special=SPECIAL) -> NeighborTable:
   """Top-k cosine neighbours (self excluded), softmax(sim / tau) weights, in-degree capped."""
   V = emb.shape[0]
-  if not 1 <= k < V - num_special:
-    raise UserError(f"neighbourhood size k={k} must be in [1, V - {num_special}) with V={V}")
+  is_special = _special_mask(V, special)
+  if not 1 <= k < V - is_special.sum():
+    raise UserError(f"neighbourhood size k={k} must be in [1, V - {is_special.sum()}) with V={V}")
   if tau <= 0:
     raise UserError(f"neighbour temperature tau must be > 0, got {tau}")
   emb = _normalise(emb)
   ids = np.full((V, k), PAD, np.int64)
   sims = np.full((V, k), -np.inf, np.float32)
-  for start in range(num_special, V, block):
+  for start in range(0, V, block):
     stop = min(start + block, V)
     s = emb[start:stop] @ emb.T                          # (b, V): a block, never V x V
-    s[:, :num_special] = -np.inf                         # specials are nobody's neighbour
+    s[:, is_special] = -np.inf                         # specials are nobody's neighbour
     s[np.arange(stop - start), np.arange(start, stop)] = -np.inf
     top = np.argpartition(-s, k, axis=1)[:, :k]
     top_s = np.take_along_axis(s, top, 1)
     order = np.argsort(-top_s, axis=1, kind="stable")
     ids[start:stop] = np.take_along_axis(top, order, 1)
     sims[start:stop] = np.take_along_axis(top_s, order, 1)
+  ids[is_special], sims[is_special] = PAD, -np.inf
 
   cap = max_in_degree or 4 * k
   valid = ids >= 0
-  edge_row = np.repeat(np.arange(V), k)[valid.ravel()]
   edge_dst = ids.ravel()[valid.ravel()]
   edge_sim = sims.ravel()[valid.ravel()]
   # Rank incoming edges of each destination by similarity; drop those beyond the cap.
@@ -250,7 +260,8 @@ def topk_table(emb: np.ndarray, k: int, tau: float, fingerprint: str,
   ids[empty, 0] = np.arange(V)[empty]
   w[empty, 0] = 1.0
   w = (w / w.sum(1, keepdims=True)).astype(np.float32)
-  table = NeighborTable("topk", ids.astype(np.int32), w, fingerprint)
+  table = NeighborTable("topk", ids.astype(np.int32), w, fingerprint,
+                        special=np.asarray(list(special), np.int32))
   table.in_ids, table.in_weights = invert(table)
   return table
 
@@ -275,30 +286,31 @@ def invert(table: NeighborTable):
 
 
 def statistics(table: NeighborTable) -> dict:
-  """Size and hubness statistics of a table."""
+  """Size and hubness statistics of a table (special tokens excluded)."""
   V = table.vocab_size
+  regular = ~_special_mask(V, [] if table.special is None else table.special)
   out = {"kind": table.kind, "vocab_size": V, "k": table.k}
   if table.kind == "partition":
-    sizes = np.bincount(table.cluster)
-    out.update(clusters=int(len(sizes)), size_min=int(sizes[NUM_SPECIAL:].min()),
-               size_mean=float(sizes[NUM_SPECIAL:].mean()), size_max=int(sizes.max()))
+    sizes = np.bincount(table.cluster[regular])
+    sizes = sizes[sizes > 0]
+    out.update(clusters=int(len(sizes)), size_min=int(sizes.min()),
+               size_mean=float(sizes.mean()), size_max=int(sizes.max()))
   else:
-    in_degree = np.bincount(table.ids[table.ids >= 0], minlength=V)[NUM_SPECIAL:]
+    in_degree = np.bincount(table.ids[table.ids >= 0], minlength=V)[regular]
     mean = in_degree.mean()
     out.update(in_degree_max=int(in_degree.max()), in_degree_p99=float(np.percentile(in_degree, 99)),
                never_a_neighbour=float((in_degree == 0).mean()),
                in_degree_skewness=float(((in_degree - mean) ** 3).mean()
                                         / max(in_degree.std(), 1e-12) ** 3),
-               mean_top_weight=float(table.weights[NUM_SPECIAL:, 0].mean()))
+               mean_top_weight=float(table.weights[regular, 0].mean()))
   return out
 
 
 def build(emb: np.ndarray, kind: str, k: int, fingerprint: str, tau: float = 0.1,
-          max_in_degree: int | None = None, seed: int = 0,
-          num_special: int = NUM_SPECIAL) -> NeighborTable:
+          max_in_degree: int | None = None, seed: int = 0, special=SPECIAL) -> NeighborTable:
   if kind == "partition":
-    return partition_table(balanced_partition(emb, k, seed, num_special), fingerprint)
+    return partition_table(balanced_partition(emb, k, seed, special), fingerprint, special)
   if kind == "topk":
-    return topk_table(emb, k, tau, fingerprint, max_in_degree, num_special=num_special)
+    return topk_table(emb, k, tau, fingerprint, max_in_degree, special=special)
   raise UserError(f"neighbour table kind must be 'partition' or 'topk', got {kind!r}")
 
