@@ -29,6 +29,7 @@ def get_config() -> config_dict.ConfigDict:
       tokenizer_model_type="unigram",
       train_tokenizer_if_missing=True,
       cache_dir="",                 # empty: <workdir>/data_cache
+      prepared_dir="",              # ArrayRecord rows from `python -m dlm_jax.data.prepare`
       worker_count=0,               # grain multiprocessing workers (0: in-process)
   ))
 

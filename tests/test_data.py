@@ -160,3 +160,22 @@ def test_train_tokenizer_cli_function(tmp_path, config):
   assert Tokenizer(path).vocab_size == 128
   with pytest.raises(UserError, match="pass --overwrite"):
     train_tokenizer.train(config, str(tmp_path))
+
+
+def test_prepared_array_record_rows_train(tmp_path, config):
+  """prepare -> ArrayRecord shards -> the same rows and batches as the .npy cache."""
+  from dlm_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / "prepared")
+  summary = prepare.prepare(config, out, rows_per_shard=50)
+  assert len(summary["train"]["shards"]) > 1
+  tok = Tokenizer(config.data.tokenizer_path)
+  cached = pipeline.token_rows(config.data, "train", tok, str(tmp_path / "w"))
+  config.data.prepared_dir = out
+  rows = pipeline.token_rows(config.data, "train", tok, str(tmp_path / "w"))
+  assert isinstance(rows, pipeline.ArrayRecordRows) and rows.shape == cached.shape
+  np.testing.assert_array_equal(rows[3:7], cached[3:7])
+  a = pipeline.ShuffledBatches(rows, 8, seed=3)[5]["tokens"]
+  np.testing.assert_array_equal(a, pipeline.ShuffledBatches(cached, 8, seed=3)[5]["tokens"])
+  config.data.seq_len = 16
+  with pytest.raises(UserError, match="prepared with other settings seq_len: 32"):
+    pipeline.token_rows(config.data, "train", tok, str(tmp_path / "w"))

@@ -81,27 +81,77 @@ def _encode_all(docs, tokenizer) -> Iterator[list[int]]:
     yield from tokenizer.encode(chunk)
 
 
-def build_rows(docs, tokenizer, seq_len: int, mode: str) -> np.ndarray:
-  """Tokenizes documents into an (N, seq_len) int32 array of rows (see module doc)."""
+def iter_rows(docs, tokenizer, seq_len: int, mode: str) -> Iterator[np.ndarray]:
+  """Streams (seq_len,) int32 rows from documents (see the module doc for the two modes)."""
   bos, eos, pad = tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id
-  if mode == "wrap":
-    pieces = [np.asarray([bos, *ids, eos], np.int32) for ids in _encode_all(docs, tokenizer)]
-    stream = np.concatenate(pieces) if pieces else np.zeros((0,), np.int32)
-    n = len(stream) // seq_len
-    return stream[: n * seq_len].reshape(n, seq_len)
-  if mode == "pad":
-    rows = []
-    for ids in _encode_all(docs, tokenizer):
+  if mode not in ("wrap", "pad"):
+    raise UserError(f"data.mode must be 'wrap' or 'pad', got {mode!r}")
+  carry = np.zeros((0,), np.int32)
+  for ids in _encode_all(docs, tokenizer):
+    seq = np.asarray([bos, *ids, eos], np.int32)
+    if mode == "pad":
       row = np.full((seq_len,), pad, np.int32)
-      seq = [bos, *ids, eos][:seq_len]
-      row[: len(seq)] = seq
-      rows.append(row)
-    return np.stack(rows) if rows else np.zeros((0, seq_len), np.int32)
-  raise UserError(f"data.mode must be 'wrap' or 'pad', got {mode!r}")
+      row[: min(len(seq), seq_len)] = seq[:seq_len]
+      yield row
+      continue
+    carry = np.concatenate([carry, seq])
+    n = len(carry) // seq_len
+    yield from carry[: n * seq_len].reshape(n, seq_len)
+    carry = carry[n * seq_len:]
+
+
+def build_rows(docs, tokenizer, seq_len: int, mode: str) -> np.ndarray:
+  """Tokenizes documents into an (N, seq_len) int32 array of rows."""
+  rows = list(iter_rows(docs, tokenizer, seq_len, mode))
+  return np.stack(rows) if rows else np.zeros((0, seq_len), np.int32)
+
+
+class ArrayRecordRows:
+  """Rows stored as ArrayRecord shards (written by `dlm_jax.data.prepare`), read through grain
+  with the indexing the pipeline uses on arrays: rows[i], rows[[i, j]], rows[a:b]."""
+
+  def __init__(self, paths: list[str], seq_len: int):
+    self.source = grain.sources.ArrayRecordDataSource(paths)
+    self.shape = (len(self.source), seq_len)
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def _row(self, i) -> np.ndarray:
+    return np.frombuffer(self.source[int(i)], np.int32)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      index = range(*index.indices(len(self)))
+    elif np.ndim(index) == 0:
+      return self._row(index)
+    rows = [self._row(i) for i in index]
+    return np.stack(rows) if rows else np.zeros((0, self.shape[1]), np.int32)
+
+
+def prepared_rows(data_cfg, split: str, tokenizer):
+  """Rows of `split` from data.prepared_dir, checked against the config and tokenizer."""
+  meta_path = os.path.join(data_cfg.prepared_dir, f"{split}.json")
+  if not os.path.exists(meta_path):
+    raise UserError(f"no prepared {split} split in {data_cfg.prepared_dir} (expected "
+                    f"{meta_path}); run `python -m dlm_jax.data.prepare`")
+  with open(meta_path, encoding="utf-8") as f:
+    meta = json.load(f)
+  expected = {"seq_len": data_cfg.seq_len, "mode": data_cfg.mode,
+              "tokenizer": tokenizer.fingerprint()}
+  wrong = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
+  if wrong:
+    raise UserError(f"{meta_path} was prepared with other settings "
+                    + ", ".join(f"{k}: {a!r} (config: {b!r})" for k, (a, b) in wrong.items()))
+  paths = [os.path.join(data_cfg.prepared_dir, name) for name in meta["shards"]]
+  return ArrayRecordRows(paths, data_cfg.seq_len)
 
 
 def token_rows(data_cfg, split: str, tokenizer, workdir: str) -> np.ndarray:
-  """Rows of `split`, from the workdir cache when present (memory-mapped)."""
+  """Rows of `split`: from data.prepared_dir (ArrayRecord) when set, else from the workdir cache
+  (memory-mapped .npy), tokenizing the corpus into it the first time."""
+  if data_cfg.prepared_dir:
+    return prepared_rows(data_cfg, split, tokenizer)
   cache_dir = data_cfg.cache_dir or os.path.join(workdir, "data_cache")
   path = os.path.join(cache_dir, f"{split}-{_cache_key(data_cfg, split, tokenizer)}.npy")
   if os.path.exists(path):
