@@ -93,7 +93,8 @@ def markov_integrand(kernel, logits, x, z, t):
   w = jnp.where(cand_real, x_hat / jnp.where(q_z > 0, q_z, 1.0), 0.0)
   rho_hat = (e3(A) * w + e3(B) * _cluster_sum(kernel, w) / size
              + e3(C) * w.sum(-1, keepdims=True) / V)
-  rho = q_x / jnp.take_along_axis(q_x, zr[..., None], -1)
+  q_x_z = jnp.take_along_axis(q_x, zr[..., None], -1)              # 0 only where z is masked
+  rho = q_x / jnp.where(q_x_z > 0, q_x_z, 1.0)
   r = e3(s_sem) * same_z / n_z + e3(s_glob) / V
   live = (r > 0) & ~is_z
   term = rho_hat - rho + jnp.where(rho > 0, rho * (_safe_log(rho) - _safe_log(rho_hat)), 0.0)
