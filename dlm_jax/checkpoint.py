@@ -14,7 +14,6 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
-from ml_collections import config_dict
 
 from dlm_jax.errors import UserError
 
@@ -118,11 +117,12 @@ class Checkpointer:
     return self.manager.restore(step, args=ocp.args.Composite(
         **{item: ocp.args.JsonRestore()}))[item]
 
-  def restore_config(self, step: int | None = None) -> config_dict.ConfigDict:
+  def restore_config(self, step: int | None = None):
     step = self.latest_step() if step is None else step
     if step is None:
       raise UserError(f"no checkpoint found under {self.directory}")
-    return config_dict.ConfigDict(self.restore_json(step, "config"))
+    from dlm_jax import configuration  # pylint: disable=g-import-not-at-top
+    return configuration.from_saved(self.restore_json(step, "config"))
 
   def close(self):
     self.manager.close()

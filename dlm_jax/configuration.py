@@ -103,3 +103,23 @@ def check_fits_mesh(cfg, mesh, process_count: int, d_model: int) -> None:
       raise UserError(f"{what} = {b} must be divisible by the {n} devices of the mesh")
   if d_model % mesh.shape["fsdp"]:
     raise UserError(f"model d_model={d_model} must be divisible by mesh.fsdp={mesh.shape['fsdp']}")
+
+
+def from_saved(saved: dict):
+  """A config saved by a checkpoint, on top of today's defaults: keys added to configs/base.py
+  since the run was saved take their defaults (they did not exist then, so the defaults
+  describe what the run did); keys that no longer exist are an error."""
+  cfg = base.get_config()
+
+  def merge(node, values, prefix=""):
+    for key, value in values.items():
+      if key not in node:
+        raise UserError(f"the saved config has key {prefix + key!r}, unknown to this version of "
+                        "dlm_jax")
+      if isinstance(node[key], config_dict.ConfigDict):
+        merge(node[key], value, prefix + key + ".")
+      else:
+        with node.ignore_type():
+          node[key] = value
+  merge(cfg, saved)
+  return cfg

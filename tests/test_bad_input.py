@@ -146,3 +146,16 @@ def test_bad_kernel_settings(config, tmp_path, no_compile):
   config.kernel.k = 8
   config.kernel.global_power = 0.0
   _expect(config, str(tmp_path), "kernel.global_power must be > 0")
+
+
+def test_checkpoint_configs_from_older_versions(config):
+  """A saved config without keys added since gets their defaults; a removed key is refused."""
+  from dlm_jax.configuration import from_saved  # pylint: disable=g-import-not-at-top
+  saved = config.to_dict()
+  del saved["data"]["tokenizer"]
+  restored = from_saved(saved)
+  assert restored.data.tokenizer == "sentencepiece"
+  assert restored.model.num_layers == config.model.num_layers
+  saved["data"]["old_option"] = 1
+  with pytest.raises(UserError, match="unknown to this version"):
+    from_saved(saved)
