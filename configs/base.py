@@ -102,3 +102,12 @@ def get_config() -> config_dict.ConfigDict:
       split="validation",
   ))
   return c
+
+
+def use_kernel(c: config_dict.ConfigDict, name: str) -> config_dict.ConfigDict:
+  """Switches a config to another kernel. Kernel settings (k, tables, SemDLM+'s global part)
+  keep the defaults above; every kernel but masking gets a time-conditioned denoiser, since
+  x_hat depends on t once tokens can be corrupted into other tokens."""
+  c.kernel.name = name
+  c.model.time_conditioning = name != "masking"
+  return c

@@ -1,11 +1,10 @@
-"""lm1b with the semdlm kernel: the lm1b_masking.py setup with only the kernel changed."""
+"""LM1B (configs/lm1b_masking.py) with SemDLM: corruption towards semantic neighbours
+(kernel.neighbors=partition (A), exact NELBO; topk (B), a bound). Only the kernel differs from
+the masking setup.
+"""
 
-from configs import lm1b_masking
+from configs import base, lm1b_masking
 
 
 def get_config():
-  c = lm1b_masking.get_config()
-  c.kernel.name = "semdlm"
-  c.kernel.k = 8
-  c.model.time_conditioning = True     # x_hat depends on t once tokens can be corrupted
-  return c
+  return base.use_kernel(lm1b_masking.get_config(), "semdlm")

@@ -1,11 +1,10 @@
-"""owt with the semdlm kernel: the owt_masking.py setup with only the kernel changed."""
+"""OpenWebText (configs/owt_masking.py) with SemDLM: corruption towards semantic neighbours
+(kernel.neighbors=partition (A), exact NELBO; topk (B), a bound). Only the kernel differs from
+the masking setup.
+"""
 
-from configs import owt_masking
+from configs import base, owt_masking
 
 
 def get_config():
-  c = owt_masking.get_config()
-  c.kernel.name = "semdlm"
-  c.kernel.k = 8
-  c.model.time_conditioning = True     # x_hat depends on t once tokens can be corrupted
-  return c
+  return base.use_kernel(owt_masking.get_config(), "semdlm")

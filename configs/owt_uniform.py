@@ -1,10 +1,9 @@
-"""owt with the uniform kernel: the owt_masking.py setup with only the kernel changed."""
+"""OpenWebText (configs/owt_masking.py) with the uniform kernel. Only the kernel differs from the
+masking setup.
+"""
 
-from configs import owt_masking
+from configs import base, owt_masking
 
 
 def get_config():
-  c = owt_masking.get_config()
-  c.kernel.name = "uniform"
-  c.model.time_conditioning = True     # x_hat depends on t once tokens can be corrupted
-  return c
+  return base.use_kernel(owt_masking.get_config(), "uniform")

@@ -1,13 +1,10 @@
-"""CPU quickstart with the semdlm kernel (see configs/quickstart.py).
-
-Partition neighbourhoods (A) by default; --config.kernel.neighbors=topk for (B).
+"""CPU quickstart (configs/quickstart.py) with SemDLM: corruption towards semantic neighbours
+(kernel.neighbors=partition (A), exact NELBO; topk (B), a bound). Only the kernel differs from
+the masking setup.
 """
 
-from configs import quickstart
+from configs import base, quickstart
 
 
 def get_config():
-  c = quickstart.get_config()
-  c.kernel.name = "semdlm"
-  c.model.time_conditioning = True     # x_hat depends on t once tokens can be corrupted
-  return c
+  return base.use_kernel(quickstart.get_config(), "semdlm")

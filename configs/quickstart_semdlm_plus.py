@@ -1,13 +1,10 @@
-"""CPU quickstart with the semdlm_plus kernel (see configs/quickstart.py).
-
-Global transition: uniform jump by default; --config.kernel.global_kind=mask for the mask.
+"""CPU quickstart (configs/quickstart.py) with SemDLM+: semantic kernel plus a late global
+transition (kernel.global_kind=uniform or mask). Only the kernel differs from the masking
+setup.
 """
 
-from configs import quickstart
+from configs import base, quickstart
 
 
 def get_config():
-  c = quickstart.get_config()
-  c.kernel.name = "semdlm_plus"
-  c.model.time_conditioning = True     # x_hat depends on t once tokens can be corrupted
-  return c
+  return base.use_kernel(quickstart.get_config(), "semdlm_plus")

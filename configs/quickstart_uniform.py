@@ -1,10 +1,9 @@
-"""CPU quickstart with the uniform kernel (see configs/quickstart.py)."""
+"""CPU quickstart (configs/quickstart.py) with the uniform kernel. Only the kernel differs from
+the masking setup.
+"""
 
-from configs import quickstart
+from configs import base, quickstart
 
 
 def get_config():
-  c = quickstart.get_config()
-  c.kernel.name = "uniform"
-  c.model.time_conditioning = True     # x_hat depends on t once tokens can be corrupted
-  return c
+  return base.use_kernel(quickstart.get_config(), "uniform")
