@@ -29,6 +29,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])
 
+from configs import base  # noqa: E402
 from dlm_jax import parallel, steps  # noqa: E402
 from dlm_jax.kernels import interpolating, neighbors  # noqa: E402
 from dlm_jax.models import Transformer, model_config  # noqa: E402
@@ -74,24 +75,21 @@ def time_fn(fn, args, steps: int, warmup: int, carry_first: bool = False):
   return (time.perf_counter() - start) / steps
 
 
-def make_kernel(cfg, name: str, vocab: int):
-  kcfg = cfg.kernel.copy_and_resolve_references()
-  kcfg.name = name
+def make_kernel(cfg, vocab: int):
   table = None
-  if name.startswith("semdlm"):
+  if cfg.kernel.name.startswith("semdlm"):
     emb = np.random.default_rng(0).normal(size=(vocab, 32)).astype(np.float32)
-    table = neighbors.build(emb, kcfg.neighbors, kcfg.k, "bench", kcfg.tau)
-  return interpolating.make_kernel(kcfg, vocab, table)
+    table = neighbors.build(emb, cfg.kernel.neighbors, cfg.kernel.k, "bench", cfg.kernel.tau)
+  return interpolating.make_kernel(cfg.kernel, vocab, table)
 
 
 def bench(cfg, kernel_name: str, vocab: int, mesh) -> dict:
   batch, length = cfg.train.batch_size, cfg.data.seq_len
-  kernel = None if cfg.model.causal else make_kernel(cfg, kernel_name, vocab)
-  time_conditioned = cfg.model.time_conditioning or kernel_name not in ("masking", "ar")
-  mcfg = cfg.model.copy_and_resolve_references()
-  mcfg.time_conditioning = time_conditioned
-  model = Transformer(model_config(mcfg, vocab if kernel is None else kernel.input_vocab_size,
-                                   vocab))
+  if not cfg.model.causal:   # the kernel switch the shipped configs make (configs/base.py)
+    cfg = base.use_kernel(cfg.copy_and_resolve_references(), kernel_name)
+  kernel = None if cfg.model.causal else make_kernel(cfg, vocab)
+  model = Transformer(model_config(cfg.model, vocab if kernel is None
+                                   else kernel.input_vocab_size, vocab))
   tx = steps.make_optimizer(cfg.optim, cfg.train.num_steps)
   init = lambda k: steps.init_state(k, model, tx, length)
   state_sharding = parallel.logical_shardings(jax.eval_shape(init, jax.random.key(0)), mesh)
