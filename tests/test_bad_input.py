@@ -8,6 +8,7 @@ import jax
 import pytest
 
 from dlm_jax import evaluate, experiment, sample, train
+from dlm_jax.samplers import reverse
 from dlm_jax.configuration import validate_config
 from dlm_jax.errors import UserError
 
@@ -96,7 +97,7 @@ def test_evaluate_and_sample_without_checkpoint(tmp_path):
   with pytest.raises(UserError, match="no checkpoints in workdir"):
     evaluate.evaluate(str(tmp_path))
   with pytest.raises(UserError, match="no checkpoints in workdir"):
-    sample.generate(str(tmp_path))
+    sample.generate(str(tmp_path), 2, reverse.SamplerOptions())
 
 
 def _cli(*args):

@@ -1,81 +1,225 @@
-"""The MDLM ancestral sampler: exact one-step law, caching, conditioning."""
-
+"""Reverse samplers: one-step laws against dense references, convergence with an oracle
+denoiser, SemDLM+ controls, unmasking laws, conditioning, caching, blocks, float64."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+import scipy.linalg
 
 from dlm_jax.kernels import interpolating
 from dlm_jax.models.transformer import Transformer, TransformerConfig
-from dlm_jax.samplers import masking
-from tests.conftest import kernel_config
+from dlm_jax.samplers import reverse, unmasking
+from tests.conftest import kernel_config, toy_kernels
+
+V = 6
+KERNELS = toy_kernels(V, eps=1e-2)
+T_STEP, S_STEP = 0.7, 0.4
 
 
-def _kernel(V, eps=0.0):
-  return interpolating.make_kernel(kernel_config("masking", eps=eps), V)
+# ------------------------------------------------------------------ dense references
+def dense_transition(kernel, x, s, t):
+  """(n, n) P[y, z] = q(z_t = z | z_s = y, x) over all states, from definitions only.
+
+  Markov kernels: expm of the integrated generator (the components commute: N is a
+  doubly-stochastic partition matrix, the mask absorbs). Top-k: DESIGN.md §3's
+  alpha_{t|s} delta + (q_t - alpha_{t|s} q_s)(. | x)."""
+  n = kernel.input_vocab_size
+  if not kernel.is_markov:
+    a_ts = float(kernel.alpha(t) / kernel.alpha(s))
+    q_t = np.asarray(kernel.marginal(x, t), np.float64)
+    q_s = np.asarray(kernel.marginal(x, s), np.float64)
+    return a_ts * np.eye(n) + (q_t - a_ts * q_s)[None, :]
+  def jump(matrix_real, to_mask=False):
+    m = np.zeros((n, n))
+    if to_mask:
+      m[:, n - 1] = 1.0
+    else:
+      m[:V, :V] = matrix_real
+      if n > V:
+        m[V, V] = 1.0
+    return m - np.eye(n)
+  gen = np.zeros((n, n))
+  for sched, matrix, to_mask in ((kernel.sem, np.asarray(kernel.dense_neighbours()), False),
+                                 (kernel.glob, np.full((V, V), 1.0 / V), False),
+                                 (kernel.mask, None, True)):
+    if sched is not None:
+      gen += float(np.log(sched.alpha(s) / sched.alpha(t))) * jump(matrix, to_mask)
+  return scipy.linalg.expm(gen)
 
 
-def test_one_step_matches_exact_posterior():
-  """q(z_s | z_t = m, x ~ x_hat): reveal w.p. (a_s - a_t)/(1 - a_t), token ~ x_hat."""
-  V, n = 4, 200_000
-  kernel = _kernel(V)
-  logits = jnp.log(jnp.array([0.1, 0.2, 0.3, 0.4]))
-  z = jnp.full((1, n), kernel.mask_id)
-  t, s = 0.8, 0.5
-  z_s = masking.reverse_step(kernel, jax.random.key(0), z, jnp.broadcast_to(logits, (1, n, V)),
-                             t, s)
-  freq = np.bincount(np.asarray(z_s).ravel(), minlength=V + 1) / n
-  reveal = (kernel.alpha(s) - kernel.alpha(t)) / (1 - kernel.alpha(t))
-  exact = np.append(reveal * np.array([0.1, 0.2, 0.3, 0.4]), 1 - reveal)
-  # Each frequency has std <= sqrt(0.25 / n) = 0.0011; 5 sigma.
-  np.testing.assert_allclose(freq, exact, atol=0.0056)
-  revealed = z.at[0, :3].set(jnp.array([0, 1, 2]))
-  kept = masking.reverse_step(kernel, jax.random.key(1), revealed, jnp.zeros((1, n, V)), t, s)
-  np.testing.assert_array_equal(kept[0, :3], [0, 1, 2])   # SUBS: revealed tokens stay
+def dense_step(kernel, probs, z, s, t, eta=0.0, probs_unrestricted=None):
+  """p(z_s | z_t = z) = sum_x x_hat_C(z)(x) q(z_s | z_t, x) (+ eta's re-noising)."""
+  q_t = np.asarray(kernel.marginal(jnp.arange(V), t), np.float64)      # (V, n)
+  q_s = np.asarray(kernel.marginal(jnp.arange(V), s), np.float64)
+  cand = q_t[:, z] > 0
+  x_hat = np.where(cand, probs, 0.0)
+  x_hat /= x_hat.sum()
+  out = np.zeros(kernel.input_vocab_size)
+  for x in range(V):
+    if x_hat[x] > 0:
+      post = dense_transition(kernel, x, s, t)[:, z] * q_s[x]
+      out += x_hat[x] * post / post.sum()
+  if eta:
+    glob = probs if probs_unrestricted is None else probs_unrestricted
+    out = (1 - eta) * out + eta * (glob[:, None] * q_s).sum(0)
+  return out
 
 
+def _states(kernel):
+  return list(range(kernel.input_vocab_size))
+
+
+def _check_histogram(samples, exact, n):
+  """Each frequency is a mean of n Bernoullis: std = sqrt(p (1 - p) / n); allow 5 sigma
+  (the chance that any of the ~50 cells of a test exceeds it is below 1e-4)."""
+  exact = np.clip(exact, 0.0, 1.0)
+  freq = np.bincount(samples, minlength=len(exact)) / n
+  tol = 5 * np.sqrt(exact * (1 - exact) / n) + 1e-4
+  assert np.all(np.abs(freq - exact) <= tol), (freq, exact)
+
+
+def test_dense_transition_is_consistent_with_marginals():
+  """q_s(.|x) P_{s->t} = q_t(.|x) for every kernel: the references are right."""
+  for name, kernel in KERNELS.items():
+    for x in range(V):
+      q_s = np.asarray(kernel.marginal(x, S_STEP), np.float64)
+      q_t = np.asarray(kernel.marginal(x, T_STEP), np.float64)
+      np.testing.assert_allclose(q_s @ dense_transition(kernel, x, S_STEP, T_STEP), q_t,
+                                 atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_one_step_matches_dense_posterior(name):
+  kernel = KERNELS[name]
+  n = 60_000
+  states = _states(kernel)
+  probs = np.random.default_rng(1).dirichlet(np.ones(V))
+  z = jnp.broadcast_to(jnp.asarray(states), (n, len(states)))
+  logits = jnp.broadcast_to(jnp.log(jnp.asarray(probs, jnp.float32)), (n, len(states), V))
+  out = reverse.reverse_step(kernel, reverse.SamplerOptions(), jax.random.key(7), z, logits,
+                             T_STEP, S_STEP)
+  out = np.asarray(out)
+  for j, state in enumerate(states):
+    _check_histogram(out[:, j], dense_step(kernel, probs, state, S_STEP, T_STEP), n)
+
+
+@pytest.mark.parametrize("name", ["semdlm_plus_uniform_A", "semdlm_plus_mask_B"])
+def test_semdlm_plus_controls_one_step(name):
+  """eta: with prob eta re-noise an unrestricted draw to level s; rho: x_hat(x) exp(-rho f(x)),
+  f(x) = [x = z] + N_x(z) for a one-token sequence z (L = 1)."""
+  kernel = KERNELS[name]
+  n, eta, rho = 60_000, 0.3, 2.0
+  probs = np.random.default_rng(2).dirichlet(np.ones(V))
+  dense_n = np.asarray(kernel.dense_neighbours(), np.float64)
+  opts = reverse.SamplerOptions(eta=eta, rho=rho)
+  for state in _states(kernel):
+    z = jnp.full((n, 1), state)
+    logits = jnp.broadcast_to(jnp.log(jnp.asarray(probs, jnp.float32)), (n, 1, V))
+    out = reverse.reverse_step(kernel, opts, jax.random.key(state), z, logits, T_STEP, S_STEP)
+    f = (np.arange(V) == state) + dense_n[:, state] if state < V else np.zeros(V)
+    penalised = probs * np.exp(-rho * f)
+    penalised /= penalised.sum()
+    exact = dense_step(kernel, penalised, state, S_STEP, T_STEP, eta=eta)
+    _check_histogram(np.asarray(out)[:, 0], exact, n)
+
+
+def test_frequency_penalty_counts_tokens_and_neighbours():
+  kernel = KERNELS["semdlm_B"]
+  z = jnp.array([[0, 0, 3, kernel.mask_id if kernel.has_mask else 1]])
+  f = np.asarray(reverse.frequency_penalty(kernel, z))[0]
+  counts = np.bincount(np.asarray(z[0]), minlength=V)[:V]
+  expected = (counts + np.asarray(kernel.dense_neighbours()) @ counts) / 4
+  np.testing.assert_allclose(f, expected, rtol=1e-6)
+
+
+def test_top_p_keeps_the_nucleus():
+  logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+  draws = np.asarray(jax.vmap(lambda k: reverse.draw_tokens(k, logits, True, top_p=0.7))(
+      jax.random.split(jax.random.key(0), 4000)))
+  assert set(np.unique(draws)) == {0, 1}
+  assert abs((draws == 0).mean() - 0.625) < 0.03
+
+
+# ------------------------------------------------------------------ whole loops with an oracle
 class _Oracle(nn.Module):
-  """Exact conditional p(x_i | revealed positions) of a toy joint over L = 2 (as logits)."""
+  """The exact posterior p(x_i | z_t) of a toy joint over L = 2 under `kernel` (as logits)."""
   joint: np.ndarray
+  kernel: object
   cfg: TransformerConfig
 
   def __call__(self, z, t=None):
-    p = jnp.asarray(self.joint)
-    V = p.shape[0]
-    def one(row):
-      post = p * jnp.where(row[0] < V, jnp.arange(V) == row[0], True)[:, None]
-      post = post * jnp.where(row[1] < V, jnp.arange(V) == row[1], True)[None, :]
+    p = jnp.asarray(self.joint)                           # (V, V)
+    lik = self.kernel.marginal(jnp.arange(self.joint.shape[0]), t[:, None])  # (B, V, n)
+    def one(row, q):
+      post = p * q[:, row[0]][:, None] * q[:, row[1]][None, :]
       post = post / post.sum()
       return jnp.log(jnp.stack([post.sum(1), post.sum(0)]) + 1e-30)
-    return jax.vmap(one)(z)
+    return jax.vmap(one)(z, lik)
 
 
-def test_sampler_with_oracle_recovers_target_as_steps_grow():
-  V = 3
-  joint = np.random.default_rng(0).dirichlet(np.ones(V * V)).reshape(V, V)
-  cfg = TransformerConfig(vocab_in=V + 1, vocab_out=V, num_layers=0, d_model=2, num_heads=1)
-  model, kernel = _Oracle(joint, cfg), _kernel(V)
-  n = 40_000
-  fixed = jnp.zeros((n, 2), jnp.int32)
-  free = jnp.zeros((n, 2), bool)
-  tv = {}
-  for steps in (1, 4, 64):
-    out, _ = masking.sample({}, jax.random.key(steps), fixed, free, model=model, kernel=kernel,
-                            steps=steps)
-    counts = np.zeros((V, V))
-    np.add.at(counts, (np.asarray(out[:, 0]), np.asarray(out[:, 1])), 1)
-    tv[steps] = 0.5 * np.abs(counts / n - joint).sum()
-  # One step draws the positions independently from the marginals: a real TV gap.
-  indep = np.outer(joint.sum(1), joint.sum(0))
-  assert abs(tv[1] - 0.5 * np.abs(indep - joint).sum()) < 0.02
-  assert tv[64] < tv[4] < tv[1]
-  assert tv[64] < 0.02                          # sampling noise with n = 40k: ~0.006
+def _oracle_tv(kernel, joint, steps, n=30_000, **options):
+  Vt = joint.shape[0]
+  cfg = TransformerConfig(vocab_in=kernel.input_vocab_size, vocab_out=Vt, num_layers=0,
+                          d_model=2, num_heads=1, time_conditioning=True)
+  opts = reverse.SamplerOptions(steps=steps, cache=False, **options)
+  out, _ = reverse.sample({}, jax.random.key(steps), jnp.zeros((n, 2), jnp.int32),
+                          jnp.zeros((n, 2), bool), model=_Oracle(joint, kernel, cfg),
+                          kernel=kernel, opts=opts)
+  out = np.asarray(out)
+  assert (out < Vt).all()
+  counts = np.zeros((Vt, Vt))
+  np.add.at(counts, (out[:, 0], out[:, 1]), 1)
+  return 0.5 * np.abs(counts / n - joint).sum()
 
 
-def _tiny_model(V):
-  cfg = TransformerConfig(vocab_in=V + 1, vocab_out=V, num_layers=1, d_model=16, num_heads=2,
-                          dtype="float32")
+def _coupled_joint(Vt):
+  """A strongly dependent pair: x_2 = x_1 with prob 0.9 (independent-sampling gap ~0.6)."""
+  marg = np.random.default_rng(0).dirichlet(np.ones(Vt) * 3)
+  return marg[:, None] * (0.9 * np.eye(Vt) + 0.1 / Vt)
+
+
+@pytest.mark.parametrize("name", ["uniform", "semdlm_plus_uniform_A", "semdlm_plus_mask_B"])
+def test_oracle_sampler_converges_as_steps_grow(name):
+  kernel, joint = KERNELS[name], _coupled_joint(V)
+  tv = {T: _oracle_tv(kernel, joint, T) for T in (1, 4, 32)}
+  # Noise: TV of an n = 30k empirical law over 36 cells is about 0.02; the gaps are larger.
+  assert tv[32] < tv[4] - 0.03 and tv[4] < tv[1] - 0.03, tv
+  assert tv[32] < 0.08, tv
+
+
+@pytest.mark.parametrize("law", ["ancestral", "fixed", "random"])
+def test_unmasking_laws_converge_with_oracle(law):
+  kernel, joint = KERNELS["masking"], _coupled_joint(V)
+  tv = {T: _oracle_tv(kernel, joint, T, unmasking=law) for T in (1, 2, 16)}
+  assert tv[16] < tv[1] - 0.1, tv
+  if law == "fixed":
+    # Two steps reveal exactly one position each: the oracle makes that exact.
+    assert tv[2] < 0.03, tv
+
+
+def test_unmasking_plans():
+  kernel = KERNELS["masking"]
+  times = jnp.linspace(1.0, 0.0, 9)
+  masked = jnp.zeros((500, 32), bool).at[:, 4:].set(True)
+  fixed = unmasking.plan("fixed", jax.random.key(0), kernel, times, masked)
+  sizes = np.diff(np.asarray(fixed.revealed), prepend=0, axis=1)
+  assert (np.asarray(fixed.revealed)[:, -1] == 28).all()
+  assert sizes.min() >= 3 and sizes.max() <= 4            # log-linear: equal sizes 28 / 8
+  rand = unmasking.plan("random", jax.random.key(1), kernel, times, masked)
+  rsizes = np.diff(np.asarray(rand.revealed), prepend=0, axis=1)
+  assert (np.asarray(rand.revealed)[:, -1] == 28).all() and (rsizes >= 0).all()
+  assert rsizes.std() > 1.0                                # really random sizes
+  assert abs(rsizes.mean(0) - 3.5).max() < 0.5             # same mean profile as fixed
+  ranks = np.asarray(fixed.rank)
+  assert (np.sort(ranks[:, 4:], 1) == np.arange(28)).all() and (ranks[:, :4] >= 28).all()
+
+
+# ------------------------------------------------------------------ with a real network
+def _tiny_model(vocab_in, vocab_out, time_conditioning=False):
+  cfg = TransformerConfig(vocab_in=vocab_in, vocab_out=vocab_out, num_layers=1, d_model=16,
+                          num_heads=2, dtype="float32", time_conditioning=time_conditioning)
   model = Transformer(cfg)
   params = nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))["params"]
   params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(p.size), p.shape),
@@ -83,27 +227,71 @@ def _tiny_model(V):
   return model, params
 
 
+def _masking(Vm, eps=1e-3):
+  return interpolating.make_kernel(kernel_config("masking", eps=eps), Vm)
+
+
 def test_cache_is_exact_and_saves_calls():
-  V = 20
-  model, params = _tiny_model(V)
-  kernel = _kernel(V, eps=1e-3)
+  Vm = 20
+  model, params = _tiny_model(Vm + 1, Vm)
+  kernel = _masking(Vm)
   fixed = jnp.zeros((4, 8), jnp.int32).at[:, :2].set(jnp.array([5, 6]))
   fixed_mask = jnp.zeros((4, 8), bool).at[:, :2].set(True)
-  a, nfe_a = masking.sample(params, jax.random.key(3), fixed, fixed_mask, model=model,
-                            kernel=kernel, steps=64, use_cache=True)
-  b, nfe_b = masking.sample(params, jax.random.key(3), fixed, fixed_mask, model=model,
-                            kernel=kernel, steps=64, use_cache=False)
+  run = lambda cache: reverse.sample(params, jax.random.key(3), fixed, fixed_mask, model=model,
+                                     kernel=kernel, opts=reverse.SamplerOptions(64, cache=cache))
+  (a, nfe_a), (b, nfe_b) = run(True), run(False)
   np.testing.assert_array_equal(a, b)
   assert int(nfe_b) == 64 and int(nfe_a) < 64
   assert (np.asarray(a[:, :2]) == [5, 6]).all()          # prefix kept
-  assert (np.asarray(a) < V).all()                        # nothing left masked
+  assert (np.asarray(a) < Vm).all()                       # nothing left masked
 
 
-def test_infill_keeps_fixed_positions():
-  V = 20
-  model, params = _tiny_model(V)
-  fixed = jnp.zeros((2, 8), jnp.int32).at[:, 3].set(7).at[:, 7].set(9)
+def test_infill_blocks_and_controls_with_a_network():
+  kernel = KERNELS["semdlm_plus_mask_B"]
+  model, params = _tiny_model(kernel.input_vocab_size, V, time_conditioning=True)
+  fixed = jnp.zeros((2, 8), jnp.int32).at[:, 3].set(2).at[:, 7].set(4)
   mask = jnp.zeros((2, 8), bool).at[:, 3].set(True).at[:, 7].set(True)
-  out, _ = masking.sample(params, jax.random.key(0), fixed, mask, model=model,
-                          kernel=_kernel(V), steps=8)
-  assert (np.asarray(out[:, 3]) == 7).all() and (np.asarray(out[:, 7]) == 9).all()
+  for opts in (reverse.SamplerOptions(8), reverse.SamplerOptions(4, block_size=4, eta=0.2,
+                                                                  rho=1.0, float64=True)):
+    out, nfe = reverse.jit_sample(model, kernel, opts)(params, jax.random.key(0), fixed, mask)
+    out = np.asarray(out)
+    assert (out[:, 3] == 2).all() and (out[:, 7] == 4).all()
+    assert (out < V).all()
+    assert int(nfe) == 8                                   # 8 steps, or 2 blocks x 4 steps
+
+
+def test_semi_autoregressive_blocks_finish_left_to_right():
+  """With blocks, the first block is final before the second starts: stop after block one."""
+  Vm = 20
+  model, params = _tiny_model(Vm + 1, Vm)
+  kernel = _masking(Vm)
+  fixed, mask = jnp.zeros((3, 8), jnp.int32), jnp.zeros((3, 8), bool).at[:, 0].set(True)
+  opts = reverse.SamplerOptions(4, block_size=4)
+  full, _ = reverse.sample(params, jax.random.key(5), fixed, mask, model=model, kernel=kernel,
+                           opts=opts)
+  # Fixing the second block's positions to the mask stops the loop from touching them.
+  half, _ = reverse.sample(params, jax.random.key(5), fixed.at[:, 4:].set(Vm),
+                           mask.at[:, 4:].set(True), model=model, kernel=kernel, opts=opts)
+  np.testing.assert_array_equal(np.asarray(half)[:, 4:], Vm)
+  assert (np.asarray(full) < Vm).all()
+
+
+def test_float64_sampling_runs_in_float64():
+  kernel = KERNELS["semdlm_A"]
+  logits = jnp.zeros((2, 3, V))
+  with jax.enable_x64(True):
+    scores = jnp.asarray(logits, jnp.float64)
+    out = jax.jit(lambda k, z: reverse.reverse_step(
+        kernel, reverse.SamplerOptions(float64=True), k, z, scores, 0.5, 0.25))(
+            jax.random.key(0), jnp.zeros((2, 3), jnp.int32))
+    assert out.shape == (2, 3)
+
+
+def test_bad_options_are_refused():
+  kernel = KERNELS["uniform"]
+  with pytest.raises(Exception, match="needs the masking kernel"):
+    reverse.check_options(reverse.SamplerOptions(unmasking="fixed"), kernel, 8)
+  with pytest.raises(Exception, match="divide the length"):
+    reverse.check_options(reverse.SamplerOptions(block_size=3), kernel, 8)
+  with pytest.raises(Exception, match="top_p"):
+    reverse.check_options(reverse.SamplerOptions(top_p=0.0), kernel, 8)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dlm_jax import evaluate, experiment, sample, train
+from dlm_jax.samplers import reverse
 
 
 def _leaves(tree):
@@ -57,7 +58,7 @@ def test_train_learns_then_evaluate_and_sample(tmp_path, config):
   assert report["bits_per_token"] < 8.0
   np.testing.assert_allclose(report["perplexity_bound"], np.exp(report["nats_per_token"]))
 
-  texts, tokens, info = sample.generate(workdir, num_samples=2, steps=16, prompt="the")
+  texts, tokens, info = sample.generate(workdir, 2, reverse.SamplerOptions(steps=16), prompt="the")
   assert tokens.shape == (2, 32) and len(texts) == 2
   assert (tokens < 256).all()                       # no mask left
   assert all(t.startswith("<s>the") for t in texts)
@@ -74,6 +75,19 @@ def test_autoregressive_baseline_learns(tmp_path, config):
   assert val[-1] < val[0] - 1.0
   report = evaluate.evaluate(str(tmp_path / "ar"), max_batches=2)
   assert report["kernel"] == "autoregressive" and "perplexity" in report
+
+  # The quality evaluation, with the AR model sampling and judging itself.
+  ar = str(tmp_path / "ar")
+  quality = evaluate.sample_quality(ar, 4, [8], reverse.SamplerOptions(), judge=ar,
+                                    prompt_tokens=4, batch_size=4)
+  data, samples = quality["results"]
+  assert data["name"] == "data" and samples["steps"] == 8
+  for row in (data, samples):
+    assert np.isfinite(row["gen_ppl"]) and row["gen_ppl"] > 1
+    assert 0 < row["distinct_1"] <= 1 and 0 <= row["basin_share"] <= 1
+  # Its own samples are likelier under itself than the real rows are.
+  assert samples["gen_ppl"] < data["gen_ppl"]
+  assert "| autoregressive | 8 |" in evaluate.quality_markdown(quality)
 
 
 def test_gradient_accumulation_runs(tmp_path, config):

@@ -122,10 +122,11 @@ class Kernel:
     return g_sem, g_glob, g_mask
 
   # ------------------------------------------------------------------ forward process
-  def sample_forward(self, key, x, t):
-    """z ~ q_t(. | x) per token, in two stages (O(k) per token). x: (B, L), t: (B,)."""
-    A, B, C, kappa = [c[:, None] for c in self.coefficients(t)]
-    k_mask, k_which, k_nb, k_uni = jax.random.split(key, 4)
+  def sample_real(self, key, x, t):
+    """y ~ q~_t(. | x) = A delta_x + B N_x + C u (the real-token part, no mask), O(k) per
+    token. x: (B, L), t: broadcastable to x."""
+    A, B, _, _ = [jnp.broadcast_to(c, x.shape) for c in self.coefficients(jnp.asarray(t))]
+    k_which, k_nb, k_uni = jax.random.split(key, 3)
     r = jax.random.uniform(k_which, x.shape)
     z = x
     if self.sem is not None:
@@ -135,7 +136,14 @@ class Kernel:
       z = jnp.where((r >= A) & (r < A + B), neighbour, z)
     if self.glob is not None:
       z = jnp.where(r >= A + B, jax.random.randint(k_uni, x.shape, 0, self.vocab_size), z)
+    return z
+
+  def sample_forward(self, key, x, t):
+    """z ~ q_t(. | x) per token, in two stages (O(k) per token). x: (B, L), t: (B,)."""
+    k_real, k_mask = jax.random.split(key)
+    z = self.sample_real(k_real, x, t[:, None])
     if self.has_mask:
+      kappa = self.coefficients(t)[3][:, None]
       z = jnp.where(jax.random.uniform(k_mask, x.shape) < kappa, z, self.mask_id)
     return z
 

@@ -1,0 +1,278 @@
+"""Reverse-process samplers for every kernel of the family (DESIGN.md §3, "Sampling").
+
+One reverse step from t to s < t, per position:
+  1. x ~ x_hat, the denoiser's distribution restricted to the candidates
+     C(z_t) = {x : q_t(z_t | x) > 0} (after temperature, the semantic-frequency
+     penalty and top-p);
+  2. z_s ~ q(z_s | z_t, x) ∝ q(z_t | z_s, x) q_s(z_s | x), exactly (`posterior_sample`).
+Drawing x and then z_s samples the model's reverse mixture sum_x x_hat(x) q(z_s | z_t, x)
+exactly; nothing is O(V^2), the posterior draw is O(k) per position.
+
+SemDLM+ controls: with probability eta_t per position and step (the global transition)
+x is drawn from the *unrestricted* full-vocabulary prediction and re-noised to level s,
+z_s ~ q_s(. | x), so a position can leave its semantic basin; the semantic-frequency
+penalty reweights x_hat(x) ∝ x_hat(x) exp(-rho f(x)) with
+f(x) = (count of x in z_t + sum_j w_{x,j} count of N_{x,j} in z_t) / L.
+
+Masking extras: MDLM's cache (no network call when nothing changed and the model is not
+time-conditioned), unmasking-size laws (`samplers.unmasking`), semi-autoregressive
+blocks. Every loop is one `lax.scan` inside one jit; float64 sampling runs the whole
+sampler under `jax.enable_x64` with the network itself still in its own dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from dlm_jax.errors import UserError
+from dlm_jax.samplers import unmasking
+
+ETA_SCHEDULES = ("constant", "linear")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerOptions:
+  steps: int = 128                # reverse steps (per block with block_size > 0)
+  temperature: float = 1.0
+  top_p: float = 1.0              # nucleus sampling of x_hat (1: off)
+  eta: float = 0.0                # SemDLM+ global transition probability (scale)
+  eta_schedule: str = "constant"  # constant: eta_t = eta; linear: eta_t = eta * t
+  rho: float = 0.0                # SemDLM+ semantic-frequency penalty
+  unmasking: str = "ancestral"    # masking kernel: ancestral (binomial) | fixed | random
+  block_size: int = 0             # semi-autoregressive blocks (0: the whole sequence at once)
+  cache: bool = True              # masking kernel, time-independent denoiser: skip unchanged steps
+  float64: bool = False           # sample in float64 (float32 Gumbel noise is truncated)
+
+
+def check_options(opts: SamplerOptions, kernel, length: int):
+  """Raises UserError for options that cannot run with this kernel and length."""
+  if opts.steps < 1:
+    raise UserError(f"steps must be >= 1, got {opts.steps}")
+  if opts.temperature <= 0:
+    raise UserError(f"temperature must be > 0, got {opts.temperature}")
+  if not 0 < opts.top_p <= 1:
+    raise UserError(f"top_p must be in (0, 1], got {opts.top_p}")
+  if not 0 <= opts.eta <= 1:
+    raise UserError(f"eta must be in [0, 1], got {opts.eta}")
+  if opts.eta_schedule not in ETA_SCHEDULES:
+    raise UserError(f"eta_schedule must be one of {list(ETA_SCHEDULES)}, got "
+                    f"{opts.eta_schedule!r}")
+  if opts.rho < 0:
+    raise UserError(f"rho must be >= 0, got {opts.rho}")
+  if opts.unmasking not in unmasking.LAWS:
+    raise UserError(f"unmasking must be one of {list(unmasking.LAWS)}, got {opts.unmasking!r}")
+  if opts.unmasking != "ancestral":
+    if kernel.name != "masking":
+      raise UserError(f"unmasking={opts.unmasking!r} needs the masking kernel; this model uses "
+                      f"{kernel.name!r} (use unmasking='ancestral')")
+    if opts.eta > 0:
+      raise UserError("eta > 0 re-noises revealed tokens; it needs unmasking='ancestral'")
+  if opts.block_size < 0 or (opts.block_size and length % opts.block_size):
+    raise UserError(f"block_size={opts.block_size} must be 0 or divide the length {length}")
+
+
+# ---------------------------------------------------------------------------- step pieces
+def candidates(kernel, z, t):
+  """C(z) = {x : q_t(z | x) > 0} as a (B, L, V) mask (all of V where z is the mask)."""
+  V = kernel.vocab_size
+  _, B, C, _ = kernel.coefficients(t)
+  masked = z == kernel.mask_id
+  zr = jnp.where(masked, 0, z)
+  vocab = jnp.arange(V)
+  cand = (vocab == zr[..., None]) | (C > 0) | masked[..., None]
+  if kernel.structure == "partition":
+    cand |= (B > 0) & (kernel.cluster[None, None, :] == kernel.cluster[zr][..., None])
+  elif kernel.structure == "topk":
+    src = kernel.in_ids[zr]                                              # x with z in N_x
+    hits = jnp.zeros(z.shape + (V + 1,), bool).at[
+        jnp.arange(z.shape[0])[:, None, None], jnp.arange(z.shape[1])[None, :, None],
+        jnp.where(src >= 0, src, V)].set(True)[..., :V]
+    cand |= (B > 0) & hits
+  return cand
+
+
+def frequency_penalty(kernel, z):
+  """f(x) of DESIGN.md §3 per sequence: (B, V), from the real tokens of z (B, L)."""
+  V, (batch, length) = kernel.vocab_size, z.shape
+  counts = jnp.zeros((batch, V + 1)).at[jnp.arange(batch)[:, None],
+                                        jnp.where(z < V, z, V)].add(1.0)[:, :V]
+  f = counts
+  if kernel.ids is not None:
+    nb = jnp.take(counts, jnp.where(kernel.ids >= 0, kernel.ids, 0), axis=1)  # (B, V, k)
+    f = f + jnp.sum(jnp.where(kernel.ids >= 0, kernel.weights * nb, 0.0), -1)
+  return f / length
+
+
+def _top_p(logits, top_p):
+  probs = jax.nn.softmax(logits, -1)
+  sorted_p = -jnp.sort(-probs, -1)
+  keep = jnp.cumsum(sorted_p, -1) - sorted_p < top_p          # smallest set reaching top_p
+  threshold = jnp.min(jnp.where(keep, sorted_p, jnp.inf), -1, keepdims=True)
+  return jnp.where(probs >= threshold, logits, -jnp.inf)
+
+
+def draw_tokens(key, logits, allowed, top_p: float = 1.0):
+  """x ~ softmax(logits) restricted to `allowed`, optionally nucleus-truncated."""
+  logits = jnp.where(allowed, logits, -jnp.inf)
+  if top_p < 1.0:
+    logits = _top_p(logits, top_p)
+  return jax.random.categorical(key, logits, axis=-1)
+
+
+def _component_alpha(schedule, t):
+  return jnp.ones_like(t) if schedule is None else schedule.alpha(t)
+
+
+def posterior_sample(kernel, key, z, x, t, s):
+  """z_s ~ q(z_s | z_t = z, x) for scalar times s < t; x must be a candidate of z."""
+  if kernel.structure == "topk":
+    return _posterior_topk(kernel, key, z, x, t, s)
+  return _posterior_markov(kernel, key, z, x, t, s)
+
+
+def _posterior_markov(kernel, key, z, x, t, s):
+  """Masking / uniform / partition (A): q(z_t | z_s) is the marginal's closed form with rate
+  increments s_c(t) - s_c(s) (A1, B1, C1, kappa1 below). For real z_t the posterior over real
+  z_s is the mixture  A1 q~_s(z|x) [z_s = z] + B1/n q~_s(z_s|x) [c(z_s) = c(z)]
+  + C1/V q~_s(z_s|x); for z_t = m it keeps the mask w.p. (1 - kappa_s) / (1 - kappa_t) and
+  otherwise draws z_s ~ q~_s(. | x)."""
+  V = kernel.vocab_size
+  As, Bs, Cs, kap_s = kernel.coefficients(s)
+  _, _, _, kap_t = kernel.coefficients(t)
+  step = lambda sch: _component_alpha(sch, t) / _component_alpha(sch, s)
+  a_sem, a_glob = step(kernel.sem), step(kernel.glob)
+  A1, B1, C1 = a_sem * a_glob, (1.0 - a_sem) * a_glob, 1.0 - a_glob
+  k_fresh, k_mix, k_in, k_member, k_stay = jax.random.split(key, 5)
+  fresh = kernel.sample_real(k_fresh, x, s)                       # ~ q~_s(. | x)
+  masked = z == kernel.mask_id
+  zr = jnp.where(masked, 0, z)
+  if kernel.structure == "partition":
+    same = kernel.cluster[zr] == kernel.cluster[x]
+    n = kernel.cluster_size[zr]
+    q_z = As * (zr == x) + Bs * same / n + Cs / V
+    w2 = B1 / n * ((As + Bs) * same + Cs * n / V)                  # B1/n q~_s(c(z) | x)
+    # z_s ~ q~_s(. | x) restricted to c(z): x itself (A_s), else uniform over the cluster.
+    point_x = As * same
+    spread = Bs * same + Cs * n / V
+    slot = jnp.floor(jax.random.uniform(k_member, z.shape) * n).astype(jnp.int32)
+    member = kernel.members[kernel.cluster[zr], jnp.minimum(slot, kernel.members.shape[1] - 1)]
+    in_cluster = jnp.where(jax.random.uniform(k_in, z.shape) * (point_x + spread) < point_x,
+                           x, member)
+  else:
+    q_z = As * (zr == x) + Cs / V
+    w2, in_cluster = 0.0, zr
+  w1, w3 = A1 * q_z, C1 / V
+  u = jax.random.uniform(k_mix, z.shape) * (w1 + w2 + w3)
+  y = jnp.where(u < w1, zr, jnp.where(u < w1 + w2, in_cluster, fresh))
+  if kernel.has_mask:
+    stay = jax.random.uniform(k_stay, z.shape) * (1.0 - kap_t) < 1.0 - kap_s
+    y = jnp.where(masked, jnp.where(stay, kernel.mask_id, fresh), y)
+  return y
+
+
+def _posterior_topk(kernel, key, z, x, t, s):
+  """Top-k (B): q(z_t | z_s, x) = a_{t|s} delta_{z_s} + (q_t - a_{t|s} q_s)(z_t | x), so the
+  posterior keeps z w.p. a_{t|s} q_s(z|x) / q_t(z|x) and otherwise draws z_s ~ q_s(. | x)."""
+  V = kernel.vocab_size
+  masked = z == kernel.mask_id
+  zr = jnp.where(masked, 0, z)
+  n_xz = jnp.sum(jnp.where(kernel.ids[x] == zr[..., None], kernel.weights[x], 0.0), -1)
+
+  def q_of_z(time):
+    A, B, C, kappa = kernel.coefficients(time)
+    return jnp.where(masked, 1.0 - kappa, kappa * (A * (zr == x) + B * n_xz + C / V))
+
+  k_stay, k_fresh = jax.random.split(key)
+  keep = kernel.alpha(t) / kernel.alpha(s) * q_of_z(s) / q_of_z(t)
+  fresh = kernel.sample_forward(k_fresh, x, jnp.full(z.shape[:1], s))
+  return jnp.where(jax.random.uniform(k_stay, z.shape) < keep, z, fresh)
+
+
+def reverse_step(kernel, opts: SamplerOptions, key, z, logits, t, s, reveal=None):
+  """One step z_t -> z_s of the model's reverse process for scalar times s < t.
+
+  logits: (B, L, V) denoiser output (any float dtype; the step runs in logits.dtype).
+  reveal: for the masking size laws, the (B, L) positions to reveal by the end of this step
+  (None: the exact ancestral posterior).
+  """
+  batch = z.shape[0]
+  k_x, k_post, k_eta, k_glob, k_fwd = jax.random.split(key, 5)
+  scores = logits / opts.temperature
+  if opts.rho > 0:
+    scores = scores - opts.rho * frequency_penalty(kernel, z).astype(scores.dtype)[:, None, :]
+  x = draw_tokens(k_x, scores, candidates(kernel, z, t), opts.top_p)
+  if reveal is None:
+    z_next = posterior_sample(kernel, k_post, z, x, t, s)
+  else:
+    z_next = jnp.where((z == kernel.mask_id) & reveal, x, z)
+  if opts.eta > 0:
+    eta_t = opts.eta * (t if opts.eta_schedule == "linear" else 1.0)
+    x_glob = draw_tokens(k_glob, scores, True, opts.top_p)
+    renoised = kernel.sample_forward(k_fwd, x_glob, jnp.full((batch,), s))
+    z_next = jnp.where(jax.random.uniform(k_eta, z.shape, scores.dtype) < eta_t, renoised,
+                       z_next)
+  return z_next
+
+
+# ---------------------------------------------------------------------------- the loop
+def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: SamplerOptions):
+  """Generates (B, L) tokens. Positions where `fixed_mask` is True keep `fixed_tokens`
+  (prefix prompts, infilling). Returns (tokens, network evaluations per sequence)."""
+  batch, length = fixed_tokens.shape
+  ftype = jnp.float64 if opts.float64 else jnp.float32
+  block = opts.block_size or length
+  times = jnp.linspace(1.0, 0.0, opts.steps + 1, dtype=ftype)
+  cache = opts.cache and kernel.name == "masking" and not model.cfg.time_conditioning
+  position = jnp.arange(length)
+
+  def denoise(z, t):
+    logits = model.apply({"params": params}, z.astype(jnp.int32),
+                         jnp.full((batch,), t, jnp.float32))
+    return logits.astype(ftype)
+
+  def run_block(carry, b):
+    z, nfe, key = carry
+    key, k_plan, k_steps = jax.random.split(key, 3)
+    active = (position // block == b)[None, :] & ~fixed_mask
+    plan = None
+    if opts.unmasking != "ancestral":
+      plan = unmasking.plan(opts.unmasking, k_plan, kernel, times, active & (z == kernel.mask_id))
+
+    def body(carry, i):
+      z, logits, stale, nfe = carry
+      t, s = times[i], times[i + 1]
+      if cache:
+        logits = jax.lax.cond(stale, lambda: denoise(z, t), lambda: logits)
+        nfe = nfe + stale.astype(jnp.int32)
+      else:
+        logits, nfe = denoise(z, t), nfe + 1
+      z_next = reverse_step(kernel, opts, jax.random.fold_in(k_steps, i), z, logits, t, s,
+                            None if plan is None else plan.reveal(i))
+      z_next = jnp.where(active, z_next, z)
+      return (z_next, logits, jnp.any(z_next != z), nfe), None
+
+    logits0 = jnp.zeros((batch, length, model.cfg.vocab_out), ftype)
+    (z, _, _, nfe), _ = jax.lax.scan(body, (z, logits0, jnp.array(True), nfe),
+                                     jnp.arange(opts.steps))
+    return (z, nfe, key), None
+
+  k_prior, key = jax.random.split(key)
+  z = jnp.where(fixed_mask, fixed_tokens, kernel.sample_prior(k_prior, (batch, length)))
+  (z, nfe, _), _ = jax.lax.scan(run_block, (z, jnp.array(0), key), jnp.arange(length // block))
+  return z, nfe
+
+
+def jit_sample(model, kernel, opts: SamplerOptions):
+  """A jitted `sample(params, key, fixed_tokens, fixed_mask)`; float64 runs under x64."""
+  fn = jax.jit(functools.partial(sample, model=model, kernel=kernel, opts=opts))
+  if not opts.float64:
+    return fn
+
+  def call(*args):
+    with jax.enable_x64(True):
+      return fn(*args)
+  return call
