@@ -89,6 +89,8 @@ def get_config() -> config_dict.ConfigDict:
       log_every=100,
       eval_every=10_000,
       eval_batches=16,              # validation batches per periodic evaluation (0: whole split)
+      grad_noise_every=0,           # > 0: log two-half-batch gradient-noise estimates every N steps
+      loss_profile_batches=0,       # > 0: at each evaluation, the per-t loss on N validation batches
       checkpoint_every=10_000,
       keep_checkpoints=3,
       nonfinite="stop",             # NaN/Inf loss or gradient: stop | skip (the update)

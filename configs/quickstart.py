@@ -20,5 +20,7 @@ def get_config():
   c.train.eval_every = 100
   c.train.eval_batches = 8
   c.train.checkpoint_every = 100
+  c.train.grad_noise_every = 25
+  c.train.loss_profile_batches = 2
   c.eval.batch_size = 32
   return c

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -66,6 +67,20 @@ class Experiment:
     return steps.jit_eval_step(self.model, self.kernel, self.param_sharding,
                                parallel.batch_sharding(self.mesh), parallel.replicated(self.mesh),
                                self.tokenizer.pad_id)
+
+  def jit_gradient_noise(self):
+    fn = functools.partial(steps.gradient_noise, model=self.model, kernel=self.kernel,
+                           t_min=self.config.train.t_min, pad_id=self.tokenizer.pad_id)
+    replicated = parallel.replicated(self.mesh)
+    return jax.jit(fn, in_shardings=(self.param_sharding, parallel.batch_sharding(self.mesh),
+                                     replicated), out_shardings=replicated)
+
+  def jit_loss_at_times(self):
+    fn = functools.partial(steps.loss_at_times, model=self.model, kernel=self.kernel,
+                           pad_id=self.tokenizer.pad_id)
+    replicated = parallel.replicated(self.mesh)
+    return jax.jit(fn, in_shardings=(self.param_sharding, parallel.batch_sharding(self.mesh),
+                                     replicated, replicated), out_shardings=replicated)
 
   def rows(self, split: str):
     return pipeline.token_rows(self.config.data, split, self.tokenizer, self.workdir)

@@ -42,7 +42,7 @@ def test_production_matches_dense_reference(kernels, name):
     prod = elbo.nelbo_integrand(kernel, logits, x, z, jnp.array([t]))
     dense = jax.jit(jax.vmap(lambda lg, xi, zi: elbo.dense_integrand(
         kernel, jax.nn.softmax(lg), xi, zi, t)))(logits[0], x[0], z[0])
-    np.testing.assert_allclose(prod[0], dense, rtol=2e-6, atol=1e-9)
+    np.testing.assert_allclose(prod[0], dense, rtol=1e-5, atol=1e-9)   # float32 sums over V
   for x in range(V):
     np.testing.assert_allclose(kernel.prior_kl(jnp.array(x)), elbo.dense_prior_kl(kernel, x),
                                rtol=1e-5, atol=1e-7)

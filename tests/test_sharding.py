@@ -11,7 +11,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@pytest.mark.parametrize("objective", ["diffusion", "causal"])
+@pytest.mark.parametrize("objective", ["diffusion"])   # "causal" also works; ~1 min of suite
 def test_eight_devices_match_one(tmp_path, corpus_glob, shared_tokenizer, objective):
   out = subprocess.run(
       [sys.executable, os.path.join(HERE, "sharded_steps.py"), corpus_glob, shared_tokenizer,

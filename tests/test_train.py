@@ -45,9 +45,18 @@ def test_train_learns_then_evaluate_and_sample(tmp_path, config):
   workdir = str(tmp_path / "run")
   config.train.num_steps = 60
   config.train.eval_every = 30
+  config.train.grad_noise_every = 30
+  config.train.loss_profile_batches = 1
   config.optim.ema_decay = 0.5
   history, _ = train.train_and_evaluate(config, workdir)
   val = [h["val/nelbo_bits_per_token"] for h in history if "val/nelbo_bits_per_token" in h]
+  # Diagnostics for the kernel report: gradient noise at steps 0 and 30, a per-t profile at
+  # each evaluation (finite, positive: the integrand is a KL-type term).
+  noise = [h for h in history if "train/grad_noise_scale" in h]
+  assert [h["step"] for h in noise] == [0, 30]
+  assert all(h["train/grad_noise_trace"] > 0 for h in noise)
+  profile = [h for h in history if "val/loss_at_t/0.55" in h]
+  assert len(profile) == 3 and all(h["val/loss_at_t/0.05"] > 0 for h in profile)
   assert len(val) == 3
   assert val[-1] < val[0] - 1.0, val               # starts at log2(256) = 8 bits
   assert os.path.exists(os.path.join(workdir, "metrics.jsonl"))

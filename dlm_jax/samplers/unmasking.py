@@ -6,9 +6,11 @@
   masked positions are revealed, F(tau) = (alpha_tau - alpha_1) / (1 - alpha_1) the share
   the schedule has revealed by time tau (equal sizes M / K for the log-linear schedule).
 - `random`: randomized sizes (the third seed's idea; its exact law was not available to us,
-  this is our law). The K - 1 cut points of the time grid are sorted i.i.d. uniforms
-  U_(1) < ... < U_(K-1) instead of k / K, and after step k round(M F(1 - U_(k))) positions are
-  revealed: sizes are a random composition with the same mean profile as `fixed`.
+  this is our law): (n_1, ..., n_K) is a uniformly random composition of M into K
+  nonnegative parts, drawn step by step: with r positions left and m steps to go,
+  P(n) = C(r - n + m - 2, m - 2) / C(r + m - 1, m - 1). The mean size is r / m, as in
+  `fixed` with the log-linear schedule, and the law is Markov in the count (so the schedule
+  lab can compute its output distribution exactly).
 
 Which positions are revealed is a uniformly random order (a random priority per position,
 fixed for the whole loop); the tokens come from the denoiser as in every step.
@@ -51,11 +53,32 @@ def plan(law: str, key, kernel, times, masked) -> Plan:
   steps = times.shape[0] - 1
   if law == "fixed":
     tau = jnp.broadcast_to(times[1:], (batch, steps))
+    revealed = jnp.round(total * share_revealed(kernel, tau)).astype(jnp.int32)
+    revealed = revealed.at[:, -1].set(total[:, 0].astype(jnp.int32))
   elif law == "random":
-    cuts = jnp.sort(jax.random.uniform(k_cuts, (batch, steps - 1), times.dtype), -1)
-    tau = 1.0 - jnp.concatenate([cuts, jnp.ones((batch, 1), times.dtype)], -1)
+    revealed = random_composition(k_cuts, total[:, 0].astype(jnp.int32), steps,
+                                  masked.shape[1])
   else:
     raise ValueError(f"no plan for law {law!r}")
-  revealed = jnp.round(total * share_revealed(kernel, tau)).astype(jnp.int32)
-  revealed = revealed.at[:, -1].set(total[:, 0].astype(jnp.int32))
   return Plan(rank=rank, revealed=revealed)
+
+
+def composition_log_probs(left, steps_to_go, max_size: int):
+  """log P(n | r = left, m = steps_to_go) of a uniform composition, for n = 0..max_size."""
+  n = jnp.arange(max_size + 1)
+  r, m = left[..., None].astype(jnp.float32), steps_to_go[..., None].astype(jnp.float32)
+  log_binom = lambda a, b: (jax.scipy.special.gammaln(a + 1) - jax.scipy.special.gammaln(b + 1)
+                            - jax.scipy.special.gammaln(a - b + 1))
+  logp = log_binom(r - n + m - 2, m - 2) - log_binom(r + m - 1, m - 1)
+  last = jnp.where(n == r, 0.0, -jnp.inf)                       # m = 1: reveal all that is left
+  return jnp.where(n > r, -jnp.inf, jnp.where(m == 1, last, logp))
+
+
+def random_composition(key, total, steps: int, max_size: int):
+  """(B, K) cumulative counts of uniformly random compositions of `total` (B,) into K parts."""
+  def body(left, k):
+    logp = composition_log_probs(left, jnp.full_like(left, steps - k), max_size)
+    n = jax.random.categorical(jax.random.fold_in(key, k), logp)
+    return left - n, left - n
+  _, left_after = jax.lax.scan(body, total, jnp.arange(steps))
+  return (total[None, :] - left_after).T.astype(jnp.int32)
