@@ -31,8 +31,10 @@ sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])
 
 from configs import base  # noqa: E402
 from dlm_jax import parallel, steps  # noqa: E402
-from dlm_jax.kernels import interpolating, neighbors  # noqa: E402
 from dlm_jax.models import Transformer, model_config  # noqa: E402
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from common import make_kernel, time_fn  # noqa: E402
 
 config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Config file.")
 flags.DEFINE_list("kernels", [], "Kernels to compare (default: the config's).")
@@ -60,27 +62,6 @@ def model_flops_per_token(mc, seq_len: int, params) -> float:
   n = sum(x.size for path, x in jax.tree_util.tree_leaves_with_path(params)
           if "embed" not in jax.tree_util.keystr(path))
   return 6 * n + 12 * mc.num_layers * seq_len * mc.d_model
-
-
-def time_fn(fn, args, steps: int, warmup: int, carry_first: bool = False):
-  out = fn(*args)
-  jax.block_until_ready(out)
-  for _ in range(warmup):
-    out = fn(out[0], *args[1:]) if carry_first else fn(*args)
-  jax.block_until_ready(out)
-  start = time.perf_counter()
-  for _ in range(steps):
-    out = fn(out[0], *args[1:]) if carry_first else fn(*args)
-  jax.block_until_ready(out)
-  return (time.perf_counter() - start) / steps
-
-
-def make_kernel(cfg, vocab: int):
-  table = None
-  if cfg.kernel.name.startswith("semdlm"):
-    emb = np.random.default_rng(0).normal(size=(vocab, 32)).astype(np.float32)
-    table = neighbors.build(emb, cfg.kernel.neighbors, cfg.kernel.k, "bench", cfg.kernel.tau)
-  return interpolating.make_kernel(cfg.kernel, vocab, table)
 
 
 def bench(cfg, kernel_name: str, vocab: int, mesh) -> dict:

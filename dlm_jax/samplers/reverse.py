@@ -115,12 +115,18 @@ def _top_p(logits, top_p):
   return jnp.where(probs >= threshold, logits, -jnp.inf)
 
 
-def draw_tokens(key, logits, allowed, top_p: float = 1.0):
-  """x ~ softmax(logits) restricted to `allowed`, optionally nucleus-truncated."""
+def draw_tokens(key, logits, allowed, top_p: float = 1.0, gumbel=None):
+  """x ~ softmax(logits) restricted to `allowed`, optionally nucleus-truncated (Gumbel-max).
+
+  `gumbel`: noise to reuse. Two draws that share it are each exact; SemDLM+ uses one of the
+  two per position (chosen by an independent coin), so sharing it is exact and saves a pass.
+  """
   logits = jnp.where(allowed, logits, -jnp.inf)
   if top_p < 1.0:
     logits = _top_p(logits, top_p)
-  return jax.random.categorical(key, logits, axis=-1)
+  if gumbel is None:
+    gumbel = jax.random.gumbel(key, logits.shape, logits.dtype)
+  return jnp.argmax(logits + gumbel, axis=-1)
 
 
 def _component_alpha(schedule, t):
@@ -204,14 +210,15 @@ def reverse_step(kernel, opts: SamplerOptions, key, z, logits, t, s, reveal=None
   scores = logits / opts.temperature
   if opts.rho > 0:
     scores = scores - opts.rho * frequency_penalty(kernel, z).astype(scores.dtype)[:, None, :]
-  x = draw_tokens(k_x, scores, candidates(kernel, z, t), opts.top_p)
+  gumbel = jax.random.gumbel(k_x, scores.shape, scores.dtype)
+  x = draw_tokens(k_x, scores, candidates(kernel, z, t), opts.top_p, gumbel)
   if reveal is None:
     z_next = posterior_sample(kernel, k_post, z, x, t, s)
   else:
     z_next = jnp.where((z == kernel.mask_id) & reveal, x, z)
   if opts.eta > 0:
     eta_t = opts.eta * (t if opts.eta_schedule == "linear" else 1.0)
-    x_glob = draw_tokens(k_glob, scores, True, opts.top_p)
+    x_glob = draw_tokens(k_glob, scores, True, opts.top_p, gumbel)
     renoised = kernel.sample_forward(k_fwd, x_glob, jnp.full((batch,), s))
     z_next = jnp.where(jax.random.uniform(k_eta, z.shape, scores.dtype) < eta_t, renoised,
                        z_next)
