@@ -46,6 +46,7 @@ evaluate semdlm_A qs_semdlm_A
 evaluate semdlm_B qs_semdlm_B
 evaluate semdlm_plus_uniform_A_plain qs_semdlm_plus_uniform_A
 evaluate semdlm_plus_uniform_A_tuned qs_semdlm_plus_uniform_A $(chosen qs_semdlm_plus_uniform_A)
+evaluate semdlm_plus_uniform_A_eta0.1_rho20 qs_semdlm_plus_uniform_A --eta=0.1 --rho=20
 evaluate semdlm_plus_mask_A_plain qs_semdlm_plus_mask_A
 evaluate semdlm_plus_mask_A_tuned qs_semdlm_plus_mask_A $(chosen qs_semdlm_plus_mask_A)
 STEPS=127 evaluate autoregressive qs_ar    # left to right: one step per position
@@ -55,6 +56,7 @@ python -m dlm_jax.analysis.quality_table \
   "SemDLM (A)=$OUT/semdlm_A.json" "SemDLM (B)=$OUT/semdlm_B.json" \
   "SemDLM+ uniform, no controls=$OUT/semdlm_plus_uniform_A_plain.json" \
   "SemDLM+ uniform, tuned=$OUT/semdlm_plus_uniform_A_tuned.json" \
+  "SemDLM+ uniform, eta=0.1 rho=20 (fixed by hand)=$OUT/semdlm_plus_uniform_A_eta0.1_rho20.json" \
   "SemDLM+ mask, no controls=$OUT/semdlm_plus_mask_A_plain.json" \
   "SemDLM+ mask, tuned=$OUT/semdlm_plus_mask_A_tuned.json" \
   "AR (judge itself)=$OUT/autoregressive.json" > "$OUT/table.md"

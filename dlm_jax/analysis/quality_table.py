@@ -28,7 +28,7 @@ def main(argv):
     sys.exit("usage: python -m dlm_jax.analysis.quality_table label=report.json ...")
   reports = []
   for arg in argv[1:]:
-    label, path = arg.split("=", 1)
+    label, path = arg.rsplit("=", 1)          # labels may contain "="
     with open(path, encoding="utf-8") as fh:
       reports.append((label, json.load(fh)))
   sys.stdout.write(table(reports))
