@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from dlm_jax import cli, elbo, experiment, parallel, quality, sample
+from dlm_jax import cli, elbo, experiment, parallel, quality, reports, sample
 from dlm_jax.data import pipeline
 from dlm_jax.errors import UserError
 from dlm_jax.kernels import assets
@@ -216,13 +216,10 @@ def main(argv):
     report = cli.run("dlm_jax.evaluate", sample_quality, f.workdir, f.num_samples, f.steps, opts,
                      f.judge, f.prompt_tokens, f.split, f.seed, f.step, f.batch_size)
     stem = f.output or os.path.join(f.workdir, "eval", f"quality_step{report['step']}")
-    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
-    with open(stem + ".json", "w", encoding="utf-8") as fh:
-      json.dump(report, fh, indent=2)
-    with open(stem + ".md", "w", encoding="utf-8") as fh:
-      fh.write(quality_markdown(report))
-    print(quality_markdown(report))
-    print(f"wrote {stem}.json and {stem}.md")
+    table = quality_markdown(report)
+    written = reports.write(stem, report, table)
+    print(table)
+    print(f"wrote {' and '.join(written)}")
     return
   report = cli.run("dlm_jax.evaluate", evaluate, f.workdir, f.step, f.split, f.t_samples,
                    f.max_batches, not f.raw_params)

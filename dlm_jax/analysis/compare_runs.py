@@ -18,7 +18,7 @@ import sys
 
 from absl import flags
 
-from dlm_jax import cli
+from dlm_jax import cli, reports
 from dlm_jax.errors import UserError
 
 KEY = "val/nelbo_bits_per_token"
@@ -57,9 +57,7 @@ def compare(runs: dict[str, str], output: str, title: str) -> str:
   with open(output + ".md", "w", encoding="utf-8") as f:
     f.write(f"{title}: Monte Carlo estimates of each kernel's NELBO (EMA parameters), "
             "upper bounds on -log2 p(x) per token.\n\n" + table + "\n")
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = reports.pyplot()
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for name, curve in curves.items():
     steps = sorted(curve)

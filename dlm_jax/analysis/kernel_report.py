@@ -32,11 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from dlm_jax import cli, experiment, parallel, steps
+from dlm_jax import cli, experiment, parallel, reports, train
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.errors import UserError
 from dlm_jax.samplers import reverse
-from dlm_jax.train import PROFILE_TIMES
 
 
 def define_flags():
@@ -52,7 +51,7 @@ def _batches(rows, batch_size, n):
   rows = np.asarray(rows)
   if len(rows) < batch_size * n:
     raise UserError(f"need {batch_size * n} rows, the split has {len(rows)}")
-  return [{"tokens": jnp.asarray(rows[i * batch_size:(i + 1) * batch_size])} for i in range(n)]
+  return [{"tokens": rows[i * batch_size:(i + 1) * batch_size].astype(np.int32)} for i in range(n)]
 
 
 def _nelbo_curve(workdir, tokens_per_step):
@@ -109,39 +108,34 @@ def exposure_bias(exp, params, batches, times, n_steps: int, seed: int = 0):
 
 
 def analyse(name, workdir, n_batches, batch_size, exposure_t, exposure_steps):
-  ckpt = Checkpointer(workdir, create=False)
-  available = sorted(ckpt.all_steps())
-  ckpt.close()
-  if not available:
-    raise UserError(f"no checkpoint in {workdir!r}")
   exp, ema, last = experiment.restore(workdir)
   if exp.kernel is None:
     raise UserError(f"{name}: {workdir} is autoregressive; the report compares diffusion kernels")
   cfg = exp.config
-  train_batches = _batches(exp.rows("train"), batch_size, n_batches)
+  train_batches = [parallel.global_batch(b, exp.mesh)
+                   for b in _batches(exp.rows("train"), batch_size, n_batches)]
   val_batches = _batches(exp.rows("validation"), batch_size, n_batches)
-  noise_fn, profile_fn = exp.jit_gradient_noise(), exp.jit_loss_at_times()
+  noise_fn = exp.jit_gradient_noise()
   noise = []
-  for step in available:
-    _, raw, _ = experiment.restore(workdir, step, use_ema=False)
-    vals = [jax.device_get(noise_fn(raw, parallel.global_batch(
-        {k: np.asarray(v) for k, v in b.items()}, exp.mesh), jax.random.key(i)))
+  ckpt = Checkpointer(workdir, create=False)
+  for step in sorted(ckpt.all_steps()):
+    raw = ckpt.restore(step, exp.abstract_state)[0].params
+    vals = [jax.device_get(noise_fn(raw, b, jax.random.key(i)))
             for i, b in enumerate(train_batches)]
     signal = float(np.mean([v["grad_signal_sq"] for v in vals]))
     trace = float(np.mean([v["grad_noise_trace"] for v in vals]))
     noise.append({"step": step, "tokens": step * cfg.train.batch_size * cfg.data.seq_len,
                   "grad_signal_sq": signal, "grad_noise_trace": trace,
                   "grad_noise_scale": trace / signal})
-  times = jnp.asarray(PROFILE_TIMES, jnp.float32)
-  profile = np.mean([np.asarray(profile_fn(ema, parallel.global_batch(
-      {k: np.asarray(v) for k, v in b.items()}, exp.mesh), jax.random.key(i), times))
-                     for i, b in enumerate(val_batches)], 0)
+  ckpt.close()
+  profile = train.loss_profile(exp, exp.jit_loss_at_times(), ema, exp.rows("validation"),
+                               batch_size, n_batches, seed=0)
   return {
       "name": name, "workdir": os.path.abspath(workdir), "kernel": exp.kernel.name,
       "structure": exp.kernel.structure, "step": last,
       "nelbo_curve": _nelbo_curve(workdir, cfg.train.batch_size * cfg.data.seq_len),
       "grad_noise": noise,
-      "loss_at_t": dict(zip([f"{t:.2f}" for t in PROFILE_TIMES], profile.tolist())),
+      "loss_at_t": {k.split("/")[-1]: v for k, v in profile.items()},
       "exposure": exposure_bias(exp, ema, val_batches, [float(t) for t in exposure_t],
                                 exposure_steps),
   }
@@ -164,9 +158,7 @@ def markdown(results) -> str:
 
 
 def plot(results, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = reports.pyplot()
   fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
   for r in results:
     if r["nelbo_curve"]:
@@ -205,14 +197,10 @@ def main(argv):
     results.append(cli.run("kernel_report", analyse, name, workdir, f.batches, f.batch_size,
                            f.exposure_t, f.exposure_steps))
     print(f"{name}: done", flush=True)
-  os.makedirs(os.path.dirname(os.path.abspath(f.output)), exist_ok=True)
-  with open(f.output + ".json", "w", encoding="utf-8") as fh:
-    json.dump(results, fh, indent=2)
-  with open(f.output + ".md", "w", encoding="utf-8") as fh:
-    fh.write(markdown(results))
-  plot(results, f.output + ".png")
+  written = reports.write(f.output, results, markdown(results),
+                          lambda path: plot(results, path))
   print(markdown(results))
-  print(f"wrote {f.output}.md, .png and .json")
+  print(f"wrote {', '.join(written)}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from dlm_jax import cli, evaluate, experiment
+from dlm_jax import cli, evaluate, experiment, reports
 from dlm_jax.data import pipeline
 from dlm_jax.errors import UserError
 from dlm_jax.samplers.reverse import draw_tokens
@@ -132,9 +132,7 @@ def probe(workdir, judge, num_prompts, prompt_tokens, masks, top_k, trap_sizes, 
 
 
 def plot(report, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = reports.pyplot()
   d = report["decay"]
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   axes[0].plot(d["distance"], d["entropy_nats"])
@@ -157,10 +155,7 @@ def main(argv):
   report = cli.run("probe", probe, f.workdir, f.judge, f.num_prompts, f.prompt_tokens, f.masks,
                    f.top_k, f.trap_sizes, f.seed)
   stem = f.output or os.path.join(f.workdir, "eval", "probe")
-  os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
-  with open(stem + ".json", "w", encoding="utf-8") as fh:
-    json.dump(report, fh, indent=2)
-  plot(report, stem + ".png")
+  written = reports.write(stem, report, plot=lambda path: plot(report, path))
   d = report["decay"]
   for i in sorted({0, 3, 15, len(d["distance"]) - 1}):
     print(f"d={d['distance'][i]}: entropy={d['entropy_nats'][i]:.3f} "
@@ -168,7 +163,7 @@ def main(argv):
           f"top={d['top_tokens'][i][:3]}")
   if report.get("marginal_trap"):
     print(json.dumps(report["marginal_trap"], indent=1))
-  print(f"wrote {stem}.json and {stem}.png")
+  print(f"wrote {', '.join(written)}")
 
 
 if __name__ == "__main__":

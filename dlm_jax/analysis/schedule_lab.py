@@ -13,13 +13,12 @@ Every KL is exact (enumeration), not an estimate.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 
 from absl import app, flags
 
+from dlm_jax import reports
 from dlm_jax.analysis import synthetic
 
 LAWS = ("ancestral", "fixed", "random")
@@ -72,9 +71,7 @@ def markdown(report) -> str:
 
 
 def plot(report, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = reports.pyplot()
   fams = report["families"]
   fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
   Ks = range(1, report["max_K"] + 1)
@@ -104,14 +101,9 @@ def main(argv):
   if f.L < 2 or f.L > 10 or f.max_K < 1:
     sys.exit("schedule_lab: error: need 2 <= --L <= 10 (exact enumeration) and --max_K >= 1")
   report = run(f.L, f.max_K)
-  os.makedirs(os.path.dirname(os.path.abspath(f.output)), exist_ok=True)
-  with open(f.output + ".json", "w", encoding="utf-8") as fh:
-    json.dump(report, fh, indent=2)
-  with open(f.output + ".md", "w", encoding="utf-8") as fh:
-    fh.write(markdown(report))
-  plot(report, f.output + ".png")
+  written = reports.write(f.output, report, markdown(report), lambda path: plot(report, path))
   print(markdown(report))
-  print(f"wrote {f.output}.json, .md and .png")
+  print(f"wrote {', '.join(written)}")
 
 
 if __name__ == "__main__":
