@@ -157,7 +157,7 @@ def main(argv):
   stem = f.output or os.path.join(f.workdir, "eval", "probe")
   written = reports.write(stem, report, plot=lambda path: plot(report, path))
   d = report["decay"]
-  for i in sorted({0, 3, 15, len(d["distance"]) - 1}):
+  for i in sorted({i for i in (0, 3, 15) if i < len(d["distance"])} | {len(d["distance"]) - 1}):
     print(f"d={d['distance'][i]}: entropy={d['entropy_nats'][i]:.3f} "
           f"top10_mass={d['mass_on_top10_frequent'][i]:.3f} eos={d['mass_on_eos'][i]:.4f} "
           f"top={d['top_tokens'][i][:3]}")
