@@ -5,7 +5,7 @@ import time
 import jax
 import numpy as np
 
-from dlm_jax.kernels import interpolating, neighbors
+from dlm_jax.kernels import family, neighbors
 
 
 def time_fn(fn, args, steps: int, warmup: int, carry_first: bool = False):
@@ -26,4 +26,4 @@ def make_kernel(cfg, vocab: int):
   if cfg.kernel.name.startswith("semdlm"):
     emb = np.random.default_rng(0).normal(size=(vocab, 32)).astype(np.float32)
     table = neighbors.build(emb, cfg.kernel.neighbors, cfg.kernel.k, "bench", cfg.kernel.tau)
-  return interpolating.make_kernel(cfg.kernel, vocab, table)
+  return family.make_kernel(cfg.kernel, vocab, table)

@@ -16,6 +16,7 @@ MFU against a *measured* peak is an optimistic ceiling.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -30,7 +31,7 @@ from ml_collections import config_flags
 sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])
 
 from configs import base  # noqa: E402
-from dlm_jax import parallel, steps  # noqa: E402
+from dlm_jax import objectives, parallel, steps  # noqa: E402
 from dlm_jax.models import Transformer, model_config  # noqa: E402
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
@@ -68,9 +69,8 @@ def bench(cfg, kernel_name: str, vocab: int, mesh) -> dict:
   batch, length = cfg.train.batch_size, cfg.data.seq_len
   if not cfg.model.causal:   # the kernel switch the shipped configs make (configs/base.py)
     cfg = base.use_kernel(cfg.copy_and_resolve_references(), kernel_name)
-  kernel = None if cfg.model.causal else make_kernel(cfg, vocab)
-  model = Transformer(model_config(cfg.model, vocab if kernel is None
-                                   else kernel.input_vocab_size, vocab))
+  objective = objectives.make_objective(cfg, lambda: make_kernel(cfg, vocab))
+  model = Transformer(model_config(cfg.model, objective.input_vocab_size(vocab), vocab))
   tx = steps.make_optimizer(cfg.optim, cfg.train.num_steps)
   init = lambda k: steps.init_state(k, model, tx, length)
   state_sharding = parallel.logical_shardings(jax.eval_shape(init, jax.random.key(0)), mesh)
@@ -84,13 +84,16 @@ def bench(cfg, kernel_name: str, vocab: int, mesh) -> dict:
   fwd_s = time_fn(forward, (state.params, tokens), FLAGS.steps, FLAGS.warmup)
   param_count = sum(x.size for x in jax.tree.leaves(state.params))
   flops_tok = model_flops_per_token(model.cfg, length, state.params)
-  train_fn = steps.jit_train_step(model, kernel, tx, cfg.train, cfg.optim, state_sharding, bs, rep,
-                                  pad_id=-1)    # synthetic tokens: every position counts
+  train_fn = jax.jit(functools.partial(
+      steps.train_step, objective=objective, model=model, tx=tx, t_min=cfg.train.t_min,
+      ema_decay=cfg.optim.ema_decay, grad_accum_steps=cfg.optim.grad_accum_steps,
+      pad_id=-1),      # synthetic tokens: every position counts
+      in_shardings=(state_sharding, bs, rep), out_shardings=(state_sharding, rep),
+      donate_argnums=0)
   # The train step donates the state (params included): time it last.
   step_s = time_fn(train_fn, (state, {"tokens": tokens}, jax.random.key(2)), FLAGS.steps,
                    FLAGS.warmup, carry_first=True)
-  return {"kernel": kernel.name if kernel else "autoregressive",
-          "structure": kernel.structure if kernel else "-",
+  return {**objective.describe(),
           "params_M": param_count / 1e6, "flops_per_token": flops_tok,
           "train_step_ms": step_s * 1e3, "train_tokens_per_s": batch * length / step_s,
           "forward_tokens_per_s": batch * length / fwd_s, "layers": model.cfg.num_layers,

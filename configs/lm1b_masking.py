@@ -1,4 +1,4 @@
-"""MDLM on LM1B (no packing): DiT-small, L = 128, batch 512, 1M steps (REFERENCE.md).
+"""MDLM on LM1B (no packing): DiT-small, L = 128, batch 512, 1M steps (MDLM, arXiv 2406.07524).
 
 Needs LM1B prepared for TFDS under data.tfds_data_dir (offline machines: copy a
 prepared `lm1b` directory there). Tokenizer: bert-base-uncased WordPiece as in

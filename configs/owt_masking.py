@@ -1,4 +1,4 @@
-"""MDLM on OpenWebText: DiT-small, L = 1024 wrapped, batch 512, 1M steps (REFERENCE.md).
+"""MDLM on OpenWebText: DiT-small, L = 1024 wrapped, batch 512, 1M steps (MDLM, arXiv 2406.07524).
 
 Point data.train_pattern at OWT as .txt / .jsonl files (or use a prepared TFDS
 build with data.source = "tfds"); the last 5% of documents are held out.

@@ -117,6 +117,15 @@ class Checkpointer:
     return self.manager.restore(step, args=ocp.args.Composite(
         **{item: ocp.args.JsonRestore()}))[item]
 
+  def restore_param(self, step: int, path: tuple[str, ...]):
+    """One array of the saved train state, e.g. ("ema_params", "embed", "embedding"), on the
+    host (the state is restored as saved, without building a model)."""
+    state = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))["state"]
+    for key in path:
+      state = state[key]
+    return jax.device_get(state)
+
   def restore_config(self, step: int | None = None):
     step = self.latest_step() if step is None else step
     if step is None:

@@ -1,4 +1,6 @@
-"""Shared helpers of the absl entry points."""
+"""Shared helpers of the absl entry points: running a command, the sampler flags that
+`sample`, `evaluate` and `analysis.tune_sampler` share, config-override checks. This is the
+only library module that defines flags (inside functions the commands call)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from absl import flags, logging
 
 from dlm_jax import distributed
 from dlm_jax.errors import UserError
+from dlm_jax.samplers import reverse, unmasking
 
 
 def quiet_logging():
@@ -27,10 +30,39 @@ def run(program: str, fn, *args, **kwargs):
     sys.exit(f"{program}: error: {e}")
 
 
+def define_sampler_flags(steps: bool = True):
+  if steps:
+    flags.DEFINE_integer("steps", 128, "Reverse steps T (per block with --block_size).")
+  flags.DEFINE_integer("length", None, "Sequence length (default: data.seq_len).")
+  flags.DEFINE_string("prompt", None, "Text prefix (after BOS).")
+  flags.DEFINE_string("suffix", None, "Text fixed at the end of the sequence (infilling).")
+  flags.DEFINE_float("temperature", 1.0, "Softmax temperature.")
+  flags.DEFINE_float("top_p", 1.0, "Nucleus sampling of the denoiser (1: off).")
+  flags.DEFINE_float("eta", 0.0, "SemDLM+ global transition probability per position and step.")
+  flags.DEFINE_enum("eta_schedule", "constant", list(reverse.ETA_SCHEDULES),
+                    "eta_t = eta (constant) or eta * t (linear).")
+  flags.DEFINE_float("rho", 0.0, "SemDLM+ semantic-frequency penalty.")
+  flags.DEFINE_enum("unmasking", "ancestral", list(unmasking.LAWS),
+                    "Unmasking-size law (masking kernel).")
+  flags.DEFINE_integer("block_size", 0, "Semi-autoregressive block length (0: off).")
+  flags.DEFINE_bool("no_cache", False, "Call the network at every step.")
+  flags.DEFINE_bool("float64", False, "Sample in float64.")
+  flags.DEFINE_integer("batch_size", 16, "Samples generated per jitted call.")
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")
+
+
+def sampler_options(f, steps=None) -> reverse.SamplerOptions:
+  """SamplerOptions from the flags of `define_sampler_flags`."""
+  return reverse.SamplerOptions(
+      steps=steps or f.steps, temperature=f.temperature, top_p=f.top_p, eta=f.eta,
+      eta_schedule=f.eta_schedule, rho=f.rho, unmasking=f.unmasking, block_size=f.block_size,
+      cache=not f.no_cache, float64=f.float64)
+
+
 def unknown_override(argv) -> str | None:
-  """The first `--config.a.b=v` override naming a key that configs/base.py does not define."""
-  from configs import base  # pylint: disable=g-import-not-at-top
-  schema = base.get_config()
+  """The first `--config.a.b=v` override naming a key that the config schema does not define."""
+  from dlm_jax import config_schema  # pylint: disable=g-import-not-at-top
+  schema = config_schema.get_config()
   for arg in argv:
     if not arg.startswith("--config."):
       continue
@@ -50,5 +82,5 @@ def run_app(program: str, main, define_flags):
   bad = unknown_override(sys.argv[1:])
   if bad is not None:
     sys.exit(f"{program}: error: unknown config key {bad!r} in --config.{bad}=... "
-             "(keys are defined in configs/base.py)")
+             "(keys are defined in dlm_jax/config_schema.py)")
   app.run(main)

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from ml_collections import config_dict
 
-from configs import base
+from dlm_jax import config_schema as base
+from dlm_jax.data import corpus, rows, tokenizer
 from dlm_jax.errors import UserError
+from dlm_jax.kernels import family, schedules
 
+# Every choice list comes from the registry that implements it.
 _CHOICES = {
-    "data.source": ("quickstart", "files", "tfds"),
-    "data.mode": ("wrap", "pad"),
-    "data.tokenizer": ("sentencepiece", "gpt2", "bert"),
-    "data.text_unit": ("file", "paragraph", "line"),
-    "data.tokenizer_model_type": ("unigram", "bpe", "char", "word"),
-    "kernel.name": ("masking", "uniform", "semdlm", "semdlm_plus"),
-    "kernel.schedule": ("loglinear", "cosine"),
-    "kernel.global_schedule": ("loglinear", "cosine"),
-    "kernel.global_kind": ("uniform", "mask"),
-    "kernel.neighbors": ("partition", "topk"),
+    "data.source": corpus.SOURCES,
+    "data.mode": rows.MODES,
+    "data.tokenizer": tuple(tokenizer.TOKENIZERS),
+    "data.text_unit": corpus.TEXT_UNITS,
+    "data.tokenizer_model_type": tokenizer.SENTENCEPIECE_MODEL_TYPES,
+    "kernel.name": family.KERNELS,
+    "kernel.schedule": tuple(schedules.SCHEDULES),
+    "kernel.global_schedule": tuple(schedules.SCHEDULES),
+    "kernel.global_kind": family.GLOBAL_KINDS,
+    "kernel.neighbors": tuple(family.TABLES),
     "kernel.embedding_source": ("corpus", "checkpoint", "npy"),
     "optim.lr_schedule": ("constant", "cosine"),
     "model.dtype": ("bfloat16", "float16", "float32"),
@@ -49,7 +52,7 @@ def _check_schema(cfg, schema, prefix=""):
 
 
 def validate_config(cfg) -> None:
-  """Checks keys, types and values of a full config against configs/base.py."""
+  """Checks keys, types and values of a full config against the schema."""
   _check_schema(cfg, base.get_config())
   for path, choices in _CHOICES.items():
     group, key = path.split(".")
@@ -106,7 +109,7 @@ def check_fits_mesh(cfg, mesh, process_count: int, d_model: int) -> None:
 
 
 def from_saved(saved: dict):
-  """A config saved by a checkpoint, on top of today's defaults: keys added to configs/base.py
+  """A config saved by a checkpoint, on top of today's defaults: keys added to the schema
   since the run was saved take their defaults (they did not exist then, so the defaults
   describe what the run did); keys that no longer exist are an error."""
   cfg = base.get_config()

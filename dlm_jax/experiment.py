@@ -1,4 +1,5 @@
-"""Config -> the objects every entry point needs, validated before any compile."""
+"""Config -> the objects every command needs, validated before any compile; every jit of
+the training and evaluation steps is built here."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import flax.linen as nn
 import jax
 from jax.sharding import Mesh
 
-from dlm_jax import configuration, parallel, steps
-from dlm_jax.data import pipeline
-
+from dlm_jax import assets, configuration, objectives, parallel, steps
+from dlm_jax.checkpoint import Checkpointer
+from dlm_jax.data.rows import token_rows
+from dlm_jax.data.tokenizer import get_tokenizer
 from dlm_jax.errors import UserError
-from dlm_jax.kernels import assets
 from dlm_jax.models import Transformer, model_config
 
 
@@ -25,11 +26,16 @@ class Experiment:
   workdir: str
   mesh: Mesh
   tokenizer: Any                       # a dlm_jax.data.tokenizer tokenizer
-  kernel: Any
+  objective: Any                       # objectives.Diffusion | objectives.Autoregressive
   model: Transformer
   tx: Any
   state_sharding: Any
   abstract_state: Any
+
+  @property
+  def kernel(self):
+    """The diffusion kernel (None for the autoregressive baseline)."""
+    return self.objective.kernel
 
   @property
   def param_sharding(self):
@@ -44,9 +50,8 @@ class Experiment:
   def meta(self) -> dict:
     """What a checkpoint must agree with to be resumed or restored by this experiment."""
     return {"tokenizer": self.tokenizer.fingerprint(), "vocab_size": self.tokenizer.vocab_size,
-            "model": dataclasses.asdict(self.model.cfg),
-            "kernel": self.kernel.name if self.kernel else "autoregressive",
-            "structure": self.kernel.structure if self.kernel else "none"}
+            "model": dataclasses.asdict(self.model.cfg), **self.objective.describe(),
+            "table": assets.table_content_hash(self.objective.table)}
 
   def check_compatible(self, saved: dict, step: int) -> None:
     mine = self.meta()
@@ -56,38 +61,52 @@ class Experiment:
       raise UserError(f"the checkpoint at step {step} in {self.workdir!r} does not match this "
                       f"config ({detail}); use a fresh workdir or the run's own config")
 
+  # ---------------------------------------------------------------- jitted steps
+  def _jit(self, fn, in_shardings, out_shardings, **kwargs):
+    return jax.jit(functools.partial(fn, objective=self.objective, model=self.model, **kwargs),
+                   in_shardings=in_shardings, out_shardings=out_shardings)
+
   def jit_train_step(self):
     """The jitted train step: state and batch sharded over the mesh, state donated."""
-    return steps.jit_train_step(self.model, self.kernel, self.tx, self.config.train,
-                                self.config.optim, self.state_sharding,
-                                parallel.batch_sharding(self.mesh), parallel.replicated(self.mesh),
-                                self.tokenizer.pad_id)
+    cfg = self.config
+    fn = functools.partial(steps.train_step, objective=self.objective, model=self.model,
+                           tx=self.tx, t_min=cfg.train.t_min, ema_decay=cfg.optim.ema_decay,
+                           grad_accum_steps=cfg.optim.grad_accum_steps,
+                           pad_id=self.tokenizer.pad_id)
+    return jax.jit(fn, in_shardings=(self.state_sharding, self._batch, self._replicated),
+                   out_shardings=(self.state_sharding, self._replicated), donate_argnums=0)
 
   def jit_eval_step(self):
-    return steps.jit_eval_step(self.model, self.kernel, self.param_sharding,
-                               parallel.batch_sharding(self.mesh), parallel.replicated(self.mesh),
-                               self.tokenizer.pad_id)
+    return self._jit(steps.eval_step, (self.param_sharding, self._batch, self._replicated),
+                     self._replicated, pad_id=self.tokenizer.pad_id)
 
   def jit_gradient_noise(self):
-    fn = functools.partial(steps.gradient_noise, model=self.model, kernel=self.kernel,
-                           t_min=self.config.train.t_min, pad_id=self.tokenizer.pad_id)
-    replicated = parallel.replicated(self.mesh)
-    return jax.jit(fn, in_shardings=(self.param_sharding, parallel.batch_sharding(self.mesh),
-                                     replicated), out_shardings=replicated)
+    return self._jit(steps.gradient_noise, (self.param_sharding, self._batch, self._replicated),
+                     self._replicated, t_min=self.config.train.t_min,
+                     pad_id=self.tokenizer.pad_id)
 
   def jit_loss_at_times(self):
-    fn = functools.partial(steps.loss_at_times, model=self.model, kernel=self.kernel,
+    fn = functools.partial(self.objective.loss_at_times, model=self.model,
                            pad_id=self.tokenizer.pad_id)
-    replicated = parallel.replicated(self.mesh)
-    return jax.jit(fn, in_shardings=(self.param_sharding, parallel.batch_sharding(self.mesh),
-                                     replicated, replicated), out_shardings=replicated)
+    return jax.jit(fn, in_shardings=(self.param_sharding, self._batch, self._replicated,
+                                     self._replicated), out_shardings=self._replicated)
+
+  @property
+  def _batch(self):
+    return parallel.batch_sharding(self.mesh)
+
+  @property
+  def _replicated(self):
+    return parallel.replicated(self.mesh)
 
   def rows(self, split: str):
-    return pipeline.token_rows(self.config.data, split, self.tokenizer, self.workdir)
+    return token_rows(self.config.data, split, self.tokenizer, self.workdir)
 
 
-def build(config, workdir: str, devices=None) -> Experiment:
-  """Validates the config, loads/trains the tokenizer and derives shardings; compiles nothing."""
+def build(config, workdir: str, devices=None, restoring: bool = False) -> Experiment:
+  """Validates the config, loads/trains the tokenizer and derives shardings; compiles nothing.
+
+  `restoring`: the run exists already; a missing neighbour table is an error, not rebuilt."""
   configuration.validate_config(config)
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -96,14 +115,11 @@ def build(config, workdir: str, devices=None) -> Experiment:
   if not os.access(workdir, os.W_OK):
     raise UserError(f"workdir {workdir!r} is not writable")
   mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
-  tokenizer = pipeline.get_tokenizer(config.data, workdir, jax.process_index())
-  if config.model.causal:
-    kernel = None
-    vocab_in = tokenizer.vocab_size
-  else:
-    kernel = assets.build_kernel(config, tokenizer, workdir)
-    vocab_in = kernel.input_vocab_size
-  model = Transformer(model_config(config.model, vocab_in, tokenizer.vocab_size))
+  tokenizer = get_tokenizer(config.data, workdir, jax.process_index())
+  objective = objectives.make_objective(
+      config, lambda: assets.build_kernel(config, tokenizer, workdir, build=not restoring))
+  model = Transformer(model_config(config.model, objective.input_vocab_size(tokenizer.vocab_size),
+                                   tokenizer.vocab_size))
   configuration.check_fits_mesh(config, mesh, jax.process_count(), model.cfg.d_model)
   tx = steps.make_optimizer(config.optim, config.train.num_steps)
   abstract = jax.eval_shape(
@@ -111,17 +127,17 @@ def build(config, workdir: str, devices=None) -> Experiment:
   state_sharding = parallel.logical_shardings(abstract, mesh)
   abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                 nn.meta.unbox(abstract), state_sharding)
-  return Experiment(config=config, workdir=workdir, mesh=mesh, tokenizer=tokenizer, kernel=kernel,
-                    model=model, tx=tx, state_sharding=state_sharding,
+  return Experiment(config=config, workdir=workdir, mesh=mesh, tokenizer=tokenizer,
+                    objective=objective, model=model, tx=tx, state_sharding=state_sharding,
                     abstract_state=abstract_state)
 
 
 def restore(workdir: str, step: int | None = None, use_ema: bool = True, devices=None):
-  """Rebuilds the experiment saved in `workdir` and restores its (EMA) parameters.
+  """Rebuilds the experiment saved in `workdir` and restores its (EMA) parameters, after
+  checking the tokenizer, model, kernel and neighbour table against the checkpoint's.
 
   Returns (experiment, params, step). Raises UserError when there is no checkpoint.
   """
-  from dlm_jax.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
   ckpt = Checkpointer(workdir, create=False)
   available = ckpt.all_steps()
   if not available:
@@ -135,7 +151,8 @@ def restore(workdir: str, step: int | None = None, use_ema: bool = True, devices
   config.mesh.data = -1
   if n % config.mesh.fsdp:
     config.mesh.fsdp = 1
-  exp = build(config, workdir, devices)
+  exp = build(config, workdir, devices, restoring=True)
+  exp.check_compatible(ckpt.restore_json(step, "meta"), step)
   state, step = ckpt.restore(step, exp.abstract_state, fallback=config.train.restore_fallback)
   ckpt.close()
   return exp, (state.ema_params if use_ema else state.params), step

@@ -1,4 +1,4 @@
-"""Sample-quality metrics (DESIGN.md §4), on token rows with the specials removed.
+"""Sample-quality metrics (docs/design.md §6), on token rows with the specials removed.
 
 All metrics take a list of 1-D int arrays (one per sample: the generated tokens only,
 prompt and special ids dropped) and are averaged over samples unless stated:
@@ -14,7 +14,7 @@ prompt and special ids dropped) and are averaged over samples unless stated:
   B = union over x in F of ({x} ∪ N_x), N_x the top-k neighbour table (same table for every
   model being compared). basin_share(s) = #{i : s_i in B} / len(s). `top5_share` is the same
   with B = F; basin_share - top5_share is the part due to neighbours rather than repetition.
-- generative perplexity is computed by `judge_nll` in evaluate.py (needs a network).
+- generative perplexity is computed by `judge_nll` in evaluation.py (needs a network).
 """
 
 from __future__ import annotations

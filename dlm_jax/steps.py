@@ -1,12 +1,11 @@
 """Train state, optimizer and the pure train / eval step functions.
 
-Everything here is a pure function of (state, batch, key); `train.py` jits it
-with explicit shardings over the mesh.
+Everything here is a pure function of (state, batch, key), generic over the objective
+(`objectives.py`); `experiment.py` jits them with explicit shardings over the mesh.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -15,7 +14,6 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from dlm_jax import elbo
 
 
 class TrainState(struct.PyTreeNode):
@@ -54,48 +52,14 @@ def init_state(key, model: nn.Module, tx, seq_len: int) -> TrainState:
                     opt_state=tx.init(params))
 
 
-def sample_times(key, batch_size: int, t_min: float):
-  """Low-discrepancy t in (t_min, 1]: one uniform offset, rows spaced 1/B apart."""
-  u = (jax.random.uniform(key) + jnp.arange(batch_size) / batch_size) % 1.0
-  return t_min + (1.0 - t_min) * (1.0 - u)
-
-
-def loss_terms(params, batch, key, *, model, kernel, t_min: float, train: bool, pad_id: int):
-  """Returns (nll_sum, token_count): the NELBO (or AR NLL) summed in nats, and tokens counted.
-
-  Every position contributes to nll_sum (PAD after EOS is part of the padded
-  sequence, a deterministic function of the document, so the bound stays a
-  bound on the document); only non-PAD tokens are counted, so nll_sum /
-  token_count is per real token.
-  """
-  tokens = batch["tokens"]
-  valid = batch.get("valid", jnp.ones(tokens.shape[:1], jnp.float32))
-  k_t, k_z, k_drop, k_bulk = jax.random.split(key, 4)
-  rngs = {"dropout": k_drop}
-  if model.cfg.causal:
-    logits = model.apply({"params": params}, tokens, None, deterministic=not train, rngs=rngs)
-    per_token = elbo.ar_nll(logits, tokens)
-    counted = (tokens[:, 1:] != pad_id)
-  else:
-    t = sample_times(k_t, tokens.shape[0], t_min)
-    z = kernel.sample_forward(k_z, tokens, t)
-    logits = model.apply({"params": params}, z, t, deterministic=not train, rngs=rngs)
-    per_token = (elbo.nelbo_integrand(kernel, logits, tokens, z, t, k_bulk)
-                 + kernel.prior_kl(tokens))
-    counted = tokens != pad_id
-  nll_sum = jnp.sum(per_token * valid[:, None])
-  count = jnp.sum(counted * valid[:, None])
-  return nll_sum, count
-
-
-def train_step(state: TrainState, batch, key, *, model, kernel, tx, t_min: float,
+def train_step(state: TrainState, batch, key, *, objective, model, tx, t_min: float,
                ema_decay: float, grad_accum_steps: int, pad_id: int):
   key = jax.random.fold_in(key, state.step)
 
   def grads_of(microbatch, k):
     (nll_sum, count), grads = jax.value_and_grad(
-        lambda p: loss_terms(p, microbatch, k, model=model, kernel=kernel, t_min=t_min,
-                             train=True, pad_id=pad_id), has_aux=True)(state.params)
+        lambda p: objective.loss_terms(p, microbatch, k, model=model, t_min=t_min, train=True,
+                                       pad_id=pad_id), has_aux=True)(state.params)
     return nll_sum, count, grads
 
   if grad_accum_steps == 1:
@@ -129,7 +93,7 @@ def train_step(state: TrainState, batch, key, *, model, kernel, tx, t_min: float
   return new_state, metrics
 
 
-def gradient_noise(params, batch, key, *, model, kernel, t_min: float, pad_id: int):
+def gradient_noise(params, batch, key, *, objective, model, t_min: float, pad_id: int):
   """Gradient-noise estimates from two half-batch gradients (McCandlish et al. 2018, App. A).
 
   With g_a, g_b the per-token mean gradients of the two halves (b = B/2 sequences each) and
@@ -141,8 +105,8 @@ def gradient_noise(params, batch, key, *, model, kernel, t_min: float, pad_id: i
 
   def grad(part, k):
     def loss(p):
-      nll, count = loss_terms(p, part, k, model=model, kernel=kernel, t_min=t_min, train=True,
-                              pad_id=pad_id)
+      nll, count = objective.loss_terms(p, part, k, model=model, t_min=t_min, train=True,
+                                        pad_id=pad_id)
       return nll / jnp.maximum(count, 1.0)
     return jax.grad(loss)(params)
 
@@ -157,40 +121,8 @@ def gradient_noise(params, batch, key, *, model, kernel, t_min: float, pad_id: i
           "grad_noise_scale": trace / signal}
 
 
-def loss_at_times(params, batch, key, times, *, model, kernel, pad_id: int):
-  """The NELBO integrand per token (prior term excluded) at each fixed t of `times`: (n,).
-
-  The per-t loss profile: how hard denoising is at each noise level (DESIGN.md §4)."""
-  tokens = batch["tokens"]
-  counted = (tokens != pad_id).astype(jnp.float32)
-
-  def at(t):
-    k_z, k_bulk = jax.random.split(jax.random.fold_in(key, jnp.round(t * 1e6).astype(jnp.int32)))
-    t_vec = jnp.full(tokens.shape[:1], t)
-    z = kernel.sample_forward(k_z, tokens, t_vec)
-    logits = model.apply({"params": params}, z, t_vec, deterministic=True)
-    per_token = elbo.nelbo_integrand(kernel, logits, tokens, z, t_vec, k_bulk)
-    return jnp.sum(per_token * counted) / jnp.maximum(jnp.sum(counted), 1.0)
-
-  return jax.lax.map(at, times)
-
-
-def eval_step(params, batch, key, *, model, kernel, pad_id: int):
-  """NELBO (t over (0, 1], no truncation) summed over the batch: (nll_sum, token_count)."""
-  return loss_terms(params, batch, key, model=model, kernel=kernel, t_min=0.0, train=False,
-                    pad_id=pad_id)
-
-
-def jit_train_step(model, kernel, tx, train_cfg, optim_cfg, state_sharding, batch_sharding,
-                   replicated, pad_id: int):
-  fn = functools.partial(train_step, model=model, kernel=kernel, tx=tx, t_min=train_cfg.t_min,
-                         ema_decay=optim_cfg.ema_decay,
-                         grad_accum_steps=optim_cfg.grad_accum_steps, pad_id=pad_id)
-  return jax.jit(fn, in_shardings=(state_sharding, batch_sharding, replicated),
-                 out_shardings=(state_sharding, replicated), donate_argnums=0)
-
-
-def jit_eval_step(model, kernel, param_sharding, batch_sharding, replicated, pad_id: int):
-  fn = functools.partial(eval_step, model=model, kernel=kernel, pad_id=pad_id)
-  return jax.jit(fn, in_shardings=(param_sharding, batch_sharding, replicated),
-                 out_shardings=replicated)
+def eval_step(params, batch, key, *, objective, model, pad_id: int):
+  """NELBO (t over (0, 1), no truncation) or AR NLL summed over the batch:
+  (nll_sum, token_count)."""
+  return objective.loss_terms(params, batch, key, model=model, t_min=0.0, train=False,
+                              pad_id=pad_id)

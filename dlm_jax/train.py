@@ -3,28 +3,19 @@ r"""Train a diffusion (or autoregressive) LM.
   python -m dlm_jax.train --config=configs/quickstart.py --workdir=/tmp/dlm \
       --config.train.num_steps=500
 
-Resumes automatically from the latest checkpoint in --workdir.
+Resumes automatically from the latest checkpoint in --workdir. The loop is
+`dlm_jax.training.train_and_evaluate`.
 """
 
 from __future__ import annotations
 
-import math
-import signal
 import sys
-import threading
-import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 from absl import flags
-from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from dlm_jax import cli, experiment, parallel, steps
-from dlm_jax.checkpoint import Checkpointer
-from dlm_jax.data import pipeline
-from dlm_jax.metric_writers import MetricWriter
+from dlm_jax import cli, training
+
 
 def define_flags():
   config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
@@ -32,193 +23,12 @@ def define_flags():
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and caches.")
 
 
-def evaluate_nelbo(exp, eval_fn, params, rows, batch_size: int, max_batches: int, seed: int):
-  """Sums the NELBO over `rows` (one t per row): returns (nats_per_token, tokens)."""
-  total, count = 0.0, 0.0
-  key = jax.random.key(seed)
-  for i, local in enumerate(pipeline.eval_batches(rows, batch_size, jax.process_index(),
-                                                  jax.process_count(), max_batches,
-                                                  exp.tokenizer.pad_id)):
-    batch = parallel.global_batch(local, exp.mesh)
-    nll_sum, n = eval_fn(params, batch, jax.random.fold_in(key, i))
-    total += float(nll_sum)
-    count += float(n)
-  return total / max(count, 1.0), count
-
-
-PROFILE_TIMES = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
-
-
-def loss_profile(exp, profile_fn, params, rows, batch_size: int, batches: int, seed: int):
-  """{'loss_at_t/0.05': nats per token, ...}: the NELBO integrand at fixed t, averaged over
-  `batches` validation batches (prior term excluded)."""
-  times = jnp.asarray(PROFILE_TIMES, jnp.float32)
-  total, n = np.zeros(len(PROFILE_TIMES)), 0
-  for i, local in enumerate(pipeline.eval_batches(rows, batch_size, jax.process_index(),
-                                                  jax.process_count(), batches,
-                                                  exp.tokenizer.pad_id)):
-    batch = parallel.global_batch(local, exp.mesh)
-    total += np.asarray(profile_fn(params, batch, jax.random.key(seed + i), times))
-    n += 1
-  return {f"loss_at_t/{t:.2f}": float(v) for t, v in zip(PROFILE_TIMES, total / max(n, 1))}
-
-
-class _StopRequest:
-  """Turns SIGTERM / SIGINT into a request the loop honours at the next step boundary."""
-
-  def __init__(self):
-    self.signal = None
-    self._previous = {}
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signal = signal.Signals(signum).name
-
-  def requested(self, process_count: int) -> bool:
-    """True on every process as soon as any process got a signal (hosts stop at one step)."""
-    local = self.signal is not None
-    if process_count == 1:
-      return local
-    return bool(np.any(multihost_utils.process_allgather(np.asarray(local))))
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-
-def _first_nonfinite(fetched, first_step: int):
-  for i, m in enumerate(fetched):
-    if not bool(m["finite"]):
-      bad = [k for k in ("loss", "grad_norm") if not math.isfinite(float(m[k]))]
-      return first_step + i, bad
-  return None, None
-
-
-def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | None = None):
-  """Runs training; returns (logged metric dicts, final state). `stop_after` ends the loop
-  early (after saving), as an interrupted job would."""
-  exp = experiment.build(config, workdir, devices)
-  cfg = config
-  process_index, process_count = jax.process_index(), jax.process_count()
-  train_rows = exp.rows("train")
-  val_rows = exp.rows("validation")
-  data_iter = pipeline.train_iterator(train_rows, cfg.train.batch_size, cfg.seed, process_index,
-                                      process_count, cfg.data.worker_count)
-  ckpt = Checkpointer(workdir, keep=cfg.train.keep_checkpoints)
-  meta = exp.meta()
-
-  latest = ckpt.latest_step()
-  if latest is None:
-    state, start = exp.init_state(cfg.seed), 0
-  else:
-    exp.check_compatible(ckpt.restore_json(latest, "meta"), latest)
-    state, start = ckpt.restore(latest, exp.abstract_state, data_iter,
-                                fallback=cfg.train.restore_fallback)
-  writer = MetricWriter(workdir, enabled=process_index == 0)
-  num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  if process_index == 0:
-    print(f"model: {num_params / 1e6:.2f}M parameters | kernel: {meta['kernel']} "
-          f"({meta['structure']}) | mesh: {dict(exp.mesh.shape)} | start step: {start}", flush=True)
-
-  train_fn, eval_fn = exp.jit_train_step(), exp.jit_eval_step()
-  diffusion = exp.kernel is not None
-  noise_fn = exp.jit_gradient_noise() if cfg.train.grad_noise_every > 0 else None
-  profile_fn = (exp.jit_loss_at_times() if diffusion and cfg.train.loss_profile_batches > 0
-                else None)
-  lr_fn = steps.learning_rate_schedule(cfg.optim, cfg.train.num_steps)
-  base_key = jax.random.key(cfg.seed + 1)
-  noise_key = jax.random.key(cfg.seed + 4)
-  tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
-  history, pending, skipped = [], [], 0
-  last_time, last_step = time.time(), start
-  end = cfg.train.num_steps if stop_after is None else min(cfg.train.num_steps, stop_after)
-
-  def run_eval(step):
-    nats, count = evaluate_nelbo(exp, eval_fn, state.ema_params, val_rows, cfg.eval.batch_size,
-                                 cfg.train.eval_batches, seed=cfg.seed + 2)
-    metrics = {"nelbo_nats_per_token": nats, "nelbo_bits_per_token": nats / math.log(2),
-               # A diffusion NELBO gives a perplexity bound; the AR NLL is exact.
-               "ppl_bound" if diffusion else "perplexity": math.exp(min(nats, 50.0)),
-               "tokens": count}
-    if profile_fn is not None:
-      metrics.update(loss_profile(exp, profile_fn, state.ema_params, val_rows,
-                                  cfg.eval.batch_size, cfg.train.loss_profile_batches,
-                                  cfg.seed + 3))
-    writer.write(step, metrics, prefix="val/")
-    history.append({"step": step, **{f"val/{k}": v for k, v in metrics.items()}})
-
-  def flush(done):
-    """Fetches pending metrics; enforces the non-finite policy; logs at log steps."""
-    nonlocal pending, last_time, last_step, skipped
-    if not pending:
-      return
-    fetched = jax.device_get(pending)
-    first = done - len(pending) + 1
-    pending = []
-    bad_step, bad = _first_nonfinite(fetched, first)
-    if bad_step is not None:
-      if cfg.train.nonfinite == "stop":
-        raise FloatingPointError(
-            f"non-finite {', '.join(bad) or 'value'} at step {bad_step} (update not applied); "
-            f"last good checkpoint: step {ckpt.latest_step()} in {ckpt.directory}; "
-            "set train.nonfinite=skip to skip such updates")
-      skipped += sum(not bool(m["finite"]) for m in fetched)
-    good = [m for m in fetched if bool(m["finite"])] or fetched
-    now = time.time()
-    rate = (done - last_step) / max(now - last_time, 1e-9)
-    scalars = {k: float(np.mean([m[k] for m in good])) for k in good[0]
-               if k not in ("tokens", "finite")}
-    scalars.update(lr=float(lr_fn(done)), steps_per_sec=rate,
-                   tokens_per_sec=rate * tokens_per_step, skipped_updates=skipped,
-                   eta_hours=(cfg.train.num_steps - done) / max(rate, 1e-9) / 3600)
-    writer.write(done, scalars, prefix="train/")
-    history.append({"step": done, **{f"train/{k}": v for k, v in scalars.items()}})
-    last_time, last_step = time.time(), done
-
-  with _StopRequest() as stop:
-    if start == 0:
-      run_eval(0)
-    done = start
-    for step in range(start, end):
-      batch = parallel.global_batch(next(data_iter), exp.mesh)
-      if noise_fn is not None and step % cfg.train.grad_noise_every == 0:
-        noise = jax.device_get(noise_fn(state.params, batch,
-                                          jax.random.fold_in(noise_key, step)))
-        writer.write(step, {k: float(v) for k, v in noise.items()}, prefix="train/")
-        history.append({"step": step, **{f"train/{k}": float(v) for k, v in noise.items()}})
-      state, metrics = train_fn(state, batch, base_key)
-      pending.append(metrics)
-      done = step + 1
-      interrupted = stop.requested(process_count)
-      if done % cfg.train.log_every == 0 or done == end or interrupted:
-        flush(done)
-      if done % cfg.train.eval_every == 0 or done == cfg.train.num_steps:
-        run_eval(done)
-      if done % cfg.train.checkpoint_every == 0 or done == end or interrupted:
-        flush(done)                       # never save past an unchecked non-finite step
-        ckpt.save(done, state, data_iter, cfg, meta)
-      if interrupted:
-        if process_index == 0:
-          print(f"received {stop.signal or 'a stop signal on another host'} at step {done}: saved checkpoint {done} in "
-                f"{ckpt.directory}; rerun the same command to resume", flush=True)
-        break
-  ckpt.close()
-  writer.close()
-  return history, state
-
-
 def main(argv):
   del argv
   f = flags.FLAGS
   if f.config is None or f.workdir is None:
     sys.exit("dlm_jax.train: error: --config and --workdir are required")
-  cli.run("dlm_jax.train", train_and_evaluate, f.config, f.workdir)
+  cli.run("dlm_jax.train", training.train_and_evaluate, f.config, f.workdir)
 
 
 if __name__ == "__main__":

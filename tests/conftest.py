@@ -49,7 +49,7 @@ def corpus_glob(tmp_path_factory):
 @pytest.fixture(scope="session")
 def shared_tokenizer(tmp_path_factory, corpus_glob):
   """A 256-piece SentencePiece model trained once on the test corpus."""
-  from dlm_jax.data.pipeline import get_tokenizer  # pylint: disable=g-import-not-at-top
+  from dlm_jax.data.tokenizer import get_tokenizer  # pylint: disable=g-import-not-at-top
   cfg = tiny_config(corpus_glob)
   path = str(tmp_path_factory.mktemp("tok") / "tokenizer.model")
   cfg.data.tokenizer_path = path
@@ -92,7 +92,7 @@ def config(corpus_glob, shared_tokenizer):
 
 
 def kernel_config(name: str, **overrides):
-  """config.kernel of configs/base.py with overrides (for building kernels in tests)."""
+  """config.kernel of the schema with overrides (for building kernels in tests)."""
   from configs import base  # pylint: disable=g-import-not-at-top
   c = base.get_config().kernel
   for key, value in overrides.items():
@@ -104,11 +104,11 @@ def kernel_config(name: str, **overrides):
 def toy_kernels(V: int, seed: int = 0, eps: float = 1e-2, unigram=None, k: int = 3):
   """Every member of the family on a tiny vocabulary with random-embedding tables."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from dlm_jax.kernels import interpolating, neighbors  # pylint: disable=g-import-not-at-top
+  from dlm_jax.kernels import family, neighbors  # pylint: disable=g-import-not-at-top
   emb = np.random.default_rng(seed).normal(size=(V, 5))
   part = neighbors.build(emb, "partition", k, "toy", special=())
   topk = neighbors.build(emb, "topk", k, "toy", tau=0.5, special=())
-  make = lambda name, table=None, **kw: interpolating.make_kernel(
+  make = lambda name, table=None, **kw: family.make_kernel(
       kernel_config(name, eps=eps, global_eps=eps, **kw), V, table, unigram)
   return {
       "masking": make("masking"),

@@ -16,7 +16,7 @@ flags.FLAGS.mark_as_parsed()
 
 import jax  # noqa: E402
 
-from dlm_jax import distributed, train  # noqa: E402
+from dlm_jax import distributed, training# noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def main():
   config.train.log_every = 1
   config.train.checkpoint_every = 3
   config.train.eval_every = 6
-  history, state = train.train_and_evaluate(config, workdir)
+  history, state = training.train_and_evaluate(config, workdir)
   if jax.process_index() == 0:
     with open(out, "w") as f:
       json.dump({"processes": jax.process_count(), "devices": jax.device_count(),

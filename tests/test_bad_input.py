@@ -7,7 +7,7 @@ import sys
 import jax
 import pytest
 
-from dlm_jax import evaluate, experiment, sample, train
+from dlm_jax import evaluation, generation, training
 from dlm_jax.samplers import reverse
 from dlm_jax.configuration import validate_config
 from dlm_jax.errors import UserError
@@ -25,7 +25,7 @@ def no_compile(monkeypatch):
 
 def _expect(config, workdir, match):
   with pytest.raises(UserError, match=match) as e:
-    train.train_and_evaluate(config, workdir)
+    training.train_and_evaluate(config, workdir)
   assert "\n" not in str(e.value)
 
 
@@ -95,9 +95,9 @@ def test_base_configs_validate():
 
 def test_evaluate_and_sample_without_checkpoint(tmp_path):
   with pytest.raises(UserError, match="no checkpoints in workdir"):
-    evaluate.evaluate(str(tmp_path))
+    evaluation.evaluate(str(tmp_path))
   with pytest.raises(UserError, match="no checkpoints in workdir"):
-    sample.generate(str(tmp_path), 2, reverse.SamplerOptions())
+    generation.generate(str(tmp_path), 2, reverse.SamplerOptions())
 
 
 def _cli(*args):
@@ -111,7 +111,7 @@ def test_cli_reports_one_line(tmp_path):
   assert out.returncode == 1
   assert out.stderr.strip().splitlines()[-1] == (
       "dlm_jax.train: error: unknown config key 'data.fooo' in --config.data.fooo=... "
-      "(keys are defined in configs/base.py)")
+      "(keys are defined in dlm_jax/config_schema.py)")
   out = _cli("dlm_jax.train", "--config=configs/quickstart.py", f"--workdir={tmp_path}",
              "--config.kernel.name=sedd")
   assert out.returncode == 1 and "Traceback" not in out.stderr

@@ -9,6 +9,7 @@ from dlm_jax.data import corpus, pipeline
 from dlm_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from dlm_jax.data.tokenizer import SentencePieceTokenizer as Tokenizer
 from dlm_jax.errors import UserError
+from dlm_jax.data.rows import ArrayRecordRows, build_rows, token_rows
 
 
 def _cfg(config, **kw):
@@ -62,11 +63,11 @@ def test_tokenizer_round_trip(shared_tokenizer):
 def test_wrap_and_pad_rows(shared_tokenizer):
   tok = Tokenizer(shared_tokenizer)
   docs = ["alpha beta gamma", "delta", "a much longer document " * 10]
-  wrap = pipeline.build_rows(docs, tok, 8, "wrap")
+  wrap = build_rows(docs, tok, 8, "wrap")
   stream = np.concatenate([[BOS_ID, *ids, EOS_ID] for ids in tok.encode(docs)])
   assert wrap.shape == (len(stream) // 8, 8)
   np.testing.assert_array_equal(wrap.ravel(), stream[: wrap.size])
-  pad = pipeline.build_rows(docs, tok, 8, "pad")
+  pad = build_rows(docs, tok, 8, "pad")
   assert pad.shape == (3, 8)
   ids = tok.encode(["delta"])[0]
   np.testing.assert_array_equal(pad[1], [BOS_ID, *ids, EOS_ID] + [PAD_ID] * (6 - len(ids)))
@@ -75,14 +76,14 @@ def test_wrap_and_pad_rows(shared_tokenizer):
 
 def test_token_rows_cached(tmp_path, config):
   tok = Tokenizer(config.data.tokenizer_path)
-  rows = pipeline.token_rows(config.data, "train", tok, str(tmp_path))
+  rows = token_rows(config.data, "train", tok, str(tmp_path))
   assert rows.shape[1] == 32 and rows.dtype == np.int32
-  again = pipeline.token_rows(config.data, "train", tok, str(tmp_path))
+  again = token_rows(config.data, "train", tok, str(tmp_path))
   assert isinstance(again, np.memmap)
   np.testing.assert_array_equal(rows, again)
   config.data.seq_len = 100_000
   with pytest.raises(UserError, match="fewer than seq_len"):
-    pipeline.token_rows(config.data, "validation", tok, str(tmp_path))
+    token_rows(config.data, "validation", tok, str(tmp_path))
 
 
 def test_global_batch_independent_of_process_count():
@@ -144,7 +145,7 @@ def test_tfds_source(tmp_path, config):
               tfds_validation_split="test", mode="pad")
   docs = list(corpus.documents(data, "validation"))
   assert len(docs) == 6 and docs[0].startswith("sentence number")
-  rows = pipeline.token_rows(data, "train", Tokenizer(data.tokenizer_path), str(tmp_path / "w"))
+  rows = token_rows(data, "train", Tokenizer(data.tokenizer_path), str(tmp_path / "w"))
   assert rows.shape == (30, 32)
   data.tfds_name = "not_prepared_here"
   with pytest.raises(UserError, match="not available"):
@@ -169,13 +170,13 @@ def test_prepared_array_record_rows_train(tmp_path, config):
   summary = prepare.prepare(config, out, rows_per_shard=50)
   assert len(summary["train"]["shards"]) > 1
   tok = Tokenizer(config.data.tokenizer_path)
-  cached = pipeline.token_rows(config.data, "train", tok, str(tmp_path / "w"))
+  cached = token_rows(config.data, "train", tok, str(tmp_path / "w"))
   config.data.prepared_dir = out
-  rows = pipeline.token_rows(config.data, "train", tok, str(tmp_path / "w"))
-  assert isinstance(rows, pipeline.ArrayRecordRows) and rows.shape == cached.shape
+  rows = token_rows(config.data, "train", tok, str(tmp_path / "w"))
+  assert isinstance(rows, ArrayRecordRows) and rows.shape == cached.shape
   np.testing.assert_array_equal(rows[3:7], cached[3:7])
   a = pipeline.ShuffledBatches(rows, 8, seed=3)[5]["tokens"]
   np.testing.assert_array_equal(a, pipeline.ShuffledBatches(cached, 8, seed=3)[5]["tokens"])
   config.data.seq_len = 16
   with pytest.raises(UserError, match="prepared with other settings seq_len: 32"):
-    pipeline.token_rows(config.data, "train", tok, str(tmp_path / "w"))
+    token_rows(config.data, "train", tok, str(tmp_path / "w"))

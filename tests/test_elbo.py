@@ -1,4 +1,4 @@
-"""NELBO math against exact references on tiny vocabularies (DESIGN.md §3)."""
+"""NELBO math against exact references on tiny vocabularies (docs/design.md §3, §4)."""
 
 import itertools
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dlm_jax import elbo
-from dlm_jax.kernels import interpolating
+from dlm_jax.kernels import family, markov, reference
 from tests.conftest import kernel_config, toy_kernels
 
 MARKOV = ["masking", "uniform", "semdlm_A", "semdlm_plus_uniform_A", "semdlm_plus_mask_A"]
@@ -40,11 +40,11 @@ def test_production_matches_dense_reference(kernels, name):
     z = kernel.sample_forward(jax.random.key(int(100 * t)), x, jnp.array([t]))
     logits = jnp.asarray(rng.normal(size=(1, 8, V)))
     prod = elbo.nelbo_integrand(kernel, logits, x, z, jnp.array([t]))
-    dense = jax.jit(jax.vmap(lambda lg, xi, zi: elbo.dense_integrand(
+    dense = jax.jit(jax.vmap(lambda lg, xi, zi: reference.integrand(
         kernel, jax.nn.softmax(lg), xi, zi, t)))(logits[0], x[0], z[0])
     np.testing.assert_allclose(prod[0], dense, rtol=1e-5, atol=1e-9)   # float32 sums over V
   for x in range(V):
-    np.testing.assert_allclose(kernel.prior_kl(jnp.array(x)), elbo.dense_prior_kl(kernel, x),
+    np.testing.assert_allclose(kernel.prior_kl(jnp.array(x)), reference.prior_kl(kernel, x),
                                rtol=1e-5, atol=1e-7)
 
 
@@ -71,14 +71,14 @@ def test_rates_generate_the_marginal(kernels, name):
   for t in (0.2, 0.6, 0.9):
     h = 1e-6
     for x in range(0, V, 3):
-      dq = (kernel.marginal(jnp.asarray(x), t + h) - kernel.marginal(jnp.asarray(x), t - h)) / (2 * h)
+      dq = (reference.marginal(kernel, jnp.asarray(x), t + h) - reference.marginal(kernel, jnp.asarray(x), t - h)) / (2 * h)
       if kernel.is_markov:
-        gen = kernel.markov_rates(t)
+        gen = reference.markov_rates(kernel, t)
       else:
-        g = kernel.jump_in_rates(x, t)
+        g = reference.jump_in_rates(kernel, x, t)
         gen = jnp.broadcast_to(g, (n, n)) * (1 - jnp.eye(n))
         gen = gen - jnp.diag(gen.sum(1))
-      np.testing.assert_allclose(dq, kernel.marginal(jnp.asarray(x), t) @ gen, atol=1e-6)
+      np.testing.assert_allclose(dq, reference.marginal(kernel, jnp.asarray(x), t) @ gen, atol=1e-6)
 
 
 def _toy_nelbo(kernel, p, x, n_quad=48):
@@ -87,7 +87,7 @@ def _toy_nelbo(kernel, p, x, n_quad=48):
   V, n = kernel.vocab_size, kernel.input_vocab_size
   nodes, weights = np.polynomial.legendre.leggauss(n_quad)
   ts = 0.5 * (nodes + 1)
-  q = np.asarray(jax.vmap(lambda t: kernel.marginal(jnp.arange(V), t))(jnp.asarray(ts)))
+  q = np.asarray(jax.vmap(lambda t: reference.marginal(kernel, jnp.arange(V), t))(jnp.asarray(ts)))
   post = p[None, :, None] * q                                     # (T, x', z): p(x') q(z|x')
   post = post / np.maximum(post.sum(1, keepdims=True), 1e-300)
   logits = jnp.asarray(np.log(np.maximum(post, 1e-300)).transpose(0, 2, 1))   # (T, z, x')
@@ -126,15 +126,15 @@ def test_bayes_optimal_nelbo_is_a_loose_bound_for_topk_kernels(toy, name):
 def test_mdlm_closed_form():
   """The general Markov integrand on the masking kernel == MDLM: 1/t-weighted NLL on masks."""
   V = 11
-  kernel = interpolating.make_kernel(kernel_config("masking", eps=1e-3), V)
+  kernel = family.make_kernel(kernel_config("masking", eps=1e-3), V)
   logits = jax.random.normal(jax.random.key(0), (2, 5, V))
   x = jax.random.randint(jax.random.key(1), (2, 5), 0, V)
   z = jnp.where(jnp.arange(5) % 2 == 0, kernel.mask_id, x)
   t = jnp.array([0.3, 0.8])
   nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), x[..., None], -1)[..., 0]
   mdlm = jnp.where(z == kernel.mask_id, nll / t[:, None], 0.0)     # log-linear: weight 1/t
-  np.testing.assert_allclose(elbo.masking_integrand(kernel, logits, x, z, t), mdlm, rtol=1e-6)
-  np.testing.assert_allclose(elbo.markov_integrand(kernel, logits, x, z, t), mdlm, rtol=1e-6)
+  np.testing.assert_allclose(markov.absorbing_integrand(kernel, logits, x, z, t), mdlm, rtol=1e-6)
+  np.testing.assert_allclose(markov.integrand(kernel, logits, x, z, t), mdlm, rtol=1e-6)
   np.testing.assert_allclose(kernel.prior_kl(x), 1e-3 * np.log(V), rtol=1e-6)
 
 
@@ -142,9 +142,9 @@ def test_udlm_duo_closed_form():
   """Uniform kernel == the UDLM/Duo closed form (Schiff et al. 2025; Sahoo et al. 2025):
   alpha'/(V alpha) [V/xb_i - V/xbt_i - sum_j (xb_j/xb_i) log(xbt_i xb_j / (xbt_j xb_i))],
   xb = V alpha x + (1 - alpha), xbt the same with the model's x_theta, i = z. The denoiser
-  x_hat(x') of DESIGN.md is x_theta(x') q_t(z|x') renormalised."""
+  x_hat(x') of docs/design.md is x_theta(x') q_t(z|x') renormalised."""
   V = 9
-  kernel = interpolating.make_kernel(kernel_config("uniform", eps=1e-3), V)
+  kernel = family.make_kernel(kernel_config("uniform", eps=1e-3), V)
   rng = np.random.default_rng(0)
   for t in (0.1, 0.45, 0.8):
     alpha = float(kernel.alpha(jnp.asarray(t)))
@@ -156,9 +156,9 @@ def test_udlm_duo_closed_form():
       i = z
       duo = dalpha / (V * alpha) * (V / xb[i] - V / xbt[i] - sum(
           xb[j] / xb[i] * np.log(xbt[i] * xb[j] / (xbt[j] * xb[i])) for j in range(V) if j != i))
-      q_z = np.asarray(kernel.marginal(jnp.arange(V), t))[:, z]
+      q_z = np.asarray(reference.marginal(kernel, jnp.arange(V), t))[:, z]
       x_hat = x_theta * q_z / np.sum(x_theta * q_z)
-      ours = elbo.markov_integrand(kernel, jnp.log(jnp.asarray(x_hat))[None, None],
+      ours = markov.integrand(kernel, jnp.log(jnp.asarray(x_hat))[None, None],
                                    jnp.array([[x]]), jnp.array([[z]]), jnp.array([t]))
       np.testing.assert_allclose(float(ours[0, 0]), duo, rtol=1e-5)
 
@@ -191,7 +191,7 @@ def test_forward_sampling_matches_marginal(kernels, name):
     for row, t in enumerate((0.3, 0.8)):
       freq = np.bincount(np.asarray(z[row]), minlength=n) / count
       # per-state binomial std <= 0.0036: 5 sigma
-      np.testing.assert_allclose(freq, kernel.marginal(jnp.asarray(x), t), atol=0.018)
+      np.testing.assert_allclose(freq, reference.marginal(kernel, jnp.asarray(x), t), atol=0.018)
 
 
 def test_ar_nll_shifts_targets():

@@ -1,4 +1,4 @@
-"""Preemption, crashes, corruption, NaNs, mismatched checkpoints and full disks (DESIGN.md §6)."""
+"""Preemption, crashes, corruption, NaNs, mismatched checkpoints and full disks."""
 
 import errno
 import glob
@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from dlm_jax import train
+from dlm_jax import training
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.errors import UserError
 
@@ -61,8 +61,8 @@ def test_sigterm_saves_and_resume_is_exact(tmp_path, corpus_glob, shared_tokeniz
 
   _constant_lr(config)
   config.train.num_steps = stopped + 3
-  _, resumed = train.train_and_evaluate(config, str(workdir))
-  _, straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+  _, resumed = training.train_and_evaluate(config, str(workdir))
+  _, straight = training.train_and_evaluate(config, str(tmp_path / "straight"))
   for a, b in zip(_leaves(resumed.params), _leaves(straight.params)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
@@ -76,7 +76,7 @@ def test_kill_9_during_checkpoint_write(tmp_path, corpus_glob, shared_tokenizer,
   assert glob.glob(str(workdir / "checkpoints" / "8.orbax-checkpoint-tmp*"))
   _constant_lr(config)
   config.train.num_steps = 12
-  _, state = train.train_and_evaluate(config, str(workdir))
+  _, state = training.train_and_evaluate(config, str(workdir))
   assert int(state.step) == 12 and _steps(workdir)[-1] == 12
 
 
@@ -85,7 +85,7 @@ def two_checkpoints(tmp_path, config):
   _constant_lr(config)
   config.train.num_steps = 8
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir)
+  training.train_and_evaluate(config, workdir)
   assert _steps(workdir) == [4, 8]
   return config, workdir
 
@@ -105,9 +105,9 @@ def test_corrupt_checkpoint_names_step_and_earlier_one(two_checkpoints):
   config.train.num_steps = 12
   with pytest.raises(UserError, match=r"checkpoint step 8 .* is unreadable .* the earlier "
                                       r"checkpoint 4 may be usable"):
-    train.train_and_evaluate(config, workdir)
+    training.train_and_evaluate(config, workdir)
   config.train.restore_fallback = True
-  history, state = train.train_and_evaluate(config, workdir)
+  history, state = training.train_and_evaluate(config, workdir)
   assert int(state.step) == 12
   assert [h["step"] for h in history if "train/loss" in h][0] == 5   # resumed from 4
 
@@ -120,9 +120,9 @@ def test_nonfinite_loss_stops_with_step_and_checkpoint(tmp_path, config):
   config.train.num_steps = 40
   with pytest.raises(FloatingPointError, match=r"non-finite .* at step \d+ \(update not "
                                                r"applied\); last good checkpoint: step"):
-    train.train_and_evaluate(config, str(tmp_path / "nan"))
+    training.train_and_evaluate(config, str(tmp_path / "nan"))
   config.train.nonfinite = "skip"
-  history, state = train.train_and_evaluate(config, str(tmp_path / "skip"))
+  history, state = training.train_and_evaluate(config, str(tmp_path / "skip"))
   assert int(state.step) == 40
   assert max(h.get("train/skipped_updates", 0) for h in history) > 0
 
@@ -132,14 +132,14 @@ def test_checkpoint_from_another_model_is_refused(two_checkpoints, monkeypatch):
   config.model.d_model = 48
   config.model.num_heads = 3
   with pytest.raises(UserError, match="does not match this config .*d_model"):
-    train.train_and_evaluate(config, workdir)
+    training.train_and_evaluate(config, workdir)
 
 
 def test_unwritable_workdir(tmp_path, config):
   blocker = tmp_path / "file"
   blocker.write_text("not a directory")
   with pytest.raises(UserError, match="cannot create workdir"):
-    train.train_and_evaluate(config, str(blocker / "run"))
+    training.train_and_evaluate(config, str(blocker / "run"))
 
 
 def test_full_disk_keeps_last_complete_checkpoint(tmp_path, config, monkeypatch):
@@ -155,5 +155,5 @@ def test_full_disk_keeps_last_complete_checkpoint(tmp_path, config, monkeypatch)
   workdir = str(tmp_path / "full")
   with pytest.raises(UserError, match=r"could not write the checkpoint for step 8 .*No space "
                                       r"left on device.*last complete checkpoint is step 4"):
-    train.train_and_evaluate(config, workdir)
+    training.train_and_evaluate(config, workdir)
   assert _steps(workdir) == [4]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from dlm_jax.kernels import interpolating
+from dlm_jax.kernels import family, reference
 from dlm_jax.models.transformer import Transformer, TransformerConfig
 from dlm_jax.samplers import reverse, unmasking
 from tests.conftest import kernel_config, toy_kernels
@@ -23,13 +23,13 @@ def dense_transition(kernel, x, s, t):
   """(n, n) P[y, z] = q(z_t = z | z_s = y, x) over all states, from definitions only.
 
   Markov kernels: expm of the integrated generator (the components commute: N is a
-  doubly-stochastic partition matrix, the mask absorbs). Top-k: DESIGN.md §3's
+  doubly-stochastic partition matrix, the mask absorbs). Top-k: docs/design.md §5's
   alpha_{t|s} delta + (q_t - alpha_{t|s} q_s)(. | x)."""
   n = kernel.input_vocab_size
   if not kernel.is_markov:
     a_ts = float(kernel.alpha(t) / kernel.alpha(s))
-    q_t = np.asarray(kernel.marginal(x, t), np.float64)
-    q_s = np.asarray(kernel.marginal(x, s), np.float64)
+    q_t = np.asarray(reference.marginal(kernel, x, t), np.float64)
+    q_s = np.asarray(reference.marginal(kernel, x, s), np.float64)
     return a_ts * np.eye(n) + (q_t - a_ts * q_s)[None, :]
   def jump(matrix_real, to_mask=False):
     m = np.zeros((n, n))
@@ -41,7 +41,7 @@ def dense_transition(kernel, x, s, t):
         m[V, V] = 1.0
     return m - np.eye(n)
   gen = np.zeros((n, n))
-  for sched, matrix, to_mask in ((kernel.sem, np.asarray(kernel.dense_neighbours()), False),
+  for sched, matrix, to_mask in ((kernel.sem, np.asarray(reference.neighbours(kernel)), False),
                                  (kernel.glob, np.full((V, V), 1.0 / V), False),
                                  (kernel.mask, None, True)):
     if sched is not None:
@@ -51,8 +51,8 @@ def dense_transition(kernel, x, s, t):
 
 def dense_step(kernel, probs, z, s, t, eta=0.0, probs_unrestricted=None):
   """p(z_s | z_t = z) = sum_x x_hat_C(z)(x) q(z_s | z_t, x) (+ eta's re-noising)."""
-  q_t = np.asarray(kernel.marginal(jnp.arange(V), t), np.float64)      # (V, n)
-  q_s = np.asarray(kernel.marginal(jnp.arange(V), s), np.float64)
+  q_t = np.asarray(reference.marginal(kernel, jnp.arange(V), t), np.float64)      # (V, n)
+  q_s = np.asarray(reference.marginal(kernel, jnp.arange(V), s), np.float64)
   cand = q_t[:, z] > 0
   x_hat = np.where(cand, probs, 0.0)
   x_hat /= x_hat.sum()
@@ -84,8 +84,8 @@ def test_dense_transition_is_consistent_with_marginals():
   """q_s(.|x) P_{s->t} = q_t(.|x) for every kernel: the references are right."""
   for name, kernel in KERNELS.items():
     for x in range(V):
-      q_s = np.asarray(kernel.marginal(x, S_STEP), np.float64)
-      q_t = np.asarray(kernel.marginal(x, T_STEP), np.float64)
+      q_s = np.asarray(reference.marginal(kernel, x, S_STEP), np.float64)
+      q_t = np.asarray(reference.marginal(kernel, x, T_STEP), np.float64)
       np.testing.assert_allclose(q_s @ dense_transition(kernel, x, S_STEP, T_STEP), q_t,
                                  atol=1e-6, err_msg=name)
 
@@ -112,7 +112,7 @@ def test_semdlm_plus_controls_one_step(name):
   kernel = KERNELS[name]
   n, eta, rho = 60_000, 0.3, 2.0
   probs = np.random.default_rng(2).dirichlet(np.ones(V))
-  dense_n = np.asarray(kernel.dense_neighbours(), np.float64)
+  dense_n = np.asarray(reference.neighbours(kernel), np.float64)
   opts = reverse.SamplerOptions(eta=eta, rho=rho)
   for state in _states(kernel):
     z = jnp.full((n, 1), state)
@@ -130,7 +130,7 @@ def test_frequency_penalty_counts_tokens_and_neighbours():
   z = jnp.array([[0, 0, 3, kernel.mask_id if kernel.has_mask else 1]])
   f = np.asarray(reverse.frequency_penalty(kernel, z))[0]
   counts = np.bincount(np.asarray(z[0]), minlength=V)[:V]
-  expected = (counts + np.asarray(kernel.dense_neighbours()) @ counts) / 4
+  expected = (counts + np.asarray(reference.neighbours(kernel)) @ counts) / 4
   np.testing.assert_allclose(f, expected, rtol=1e-6)
 
 
@@ -151,7 +151,7 @@ class _Oracle(nn.Module):
 
   def __call__(self, z, t=None):
     p = jnp.asarray(self.joint)                           # (V, V)
-    lik = self.kernel.marginal(jnp.arange(self.joint.shape[0]), t[:, None])  # (B, V, n)
+    lik = reference.marginal(self.kernel, jnp.arange(self.joint.shape[0]), t[:, None])  # (B, V, n)
     def one(row, q):
       post = p * q[:, row[0]][:, None] * q[:, row[1]][None, :]
       post = post / post.sum()
@@ -232,7 +232,7 @@ def _tiny_model(vocab_in, vocab_out, time_conditioning=False):
 
 
 def _masking(Vm, eps=1e-3):
-  return interpolating.make_kernel(kernel_config("masking", eps=eps), Vm)
+  return family.make_kernel(kernel_config("masking", eps=eps), Vm)
 
 
 def test_cache_is_exact_and_saves_calls():

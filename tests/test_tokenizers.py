@@ -7,9 +7,9 @@ import importlib.util
 import numpy as np
 import pytest
 
-from dlm_jax.data import pipeline
 from dlm_jax.data.tokenizer import GPT2Tokenizer, WordPieceTokenizer, load_tokenizer
 from dlm_jax.errors import UserError
+from dlm_jax.data.rows import build_rows
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_wordpiece_from_local_file(vocab_file):
 
 def test_rows_use_the_tokenizers_specials(vocab_file):
   tok = WordPieceTokenizer(vocab_file)
-  rows = pipeline.build_rows(["hello world", "unaffable"], tok, 6, "pad")
+  rows = build_rows(["hello world", "unaffable"], tok, 6, "pad")
   np.testing.assert_array_equal(rows, [[2, 5, 6, 3, 0, 0], [2, 9, 10, 11, 3, 0]])
 
 

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from dlm_jax import evaluate, experiment, sample, train
+from dlm_jax import evaluation, generation, training
 from dlm_jax.samplers import reverse
 
 
@@ -27,10 +27,10 @@ def test_resume_is_exact(tmp_path, config):
   config.train.log_every = 4
   config.train.eval_every = 100
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  _, state_a = train.train_and_evaluate(config, straight)
-  _, first = train.train_and_evaluate(config, resumed, stop_after=4)
+  _, state_a = training.train_and_evaluate(config, straight)
+  _, first = training.train_and_evaluate(config, resumed, stop_after=4)
   assert int(first.step) == 4
-  _, state_b = train.train_and_evaluate(config, resumed)
+  _, state_b = training.train_and_evaluate(config, resumed)
   assert int(state_b.step) == 8
   for a, b in zip(_leaves(state_a.params), _leaves(state_b.params)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
@@ -48,7 +48,7 @@ def test_train_learns_then_evaluate_and_sample(tmp_path, config):
   config.train.grad_noise_every = 30
   config.train.loss_profile_batches = 1
   config.optim.ema_decay = 0.5
-  history, _ = train.train_and_evaluate(config, workdir)
+  history, _ = training.train_and_evaluate(config, workdir)
   val = [h["val/nelbo_bits_per_token"] for h in history if "val/nelbo_bits_per_token" in h]
   # Diagnostics for the kernel report: gradient noise at steps 0 and 30, a per-t profile at
   # each evaluation (finite, positive: the integrand is a KL-type term).
@@ -62,12 +62,12 @@ def test_train_learns_then_evaluate_and_sample(tmp_path, config):
   assert os.path.exists(os.path.join(workdir, "metrics.jsonl"))
   assert os.listdir(os.path.join(workdir, "tensorboard"))
 
-  report = evaluate.evaluate(workdir, max_batches=4)
+  report = evaluation.evaluate(workdir, max_batches=4)
   assert report["step"] == 60 and report["kernel"] == "masking"
   assert report["bits_per_token"] < 8.0
   np.testing.assert_allclose(report["perplexity_bound"], np.exp(report["nats_per_token"]))
 
-  texts, tokens, info = sample.generate(workdir, 2, reverse.SamplerOptions(steps=16), prompt="the")
+  texts, tokens, info = generation.generate(workdir, 2, reverse.SamplerOptions(steps=16), prompt="the")
   assert tokens.shape == (2, 32) and len(texts) == 2
   assert (tokens < 256).all()                       # no mask left
   assert all(t.startswith("<s>the") for t in texts)
@@ -79,15 +79,15 @@ def test_autoregressive_baseline_learns(tmp_path, config):
   config.train.num_steps = 30
   config.train.eval_every = 30
   config.optim.ema_decay = 0.5
-  history, _ = train.train_and_evaluate(config, str(tmp_path / "ar"))
+  history, _ = training.train_and_evaluate(config, str(tmp_path / "ar"))
   val = [h["val/nelbo_bits_per_token"] for h in history if "val/nelbo_bits_per_token" in h]
   assert val[-1] < val[0] - 1.0
-  report = evaluate.evaluate(str(tmp_path / "ar"), max_batches=2)
+  report = evaluation.evaluate(str(tmp_path / "ar"), max_batches=2)
   assert report["kernel"] == "autoregressive" and "perplexity" in report
 
   # The quality evaluation, with the AR model sampling and judging itself.
   ar = str(tmp_path / "ar")
-  quality = evaluate.sample_quality(ar, 4, [8], reverse.SamplerOptions(), judge=ar,
+  quality = evaluation.sample_quality(ar, 4, [8], reverse.SamplerOptions(), judge=ar,
                                     prompt_tokens=4, batch_size=4)
   data, samples = quality["results"]
   assert data["name"] == "data" and samples["steps"] == 8
@@ -96,13 +96,13 @@ def test_autoregressive_baseline_learns(tmp_path, config):
     assert 0 < row["distinct_1"] <= 1 and 0 <= row["basin_share"] <= 1
   # Its own samples are likelier under itself than the real rows are.
   assert samples["gen_ppl"] < data["gen_ppl"]
-  assert "| autoregressive | 8 |" in evaluate.quality_markdown(quality)
+  assert "| autoregressive | 8 |" in evaluation.quality_markdown(quality)
 
 
 def test_gradient_accumulation_runs(tmp_path, config):
   config.optim.grad_accum_steps = 2
   config.train.num_steps = 3
-  history, state = train.train_and_evaluate(config, str(tmp_path / "acc"))
+  history, state = training.train_and_evaluate(config, str(tmp_path / "acc"))
   assert int(state.step) == 3
   assert np.isfinite([h["train/loss"] for h in history if "train/loss" in h]).all()
 
@@ -121,9 +121,9 @@ def test_other_kernels_train_and_report(tmp_path, config, name, neighbors, globa
   config.train.num_steps = 4
   config.train.eval_every = 4
   workdir = str(tmp_path / name)
-  history, _ = train.train_and_evaluate(config, workdir)
+  history, _ = training.train_and_evaluate(config, workdir)
   val = [h["val/nelbo_bits_per_token"] for h in history if "val/nelbo_bits_per_token" in h]
   assert len(val) == 2 and np.isfinite(val).all()
-  report = evaluate.evaluate(workdir, max_batches=1)
+  report = evaluation.evaluate(workdir, max_batches=1)
   assert report["kernel"] == name and report["structure"] == neighbors
   assert ("loose" in report["what"]) == (neighbors == "topk")

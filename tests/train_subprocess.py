@@ -19,7 +19,7 @@ flags.FLAGS.mark_as_parsed()
 
 import grain  # noqa: E402
 
-from dlm_jax import train  # noqa: E402
+from dlm_jax import training# noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def main():
           os.kill(os.getpid(), signal.SIGKILL)
         return original(self, directory, *args, **kwargs)
       grain.checkpoint.CheckpointHandler.save = save
-  train.train_and_evaluate(config, workdir)
+  training.train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":

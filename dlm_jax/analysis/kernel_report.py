@@ -1,4 +1,5 @@
-r"""Compare kernels' training dynamics from their workdirs (the first seeds' three factors).
+r"""Compare kernels' training dynamics from their workdirs (the three kernel
+factors of the SemDLM analysis, docs/design.md §6).
 
   python -m dlm_jax.analysis.kernel_report \
       --runs=masking=workdirs/qs_masking,uniform=workdirs/qs_uniform,... \
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from dlm_jax import cli, experiment, parallel, reports, train
+from dlm_jax import cli, evaluation, experiment, objectives, parallel, reports
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.errors import UserError
 from dlm_jax.samplers import reverse
@@ -71,7 +72,7 @@ def _denoising_ce(exp, params, x, z, t):
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
   ce = -jnp.take_along_axis(logp, x[..., None], -1)[..., 0]
   kernel = exp.kernel
-  only_masked = kernel.has_mask and kernel.sem is None and kernel.glob is None
+  only_masked = kernel.is_absorbing
   where = (z == kernel.mask_id) if only_masked else jnp.ones_like(ce, bool)
   return jnp.sum(jnp.where(where, ce, 0.0)), jnp.sum(where)
 
@@ -109,8 +110,7 @@ def exposure_bias(exp, params, batches, times, n_steps: int, seed: int = 0):
 
 def analyse(name, workdir, n_batches, batch_size, exposure_t, exposure_steps):
   exp, ema, last = experiment.restore(workdir)
-  if exp.kernel is None:
-    raise UserError(f"{name}: {workdir} is autoregressive; the report compares diffusion kernels")
+  objectives.require_diffusion(exp.objective, "the kernel report")
   cfg = exp.config
   train_batches = [parallel.global_batch(b, exp.mesh)
                    for b in _batches(exp.rows("train"), batch_size, n_batches)]
@@ -128,11 +128,11 @@ def analyse(name, workdir, n_batches, batch_size, exposure_t, exposure_steps):
                   "grad_signal_sq": signal, "grad_noise_trace": trace,
                   "grad_noise_scale": trace / signal})
   ckpt.close()
-  profile = train.loss_profile(exp, exp.jit_loss_at_times(), ema, exp.rows("validation"),
-                               batch_size, n_batches, seed=0)
+  profile = evaluation.loss_profile(exp, exp.jit_loss_at_times(), ema, exp.rows("validation"),
+                                    batch_size, n_batches, seed=0)
   return {
-      "name": name, "workdir": os.path.abspath(workdir), "kernel": exp.kernel.name,
-      "structure": exp.kernel.structure, "step": last,
+      "name": name, "workdir": os.path.abspath(workdir), **exp.objective.describe(),
+      "step": last,
       "nelbo_curve": _nelbo_curve(workdir, cfg.train.batch_size * cfg.data.seq_len),
       "grad_noise": noise,
       "loss_at_t": {k.split("/")[-1]: v for k, v in profile.items()},

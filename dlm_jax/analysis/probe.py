@@ -1,4 +1,5 @@
-r"""Position-decay probe and the marginal trap (the second seed), on a trained checkpoint.
+r"""Position-decay probe and the marginal trap on a trained checkpoint (after *The Role of
+Discreteness in Diffusion LLMs*).
 
   python -m dlm_jax.analysis.probe --workdir=workdirs/qs_masking --judge=workdirs/qs_ar \
       [--num_prompts=32] [--prompt_tokens=16] [--masks=64] [--output=docs/probe_masking]
@@ -27,10 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from dlm_jax import cli, evaluate, experiment, reports
-from dlm_jax.data import pipeline
+from dlm_jax import cli, evaluation, experiment, objectives, reports
 from dlm_jax.errors import UserError
 from dlm_jax.samplers.reverse import draw_tokens
+from dlm_jax.data.rows import unigram_counts
 
 
 def define_flags():
@@ -59,7 +60,7 @@ def position_decay(exp, params, prompts, masks: int, top_k: int, seed: int):
   z = _noised_inputs(exp, prompts, masks, jax.random.key(seed))
   logits = exp.model.apply({"params": params}, z, jnp.ones((n,), jnp.float32))
   probs = np.asarray(jax.nn.softmax(logits[:, P:].astype(jnp.float32), -1), np.float64)
-  counts = pipeline.unigram_counts(exp.config.data, exp.tokenizer, exp.workdir)
+  counts = unigram_counts(exp.config.data, exp.tokenizer, exp.workdir)
   frequent = np.argsort(-np.asarray(counts))[:10]
   entropy = -(probs * np.log(np.maximum(probs, 1e-30))).sum(-1).mean(0)
   mean_probs = probs.mean(0)                                          # (M, V)
@@ -95,7 +96,7 @@ def marginal_trap(exp, params, judge_run, prompts, masks: int, sizes, seed: int)
             "one_at_a_time": seq[:, : P + n]}
     result = {}
     for name, r in rows.items():
-      total, count = evaluate.judge_nll(judge_run[0], judge_run[1], np.asarray(r),
+      total, count = evaluation.judge_nll(judge_run[0], judge_run[1], np.asarray(r),
                                         exp.tokenizer, score_from=P)
       result[f"{name}_judge_nll"] = total / count
     result["gap_nats_per_token"] = result["parallel_judge_nll"] - result["one_at_a_time_judge_nll"]
@@ -105,8 +106,7 @@ def marginal_trap(exp, params, judge_run, prompts, masks: int, sizes, seed: int)
 
 def probe(workdir, judge, num_prompts, prompt_tokens, masks, top_k, trap_sizes, seed):
   exp, params, step = experiment.restore(workdir)
-  if exp.kernel is None:
-    raise UserError(f"{workdir} holds an autoregressive model; the probe needs a diffusion one")
+  kernel = objectives.require_diffusion(exp.objective, "the probe")
   if prompt_tokens + masks > exp.config.data.seq_len:
     raise UserError(f"--prompt_tokens + --masks = {prompt_tokens + masks} exceeds the trained "
                     f"seq_len {exp.config.data.seq_len}")
@@ -115,11 +115,11 @@ def probe(workdir, judge, num_prompts, prompt_tokens, masks, top_k, trap_sizes, 
     raise UserError(f"the validation split has only {len(rows)} rows")
   rows[:, 0] = exp.tokenizer.bos_id
   prompts = rows[:, :prompt_tokens]
-  report = {"workdir": os.path.abspath(workdir), "step": step, "kernel": exp.kernel.name,
-            "structure": exp.kernel.structure, "num_prompts": num_prompts,
+  report = {"workdir": os.path.abspath(workdir), "step": step, **exp.objective.describe(),
+            "num_prompts": num_prompts,
             "prompt_tokens": prompt_tokens, "masks": masks,
             "decay": position_decay(exp, params, prompts, masks, top_k, seed)}
-  if judge and exp.kernel.has_mask:
+  if judge and kernel.has_mask:
     judge_run = experiment.restore(judge)
     report["marginal_trap"] = marginal_trap(exp, params, judge_run, prompts, masks,
                                             [int(s) for s in trap_sizes], seed)

@@ -21,7 +21,7 @@ from absl import app, flags
 from dlm_jax import reports
 from dlm_jax.analysis import synthetic
 
-LAWS = ("ancestral", "fixed", "random")
+from dlm_jax.samplers.unmasking import LAWS  # noqa: E402
 
 
 def define_flags():

@@ -1,5 +1,6 @@
 """Synthetic sequence distributions with exact conditionals, and the exact output law of the
-masking sampler driven by the oracle denoiser (the third seed's setting; DESIGN.md §4).
+masking sampler driven by the oracle denoiser (the setting of work on distribution-agnostic unmasking schedules;
+docs/design.md §6).
 
 A distribution is a dense array p of shape (V,) * L (small V, L). Its dependence is
 summarised by

@@ -8,6 +8,7 @@ documents (files sorted by name), the way MDLM holds out the tail of OWT.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import re
@@ -16,6 +17,8 @@ from typing import Iterator
 from dlm_jax.errors import UserError
 
 SPLITS = ("train", "validation")
+SOURCES = ("quickstart", "files", "tfds")
+TEXT_UNITS = ("file", "paragraph", "line")
 
 
 def quickstart_corpus_dir() -> str:
@@ -40,13 +43,34 @@ def _split_units(text: str, unit: str) -> list[str]:
     return [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
   if unit == "line":
     return [l.strip() for l in text.splitlines() if l.strip()]
-  raise UserError(f"data.text_unit must be 'file', 'paragraph' or 'line', got {unit!r}")
+  raise UserError(f"data.text_unit must be one of {list(TEXT_UNITS)}, got {unit!r}")
+
+
+def _paths(pattern: str) -> list[str]:
+  return sorted(p for part in pattern.split(",") for p in glob.glob(os.path.expanduser(part.strip()),
+                                                                    recursive=True))
+
+
+def fingerprint(data_cfg) -> str:
+  """A hash of the corpus files a config reads (absolute names, sizes, modification times);
+  for TFDS, of the dataset name, data_dir and splits (prepared datasets are versioned)."""
+  if data_cfg.source in ("quickstart", "files"):
+    patterns = [quickstart_pattern() if data_cfg.source == "quickstart" else data_cfg.train_pattern,
+                data_cfg.validation_pattern]
+    stats = []
+    for path in (p for pattern in patterns if pattern for p in _paths(pattern)):
+      st = os.stat(path)
+      stats.append((os.path.abspath(path), st.st_size, st.st_mtime_ns))
+    described = stats
+  else:
+    described = [data_cfg.source, data_cfg.tfds_name, data_cfg.tfds_data_dir,
+                 data_cfg.tfds_train_split, data_cfg.tfds_validation_split]
+  return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
 
 
 def read_text_files(pattern: str, text_unit: str, text_field: str) -> list[str]:
   """Documents from files matching a glob: `.txt` split by `text_unit`, `.jsonl` one per line."""
-  paths = sorted(p for part in pattern.split(",") for p in glob.glob(os.path.expanduser(part.strip()),
-                                                                     recursive=True))
+  paths = _paths(pattern)
   if not paths:
     raise UserError(f"no files match data pattern {pattern!r}")
   docs = []
@@ -94,7 +118,7 @@ def documents(data_cfg, split: str) -> Iterator[str] | list[str]:
     return _holdout(docs, split, data_cfg.validation_fraction)
   if source == "tfds":
     return _tfds_documents(data_cfg, split)
-  raise UserError(f"unknown data.source {source!r}; expected 'quickstart', 'files' or 'tfds'")
+  raise UserError(f"unknown data.source {source!r}; expected one of {list(SOURCES)}")
 
 
 def _tfds_documents(data_cfg, split: str) -> Iterator[str]:

@@ -22,8 +22,10 @@ from absl import flags
 from ml_collections import config_flags
 
 from dlm_jax import cli, configuration
-from dlm_jax.data import corpus, pipeline
+from dlm_jax.data import corpus
 from dlm_jax.errors import UserError
+from dlm_jax.data.tokenizer import get_tokenizer
+from dlm_jax.data.rows import iter_rows
 
 
 def define_flags():
@@ -39,12 +41,12 @@ def prepare(config, output_dir: str, workdir: str = "", rows_per_shard: int = 10
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   configuration.validate_config(config)
   os.makedirs(output_dir, exist_ok=True)
-  tokenizer = pipeline.get_tokenizer(config.data, workdir or output_dir)
+  tokenizer = get_tokenizer(config.data, workdir or output_dir)
   d = config.data
   summary = {}
   for split in splits:
     start, shards, rows, writer = time.time(), [], 0, None
-    for row in pipeline.iter_rows(corpus.documents(d, split), tokenizer, d.seq_len, d.mode):
+    for row in iter_rows(corpus.documents(d, split), tokenizer, d.seq_len, d.mode):
       if rows % rows_per_shard == 0:
         if writer is not None:
           writer.close()

@@ -4,7 +4,7 @@ Every tokenizer exposes `vocab_size`, `pad_id`, `bos_id`, `eos_id`,
 `special_ids`, `encode`, `decode` and `fingerprint()` (a hash of its vocabulary
 that caches, neighbour tables and checkpoints carry). A kernel that needs a
 mask token uses the extra id V (= vocab_size), outside the tokenizer
-(DESIGN.md §3).
+(docs/design.md §1).
 
 - SentencePiece models trained here fix PAD = 0, UNK = 1, BOS = 2, EOS = 3.
 - GPT-2 BPE (tiktoken, from a local `gpt2.tiktoken` file): BOS = EOS =
@@ -22,8 +22,11 @@ import os
 import tempfile
 from typing import Iterable, Iterator, Sequence
 
+import jax
 import sentencepiece as spm
+from jax.experimental import multihost_utils
 
+from dlm_jax.data import corpus
 from dlm_jax.errors import UserError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -277,6 +280,7 @@ class WordPieceTokenizer:
     return " ".join(words)
 
 
+SENTENCEPIECE_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 TOKENIZERS = {"sentencepiece": SentencePieceTokenizer, "gpt2": GPT2Tokenizer,
               "bert": WordPieceTokenizer}
 
@@ -285,3 +289,28 @@ def load_tokenizer(kind: str, path: str):
   if kind not in TOKENIZERS:
     raise UserError(f"data.tokenizer must be one of {sorted(TOKENIZERS)}, got {kind!r}")
   return TOKENIZERS[kind](path)
+
+
+def tokenizer_path(data_cfg, workdir: str) -> str:
+  """SentencePiece default: <workdir>/tokenizer.model; field tokenizers: their file (or the
+  copy found in an installed package when empty)."""
+  if data_cfg.tokenizer != "sentencepiece":
+    return data_cfg.tokenizer_path
+  return data_cfg.tokenizer_path or os.path.join(workdir, "tokenizer.model")
+
+
+def get_tokenizer(data_cfg, workdir: str, process_index: int = 0):
+  """Loads the configured tokenizer; a missing SentencePiece model is trained into the workdir."""
+  path = tokenizer_path(data_cfg, workdir)
+  if data_cfg.tokenizer != "sentencepiece":
+    return load_tokenizer(data_cfg.tokenizer, path)
+  if not os.path.exists(path):
+    if not data_cfg.train_tokenizer_if_missing:
+      raise UserError(f"tokenizer file not found: {path} (set data.train_tokenizer_if_missing=True "
+                      "or run `python -m dlm_jax.data.train_tokenizer`)")
+    if process_index == 0:
+      train_sentencepiece(corpus.documents(data_cfg, "train"), path, data_cfg.vocab_size,
+                          data_cfg.tokenizer_model_type)
+    if jax.process_count() > 1:  # the others wait for process 0's file (shared workdir)
+      multihost_utils.sync_global_devices("dlm_jax:tokenizer")
+  return SentencePieceTokenizer(path)

@@ -15,9 +15,10 @@ from absl import flags
 from ml_collections import config_flags
 
 from dlm_jax import cli, configuration
-from dlm_jax.data import corpus, pipeline
+from dlm_jax.data import corpus
 from dlm_jax.data.tokenizer import train_sentencepiece
 from dlm_jax.errors import UserError
+from dlm_jax.data.tokenizer import tokenizer_path
 
 
 def define_flags():
@@ -28,7 +29,7 @@ def define_flags():
 
 def train(config, workdir: str, overwrite: bool = False) -> str:
   configuration.validate_config(config)
-  path = pipeline.tokenizer_path(config.data, workdir)
+  path = tokenizer_path(config.data, workdir)
   if os.path.exists(path) and not overwrite:
     raise UserError(f"{path} exists; pass --overwrite to replace it (its data caches and "
                     "checkpoints would no longer match)")

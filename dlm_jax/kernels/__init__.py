@@ -1,3 +1,5 @@
-"""Transition kernels of the interpolating family (DESIGN.md §3)."""
+"""Transition kernels: schedules, the family and its registry (family.py), one module per
+structure (markov.py, topk.py), neighbour tables (neighbors.py), dense references for tests
+(reference.py)."""
 
-from dlm_jax.kernels.interpolating import make_kernel  # noqa: F401
+from dlm_jax.kernels.family import KERNELS, Kernel, make_kernel  # noqa: F401

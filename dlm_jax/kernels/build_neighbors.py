@@ -18,8 +18,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from dlm_jax import cli, configuration
-from dlm_jax.data import pipeline
-from dlm_jax.kernels import assets, neighbors
+from dlm_jax import assets
+from dlm_jax.kernels import neighbors
+from dlm_jax.data.tokenizer import get_tokenizer
 
 
 def define_flags():
@@ -31,7 +32,7 @@ def define_flags():
 
 def inspect(config, workdir: str, words=(), rebuild: bool = False) -> dict:
   configuration.validate_config(config)
-  tokenizer = pipeline.get_tokenizer(config.data, workdir)
+  tokenizer = get_tokenizer(config.data, workdir)
   path = assets.table_path(config, tokenizer, workdir)
   if rebuild and os.path.exists(path):
     os.remove(path)

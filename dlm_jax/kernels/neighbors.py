@@ -1,4 +1,4 @@
-"""Semantic neighbourhood tables (DESIGN.md §3), built from token embeddings.
+"""Semantic neighbourhood tables (docs/design.md §2), built from token embeddings.
 
 Embeddings come from (a) the training corpus: co-occurrence counts in a window,
 positive PMI with context smoothing 0.75, randomized truncated SVD (sparse,

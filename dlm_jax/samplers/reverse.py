@@ -1,10 +1,11 @@
-"""Reverse-process samplers for every kernel of the family (DESIGN.md §3, "Sampling").
+"""Reverse-process samplers for every kernel of the family (docs/design.md §5).
 
 One reverse step from t to s < t, per position:
   1. x ~ x_hat, the denoiser's distribution restricted to the candidates
      C(z_t) = {x : q_t(z_t | x) > 0} (after temperature, the semantic-frequency
      penalty and top-p);
-  2. z_s ~ q(z_s | z_t, x) ∝ q(z_t | z_s, x) q_s(z_s | x), exactly (`posterior_sample`).
+  2. z_s ~ q(z_s | z_t, x) ∝ q(z_t | z_s, x) q_s(z_s | x), exactly (the structure's
+     `posterior_sample`, kernels/markov.py or kernels/topk.py).
 Drawing x and then z_s samples the model's reverse mixture sum_x x_hat(x) q(z_s | z_t, x)
 exactly; nothing is O(V^2), the posterior draw is O(k) per position.
 
@@ -66,7 +67,7 @@ def check_options(opts: SamplerOptions, kernel, length: int):
   if opts.unmasking not in unmasking.LAWS:
     raise UserError(f"unmasking must be one of {list(unmasking.LAWS)}, got {opts.unmasking!r}")
   if opts.unmasking != "ancestral":
-    if kernel.name != "masking":
+    if not kernel.is_absorbing:
       raise UserError(f"unmasking={opts.unmasking!r} needs the masking kernel; this model uses "
                       f"{kernel.name!r} (use unmasking='ancestral')")
     if opts.eta > 0:
@@ -76,34 +77,16 @@ def check_options(opts: SamplerOptions, kernel, length: int):
 
 
 # ---------------------------------------------------------------------------- step pieces
-def candidates(kernel, z, t):
-  """C(z) = {x : q_t(z | x) > 0} as a (B, L, V) mask (all of V where z is the mask)."""
-  V = kernel.vocab_size
-  _, B, C, _ = kernel.coefficients(t)
-  masked = z == kernel.mask_id
-  zr = jnp.where(masked, 0, z)
-  vocab = jnp.arange(V)
-  cand = (vocab == zr[..., None]) | (C > 0) | masked[..., None]
-  if kernel.structure == "partition":
-    cand |= (B > 0) & (kernel.cluster[None, None, :] == kernel.cluster[zr][..., None])
-  elif kernel.structure == "topk":
-    src = kernel.in_ids[zr]                                              # x with z in N_x
-    hits = jnp.zeros(z.shape + (V + 1,), bool).at[
-        jnp.arange(z.shape[0])[:, None, None], jnp.arange(z.shape[1])[None, :, None],
-        jnp.where(src >= 0, src, V)].set(True)[..., :V]
-    cand |= (B > 0) & hits
-  return cand
-
-
 def frequency_penalty(kernel, z):
-  """f(x) of DESIGN.md §3 per sequence: (B, V), from the real tokens of z (B, L)."""
+  """f(x) of docs/design.md §5 per sequence: (B, V), from the real tokens of z (B, L)."""
   V, (batch, length) = kernel.vocab_size, z.shape
   counts = jnp.zeros((batch, V + 1)).at[jnp.arange(batch)[:, None],
                                         jnp.where(z < V, z, V)].add(1.0)[:, :V]
   f = counts
-  if kernel.ids is not None:
-    nb = jnp.take(counts, jnp.where(kernel.ids >= 0, kernel.ids, 0), axis=1)  # (B, V, k)
-    f = f + jnp.sum(jnp.where(kernel.ids >= 0, kernel.weights * nb, 0.0), -1)
+  if kernel.table is not None:
+    ids, weights = kernel.table.ids, kernel.table.weights
+    nb = jnp.take(counts, jnp.where(ids >= 0, ids, 0), axis=1)                # (B, V, k)
+    f = f + jnp.sum(jnp.where(ids >= 0, weights * nb, 0.0), -1)
   return f / length
 
 
@@ -129,75 +112,6 @@ def draw_tokens(key, logits, allowed, top_p: float = 1.0, gumbel=None):
   return jnp.argmax(logits + gumbel, axis=-1)
 
 
-def _component_alpha(schedule, t):
-  return jnp.ones_like(t) if schedule is None else schedule.alpha(t)
-
-
-def posterior_sample(kernel, key, z, x, t, s):
-  """z_s ~ q(z_s | z_t = z, x) for scalar times s < t; x must be a candidate of z."""
-  if kernel.structure == "topk":
-    return _posterior_topk(kernel, key, z, x, t, s)
-  return _posterior_markov(kernel, key, z, x, t, s)
-
-
-def _posterior_markov(kernel, key, z, x, t, s):
-  """Masking / uniform / partition (A): q(z_t | z_s) is the marginal's closed form with rate
-  increments s_c(t) - s_c(s) (A1, B1, C1, kappa1 below). For real z_t the posterior over real
-  z_s is the mixture  A1 q~_s(z|x) [z_s = z] + B1/n q~_s(z_s|x) [c(z_s) = c(z)]
-  + C1/V q~_s(z_s|x); for z_t = m it keeps the mask w.p. (1 - kappa_s) / (1 - kappa_t) and
-  otherwise draws z_s ~ q~_s(. | x)."""
-  V = kernel.vocab_size
-  As, Bs, Cs, kap_s = kernel.coefficients(s)
-  _, _, _, kap_t = kernel.coefficients(t)
-  step = lambda sch: _component_alpha(sch, t) / _component_alpha(sch, s)
-  a_sem, a_glob = step(kernel.sem), step(kernel.glob)
-  A1, B1, C1 = a_sem * a_glob, (1.0 - a_sem) * a_glob, 1.0 - a_glob
-  k_fresh, k_mix, k_in, k_member, k_stay = jax.random.split(key, 5)
-  fresh = kernel.sample_real(k_fresh, x, s)                       # ~ q~_s(. | x)
-  masked = z == kernel.mask_id
-  zr = jnp.where(masked, 0, z)
-  if kernel.structure == "partition":
-    same = kernel.cluster[zr] == kernel.cluster[x]
-    n = kernel.cluster_size[zr]
-    q_z = As * (zr == x) + Bs * same / n + Cs / V
-    w2 = B1 / n * ((As + Bs) * same + Cs * n / V)                  # B1/n q~_s(c(z) | x)
-    # z_s ~ q~_s(. | x) restricted to c(z): x itself (A_s), else uniform over the cluster.
-    point_x = As * same
-    spread = Bs * same + Cs * n / V
-    slot = jnp.floor(jax.random.uniform(k_member, z.shape) * n).astype(jnp.int32)
-    member = kernel.members[kernel.cluster[zr], jnp.minimum(slot, kernel.members.shape[1] - 1)]
-    in_cluster = jnp.where(jax.random.uniform(k_in, z.shape) * (point_x + spread) < point_x,
-                           x, member)
-  else:
-    q_z = As * (zr == x) + Cs / V
-    w2, in_cluster = 0.0, zr
-  w1, w3 = A1 * q_z, C1 / V
-  u = jax.random.uniform(k_mix, z.shape) * (w1 + w2 + w3)
-  y = jnp.where(u < w1, zr, jnp.where(u < w1 + w2, in_cluster, fresh))
-  if kernel.has_mask:
-    stay = jax.random.uniform(k_stay, z.shape) * (1.0 - kap_t) < 1.0 - kap_s
-    y = jnp.where(masked, jnp.where(stay, kernel.mask_id, fresh), y)
-  return y
-
-
-def _posterior_topk(kernel, key, z, x, t, s):
-  """Top-k (B): q(z_t | z_s, x) = a_{t|s} delta_{z_s} + (q_t - a_{t|s} q_s)(z_t | x), so the
-  posterior keeps z w.p. a_{t|s} q_s(z|x) / q_t(z|x) and otherwise draws z_s ~ q_s(. | x)."""
-  V = kernel.vocab_size
-  masked = z == kernel.mask_id
-  zr = jnp.where(masked, 0, z)
-  n_xz = jnp.sum(jnp.where(kernel.ids[x] == zr[..., None], kernel.weights[x], 0.0), -1)
-
-  def q_of_z(time):
-    A, B, C, kappa = kernel.coefficients(time)
-    return jnp.where(masked, 1.0 - kappa, kappa * (A * (zr == x) + B * n_xz + C / V))
-
-  k_stay, k_fresh = jax.random.split(key)
-  keep = kernel.alpha(t) / kernel.alpha(s) * q_of_z(s) / q_of_z(t)
-  fresh = kernel.sample_forward(k_fresh, x, jnp.full(z.shape[:1], s))
-  return jnp.where(jax.random.uniform(k_stay, z.shape) < keep, z, fresh)
-
-
 def reverse_step(kernel, opts: SamplerOptions, key, z, logits, t, s, reveal=None):
   """One step z_t -> z_s of the model's reverse process for scalar times s < t.
 
@@ -211,9 +125,9 @@ def reverse_step(kernel, opts: SamplerOptions, key, z, logits, t, s, reveal=None
   if opts.rho > 0:
     scores = scores - opts.rho * frequency_penalty(kernel, z).astype(scores.dtype)[:, None, :]
   gumbel = jax.random.gumbel(k_x, scores.shape, scores.dtype)
-  x = draw_tokens(k_x, scores, candidates(kernel, z, t), opts.top_p, gumbel)
+  x = draw_tokens(k_x, scores, kernel.structure.candidates(kernel, z, t), opts.top_p, gumbel)
   if reveal is None:
-    z_next = posterior_sample(kernel, k_post, z, x, t, s)
+    z_next = kernel.structure.posterior_sample(kernel, k_post, z, x, t, s)
   else:
     z_next = jnp.where((z == kernel.mask_id) & reveal, x, z)
   if opts.eta > 0:
@@ -233,7 +147,7 @@ def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: Sample
   ftype = jnp.float64 if opts.float64 else jnp.float32
   block = opts.block_size or length
   times = jnp.linspace(1.0, 0.0, opts.steps + 1, dtype=ftype)
-  cache = opts.cache and kernel.name == "masking" and not model.cfg.time_conditioning
+  cache = opts.cache and kernel.is_absorbing and not model.cfg.time_conditioning
   position = jnp.arange(length)
 
   def denoise(z, t):

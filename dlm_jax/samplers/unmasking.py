@@ -5,8 +5,8 @@
 - `fixed`: deterministic sizes. After step k exactly round(M F(s_k)) of the M initially
   masked positions are revealed, F(tau) = (alpha_tau - alpha_1) / (1 - alpha_1) the share
   the schedule has revealed by time tau (equal sizes M / K for the log-linear schedule).
-- `random`: randomized sizes (the third seed's idea; its exact law was not available to us,
-  this is our law): (n_1, ..., n_K) is a uniformly random composition of M into K
+- `random`: randomized sizes (proposed by work on distribution-agnostic unmasking schedules;
+  its exact law was not available to us, this is our law): (n_1, ..., n_K) is a uniformly random composition of M into K
   nonnegative parts, drawn step by step: with r positions left and m steps to go,
   P(n) = C(r - n + m - 2, m - 2) / C(r + m - 1, m - 1). The mean size is r / m, as in
   `fixed` with the log-linear schedule, and the law is Markov in the count (so the schedule

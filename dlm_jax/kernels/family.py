@@ -1,4 +1,4 @@
-"""The interpolating kernel family of DESIGN.md §3, as one frozen dataclass of pure functions.
+"""The interpolating kernel family (docs/design.md §1), as one frozen dataclass.
 
     q_t(z | x) = kappa [ A delta_x + B N_x + C u ] + (1 - kappa) delta_m
     A = e^{-s_sem - s_glob},  B = (1 - e^{-s_sem}) e^{-s_glob},  C = 1 - e^{-s_glob},
@@ -15,14 +15,11 @@ Masking, uniform, SemDLM and SemDLM+ are configurations of it:
 | semdlm       | sem                                |
 | semdlm_plus  | sem + glob (uniform) or sem + mask |
 
-With a *partition* table (A) the process is a CTMC in z with rates
-r_t(y -> z) = s_sem' N_y(z) + s_glob' u(z) + s_mask' delta_m(z) and the NELBO is
-tight; with a *top-k* table (B) the same marginals come from x-conditioned
-jump-in rates g_t^x(z) = alpha_t [(beta a/alpha)' N_x + (beta b/alpha)' u +
-(beta c/alpha)' delta_m](z), which this parametrisation keeps >= 0 by
-construction, and the NELBO is a bound (the process is not Markov in z).
-
-Every method is a pure function of arrays; the tables are device constants.
+This module is the kernel registry: it holds what every structure shares (coefficients,
+rates, forward sampling, the generative start p_1) and picks, once, the module of the
+kernel's structure (`kernel.structure`): `markov` for masking, uniform and partition
+tables, `topk` for top-k tables. Each structure module owns its candidate set, NELBO
+integrand and posterior step; nothing else branches on the structure.
 """
 
 from __future__ import annotations
@@ -35,9 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlm_jax.errors import UserError
-from dlm_jax.kernels import schedules
+from dlm_jax.kernels import markov, schedules, topk
 
 KERNELS = ("masking", "uniform", "semdlm", "semdlm_plus")
+SEMANTIC = ("semdlm", "semdlm_plus")
+GLOBAL_KINDS = ("uniform", "mask")
+TABLES = {"partition": markov.PartitionTable, "topk": topk.TopkTable}
 
 
 def _alpha(schedule, t):
@@ -56,22 +56,29 @@ class Kernel:
   sem: Any = None                      # schedules (None: component absent)
   glob: Any = None
   mask: Any = None
-  structure: str = "none"              # none | partition | topk
-  ids: Any = None                      # (V, k) neighbour ids, -1 padded
-  weights: Any = None                  # (V, k) neighbour weights, rows sum to 1
-  cluster: Any = None                  # (V,) cluster id (partition)
-  members: Any = None                  # (n_clusters, k_max) ids, -1 padded (partition)
-  cluster_size: Any = None             # (V,) n_{c(y)} (partition)
-  in_ids: Any = None                   # (V, k_in) in-neighbours (topk)
-  in_weights: Any = None               # (V, k_in) N_x(z) for x = in_ids[z]
+  table: Any = None                    # None | markov.PartitionTable | topk.TopkTable
   unigram: Any = None                  # (V,) training-token frequencies, for p_1
   prior_kl_table: Any = None           # (V,) KL(q_1(.|x) || p_1), precomputed
   bulk_samples: int = 0                # topk + uniform NELBO: 0 exact, > 0 unbiased estimate
 
   # ------------------------------------------------------------------ structure
   @property
+  def structure(self):
+    """The module owning candidates, integrand and posterior step for this kernel."""
+    return topk if isinstance(self.table, topk.TopkTable) else markov
+
+  @property
+  def table_kind(self) -> str:
+    return "none" if self.table is None else self.table.kind
+
+  @property
   def has_mask(self) -> bool:
     return self.mask is not None
+
+  @property
+  def is_absorbing(self) -> bool:
+    """The pure mask kernel (MDLM): revealed tokens never change again."""
+    return self.has_mask and self.sem is None and self.glob is None
 
   @property
   def mask_id(self) -> int:
@@ -84,7 +91,7 @@ class Kernel:
   @property
   def is_markov(self) -> bool:
     """True when the NELBO is exact (tight with a perfect denoiser), False for (B)."""
-    return self.structure != "topk"
+    return self.structure.EXACT_NELBO
 
   @property
   def nelbo_label(self) -> str:
@@ -112,14 +119,22 @@ class Kernel:
     A, _, _, kappa = self.coefficients(t)
     return kappa * A
 
+  def component_alpha_ratio(self, t, s):
+    """(alpha_sem(t) / alpha_sem(s), alpha_glob(t) / alpha_glob(s)): the t|s increments."""
+    return tuple(_alpha(c, t) / _alpha(c, s) for c in (self.sem, self.glob))
+
   def jump_in_coefficients(self, t):
-    """(B) kernels: g_t^x = g_sem N_x + g_glob u + g_mask delta_m (DESIGN.md §3), all >= 0."""
+    """(B) kernels: g_t^x = g_sem N_x + g_glob u + g_mask delta_m (docs/design.md §4), >= 0."""
     s_sem, s_glob, s_mask = self.rates(t)
-    a_sem, a_glob, kappa = _alpha(self.sem, t), _alpha(self.glob, t), _alpha(self.mask, t)
+    a_glob, kappa = _alpha(self.glob, t), _alpha(self.mask, t)
     g_sem = s_sem * a_glob * kappa
     g_glob = (s_sem * (1.0 - a_glob) + s_glob) * kappa
     g_mask = s_mask + (1.0 - kappa) * (s_sem + s_glob)
     return g_sem, g_glob, g_mask
+
+  def real_marginal(self, A, B, C, is_x, n_xz):
+    """q~(z | x) = A [z = x] + B N_x(z) + C / V, the real-token part of the marginal."""
+    return A * is_x + B * n_xz + C / self.vocab_size
 
   # ------------------------------------------------------------------ forward process
   def sample_real(self, key, x, t):
@@ -130,9 +145,10 @@ class Kernel:
     r = jax.random.uniform(k_which, x.shape)
     z = x
     if self.sem is not None:
-      logw = jnp.log(jnp.maximum(self.weights[x], 1e-30))
-      j = jax.random.categorical(k_nb, jnp.where(self.ids[x] >= 0, logw, -jnp.inf))
-      neighbour = jnp.take_along_axis(self.ids[x], j[..., None], -1)[..., 0]
+      ids, weights = self.table.ids[x], self.table.weights[x]
+      logw = jnp.log(jnp.maximum(weights, 1e-30))
+      j = jax.random.categorical(k_nb, jnp.where(ids >= 0, logw, -jnp.inf))
+      neighbour = jnp.take_along_axis(ids, j[..., None], -1)[..., 0]
       z = jnp.where((r >= A) & (r < A + B), neighbour, z)
     if self.glob is not None:
       z = jnp.where(r >= A + B, jax.random.randint(k_uni, x.shape, 0, self.vocab_size), z)
@@ -147,58 +163,21 @@ class Kernel:
       z = jnp.where(jax.random.uniform(k_mask, x.shape) < kappa, z, self.mask_id)
     return z
 
-  # ------------------------------------------------------------------ dense references
-  def dense_neighbours(self):
-    """(V, V) N, N[x, y] = N_x(y) (tiny V only)."""
-    V = self.vocab_size
-    if self.ids is None:
-      return jnp.eye(V)
-    rows = jnp.repeat(jnp.arange(V), self.ids.shape[1])
-    valid = self.ids.ravel() >= 0
-    return jnp.zeros((V, V)).at[rows, jnp.where(valid, self.ids.ravel(), 0)].add(
-        jnp.where(valid, self.weights.ravel(), 0.0))
-
-  def marginal(self, x, t):
-    """Dense q_t(. | x) over the V (+1) states; x: (...) ints, t broadcastable (tiny V)."""
-    V, n = self.vocab_size, self.input_vocab_size
-    A, B, C, kappa = [jnp.asarray(c)[..., None] for c in self.coefficients(jnp.asarray(t))]
-    real = A * jax.nn.one_hot(x, V) + B * self.dense_neighbours()[x] + C / V
-    out = kappa * jnp.pad(real, [(0, 0)] * (real.ndim - 1) + [(0, n - V)])
-    if self.has_mask:
-      out = out + (1.0 - kappa) * jax.nn.one_hot(self.mask_id, n)
-    return out
-
-  def markov_rates(self, t):
-    """(A) kernels: the forward generator R[y, z] = r_t(y -> z), diagonal = -row sum."""
-    V, n = self.vocab_size, self.input_vocab_size
-    s_sem, s_glob, s_mask = self.rates(jnp.asarray(t))
-    r = jnp.zeros((n, n))
-    r = r.at[:V, :V].add(s_sem * self.dense_neighbours() + s_glob / V)
-    if self.has_mask:
-      r = r.at[:V, self.mask_id].add(s_mask)
-    r = r * (1.0 - jnp.eye(n))
-    return r - jnp.diag(r.sum(1))
-
-  def jump_in_rates(self, x, t):
-    """(B) kernels: dense g_t^x(.) over the V (+1) states for clean token x."""
-    V, n = self.vocab_size, self.input_vocab_size
-    g_sem, g_glob, g_mask = self.jump_in_coefficients(jnp.asarray(t))
-    g = jnp.zeros((n,)).at[:V].set(g_sem * self.dense_neighbours()[x] + g_glob / V)
-    if self.has_mask:
-      g = g.at[self.mask_id].set(g_mask)
-    return g
-
   # ------------------------------------------------------------------ generative start p_1
+  def pushed_unigram(self):
+    """sum_x unigram(x) N_x(.) (the unigram itself without a table)."""
+    if self.table is None:
+      return self.unigram
+    ids, weights = self.table.ids, self.table.weights
+    valid = ids >= 0
+    return jnp.zeros((self.vocab_size,)).at[jnp.where(valid, ids, 0)].add(
+        jnp.where(valid, weights * self.unigram[:, None], 0.0))
+
   def prior_probs(self):
     """p_1 = sum_x unigram(x) q_1(. | x): the exact marginal when unigram is the data's."""
     V, n = self.vocab_size, self.input_vocab_size
     A, B, C, kappa = self.coefficients(jnp.asarray(1.0))
-    pushed = self.unigram
-    if self.ids is not None:
-      valid = self.ids >= 0
-      pushed = jnp.zeros((V,)).at[jnp.where(valid, self.ids, 0)].add(
-          jnp.where(valid, self.weights * self.unigram[:, None], 0.0))
-    real = kappa * (A * self.unigram + B * pushed + C / V)
+    real = kappa * (A * self.unigram + B * self.pushed_unigram() + C / V)
     return jnp.pad(real, (0, n - V)).at[self.mask_id].set(1.0 - kappa) if self.has_mask else real
 
   def sample_prior(self, key, shape):
@@ -215,8 +194,9 @@ def _prior_kl_table(kernel: Kernel, chunk: int = 256) -> np.ndarray:
   p1 = np.asarray(kernel.prior_probs(), np.float64)
   A, B, C, kappa = [float(c) for c in kernel.coefficients(jnp.asarray(1.0))]
   out = np.zeros((V,), np.float64)
-  ids = None if kernel.ids is None else np.asarray(kernel.ids)
-  w = None if kernel.weights is None else np.asarray(kernel.weights, np.float64)
+  table = kernel.table
+  ids = None if table is None else np.asarray(table.ids)
+  w = None if table is None else np.asarray(table.weights, np.float64)
   log_p1 = np.log(np.maximum(p1, 1e-300))
   for start in range(0, V, chunk):
     xs = np.arange(start, min(start + chunk, V))
@@ -235,47 +215,40 @@ def _prior_kl_table(kernel: Kernel, chunk: int = 256) -> np.ndarray:
   return out.astype(np.float32)
 
 
+def _components(kernel_cfg) -> dict:
+  main = schedules.make_schedule(kernel_cfg.schedule, kernel_cfg.eps, kernel_cfg.power,
+                                 "kernel.schedule")
+  if kernel_cfg.name == "semdlm_plus":
+    if kernel_cfg.global_kind not in GLOBAL_KINDS:
+      raise UserError(f"kernel.global_kind must be one of {list(GLOBAL_KINDS)}, got "
+                      f"{kernel_cfg.global_kind!r}")
+    glob = schedules.make_schedule(kernel_cfg.global_schedule, kernel_cfg.global_eps,
+                                   kernel_cfg.global_power, "kernel.global_schedule")
+    return {"sem": main, "glob" if kernel_cfg.global_kind == "uniform" else "mask": glob}
+  return {"masking": {"mask": main}, "uniform": {"glob": main},
+          "semdlm": {"sem": main}}[kernel_cfg.name]
+
+
 def make_kernel(kernel_cfg, vocab_size: int, table=None, unigram=None) -> Kernel:
   """Builds the kernel named by `config.kernel` for a tokenizer of `vocab_size` ids.
 
-  `table` (a NeighborTable) is required by the semantic kernels; `unigram` (V,)
+  `table` (a neighbors.NeighborTable) is required by the semantic kernels; `unigram` (V,)
   defines p_1 (default: uniform).
   """
   name = kernel_cfg.name
   if name not in KERNELS:
     raise UserError(f"unknown kernel {name!r}; expected one of {list(KERNELS)}")
-  main = schedules.make_schedule(kernel_cfg.schedule, kernel_cfg.eps, kernel_cfg.power,
-                                 "kernel.schedule")
-  parts = {"masking": dict(mask=main), "uniform": dict(glob=main), "semdlm": dict(sem=main)}
-  if name == "semdlm_plus":
-    if kernel_cfg.global_kind not in ("uniform", "mask"):
-      raise UserError(f"kernel.global_kind must be 'uniform' or 'mask', got "
-                      f"{kernel_cfg.global_kind!r}")
-    glob = schedules.make_schedule(kernel_cfg.global_schedule, kernel_cfg.global_eps,
-                                   kernel_cfg.global_power, "kernel.global_schedule")
-    parts["semdlm_plus"] = dict(sem=main, **{"glob" if kernel_cfg.global_kind == "uniform"
-                                             else "mask": glob})
-  comps = parts[name]
+  comps = _components(kernel_cfg)
   unigram = (np.full((vocab_size,), 1.0 / vocab_size) if unigram is None
              else np.asarray(unigram, np.float64) / np.sum(unigram))
-  fields: dict[str, Any] = dict(name=name, vocab_size=vocab_size, unigram=jnp.asarray(unigram),
-                                bulk_samples=int(kernel_cfg.get("bulk_samples", 0)), **comps)
+  device_table = None
   if "sem" in comps:
     if table is None:
       raise UserError(f"kernel {name!r} needs a neighbour table (kernel.neighbors)")
     if table.vocab_size != vocab_size:
       raise UserError(f"neighbour table has V={table.vocab_size}, the tokenizer {vocab_size}")
-    fields.update(structure=table.kind, ids=jnp.asarray(table.ids),
-                  weights=jnp.asarray(table.weights))
-    if table.kind == "partition":
-      sizes = np.bincount(table.cluster)
-      members = np.full((len(sizes), sizes.max()), -1, np.int32)
-      order = np.argsort(table.cluster, kind="stable")
-      starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-      members[table.cluster[order], np.arange(vocab_size) - starts[table.cluster[order]]] = order
-      fields.update(cluster=jnp.asarray(table.cluster), members=jnp.asarray(members),
-                    cluster_size=jnp.asarray(sizes[table.cluster], jnp.float32))
-    else:
-      fields.update(in_ids=jnp.asarray(table.in_ids), in_weights=jnp.asarray(table.in_weights))
-  kernel = Kernel(**fields)
+    device_table = TABLES[table.kind].from_numpy(table)
+  kernel = Kernel(name=name, vocab_size=vocab_size, table=device_table,
+                  unigram=jnp.asarray(unigram),
+                  bulk_samples=int(kernel_cfg.get("bulk_samples", 0)), **comps)
   return dataclasses.replace(kernel, prior_kl_table=jnp.asarray(_prior_kl_table(kernel)))

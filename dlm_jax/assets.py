@@ -1,0 +1,147 @@
+"""The data-dependent parts of a kernel, built from files: the neighbour table and the
+training unigram for p_1.
+
+A table file is named by a content hash (sha256) of everything that determines it: the
+table settings, the seed, the tokenizer's vocabulary hash, and the embeddings' source
+(the corpus rows' cache key, which covers the corpus files, or the embedding array
+itself). Any process computes the same name. Tables live next to a SentencePiece
+tokenizer trained here (shared by the runs that share it), and in `<workdir>/tables` for
+the field tokenizers, whose files belong to installed packages; `kernel.table_path`
+overrides both. Process 0 builds a missing table; the others wait.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import jax
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from dlm_jax.checkpoint import Checkpointer
+from dlm_jax.data.rows import cache_key, token_rows, unigram_counts
+from dlm_jax.data.tokenizer import tokenizer_path
+from dlm_jax.errors import UserError
+from dlm_jax.kernels import family, neighbors
+
+
+def _sha(payload) -> str:
+  return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def _file_sha(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()[:16]
+
+
+def checkpoint_embeddings(workdir: str) -> np.ndarray:
+  """The token-embedding matrix (EMA parameters) of the latest checkpoint in `workdir`."""
+  ckpt = Checkpointer(workdir, create=False)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise UserError(f"no checkpoint in {workdir!r} to take embeddings from")
+    return np.asarray(ckpt.restore_param(step, ("ema_params", "embed", "embedding")))
+  finally:
+    ckpt.close()
+
+
+def _embeddings_file(k) -> np.ndarray:
+  if not os.path.exists(k.embedding_path):
+    raise UserError(f"embedding file not found: {k.embedding_path}")
+  return np.load(k.embedding_path)
+
+
+def _source_id(config, tokenizer, workdir: str) -> str:
+  k = config.kernel
+  if k.embedding_source == "corpus":
+    return f"corpus-{cache_key(config.data, 'train', tokenizer)}-w{k.cooc_window}"
+  if k.embedding_source == "npy":
+    return f"npy-{_file_sha(k.embedding_path) if os.path.exists(k.embedding_path) else 'missing'}"
+  return f"checkpoint-{_sha(np.ascontiguousarray(checkpoint_embeddings(k.embedding_path)))}"
+
+
+def table_fingerprint(config, tokenizer, workdir: str) -> str:
+  """The content hash a table for `config` carries in its file name and in checkpoints."""
+  k = config.kernel
+  settings = {"kind": k.neighbors, "k": k.k, "dim": k.embedding_dim, "seed": config.seed,
+              "source": _source_id(config, tokenizer, workdir),
+              "tokenizer": tokenizer.fingerprint(), "special": sorted(tokenizer.special_ids)}
+  if k.neighbors == "topk":
+    settings.update(tau=k.tau, max_in_degree=k.max_in_degree)
+  return _sha(json.dumps(settings, sort_keys=True).encode())
+
+
+def table_path(config, tokenizer, workdir: str) -> str:
+  if config.kernel.table_path:
+    return config.kernel.table_path
+  if config.data.tokenizer == "sentencepiece":
+    directory = os.path.dirname(os.path.abspath(tokenizer_path(config.data, workdir)))
+  else:
+    directory = os.path.join(os.path.abspath(workdir), "tables")
+  name = f"neighbors-{config.kernel.neighbors}-{table_fingerprint(config, tokenizer, workdir)}.npz"
+  return os.path.join(directory, name)
+
+
+def token_embeddings(config, tokenizer, workdir: str) -> np.ndarray:
+  k, V = config.kernel, tokenizer.vocab_size
+  if k.embedding_source == "corpus":
+    rows = token_rows(config.data, "train", tokenizer, workdir)
+    return neighbors.corpus_embeddings(rows, V, k.embedding_dim, k.cooc_window, config.seed)
+  emb = (_embeddings_file(k) if k.embedding_source == "npy"
+         else checkpoint_embeddings(k.embedding_path))
+  if emb.ndim != 2 or emb.shape[0] < V:
+    raise UserError(f"embeddings from {k.embedding_path} have shape {emb.shape}; need ({V}, d)")
+  return emb[:V]
+
+
+def neighbor_table(config, tokenizer, workdir: str, build: bool = True) -> neighbors.NeighborTable:
+  """The table of `config`, built when missing if `build` (else a one-line error)."""
+  path = table_path(config, tokenizer, workdir)
+  k = config.kernel
+  if not os.path.exists(path):
+    if not build:
+      raise UserError(f"neighbour table {path} is missing; the commands that restore a run "
+                      "never rebuild it: restore the file or retrain")
+    if jax.process_index() == 0:
+      start = time.perf_counter()
+      emb = token_embeddings(config, tokenizer, workdir)
+      table = neighbors.build(emb, k.neighbors, k.k, tokenizer.fingerprint(), k.tau,
+                              k.max_in_degree or None, config.seed, tokenizer.special_ids)
+      table.save(path)
+      logging.warning("built %s neighbour table in %.1fs: %s", k.neighbors,
+                      time.perf_counter() - start, neighbors.statistics(table))
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("dlm_jax:neighbors")
+  table = neighbors.NeighborTable.load(path)
+  table.check_vocab(tokenizer.fingerprint(), tokenizer.vocab_size, path)
+  if table.kind != k.neighbors:
+    raise UserError(f"{path} holds a {table.kind!r} table but kernel.neighbors={k.neighbors!r}")
+  return table
+
+
+def build_kernel(config, tokenizer, workdir: str, build: bool = True) -> family.Kernel:
+  """The configured kernel with its table and the training unigram (add-one smoothed) for p_1."""
+  table = (neighbor_table(config, tokenizer, workdir, build)
+           if config.kernel.name in family.SEMANTIC else None)
+  counts = unigram_counts(config.data, tokenizer, workdir)
+  return family.make_kernel(config.kernel, tokenizer.vocab_size, table, counts + 1.0)
+
+
+def table_content_hash(table) -> str:
+  """A content hash of a kernel's device table (`kernel.table`; "none" for None): what a
+  checkpoint records, so that a restore with another table is refused."""
+  if table is None:
+    return "none"
+  digest = hashlib.sha256()
+  for field in sorted(vars(table)):
+    digest.update(field.encode() + np.ascontiguousarray(np.asarray(getattr(table, field)))
+                  .tobytes())
+  return digest.hexdigest()[:16]

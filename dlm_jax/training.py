@@ -1,0 +1,169 @@
+"""The training loop: config -> experiment -> jitted steps -> checkpoints and metrics.
+
+Generic over the objective (diffusion NELBO or autoregressive NLL). Resumes from the latest
+checkpoint in the workdir. `python -m dlm_jax.train` is its command-line shell.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from dlm_jax import evaluation, experiment, objectives, parallel, steps
+from dlm_jax.checkpoint import Checkpointer
+from dlm_jax.data import pipeline
+from dlm_jax.metric_writers import MetricWriter
+
+class _StopRequest:
+  """Turns SIGTERM / SIGINT into a request the loop honours at the next step boundary."""
+
+  def __init__(self):
+    self.signal = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal = signal.Signals(signum).name
+
+  def requested(self, process_count: int) -> bool:
+    """True on every process as soon as any process got a signal (hosts stop at one step)."""
+    local = self.signal is not None
+    if process_count == 1:
+      return local
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(local))))
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _first_nonfinite(fetched, first_step: int):
+  for i, m in enumerate(fetched):
+    if not bool(m["finite"]):
+      bad = [k for k in ("loss", "grad_norm") if not math.isfinite(float(m[k]))]
+      return first_step + i, bad
+  return None, None
+
+
+def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | None = None):
+  """Runs training; returns (logged metric dicts, final state). `stop_after` ends the loop
+  early (after saving), as an interrupted job would."""
+  exp = experiment.build(config, workdir, devices)
+  cfg = config
+  process_index, process_count = jax.process_index(), jax.process_count()
+  train_rows = exp.rows("train")
+  val_rows = exp.rows("validation")
+  data_iter = pipeline.train_iterator(train_rows, cfg.train.batch_size, cfg.seed, process_index,
+                                      process_count, cfg.data.worker_count)
+  ckpt = Checkpointer(workdir, keep=cfg.train.keep_checkpoints)
+  meta = exp.meta()
+
+  latest = ckpt.latest_step()
+  if latest is None:
+    state, start = exp.init_state(cfg.seed), 0
+  else:
+    exp.check_compatible(ckpt.restore_json(latest, "meta"), latest)
+    state, start = ckpt.restore(latest, exp.abstract_state, data_iter,
+                                fallback=cfg.train.restore_fallback)
+  writer = MetricWriter(workdir, enabled=process_index == 0)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  if process_index == 0:
+    print(f"model: {num_params / 1e6:.2f}M parameters | kernel: {meta['kernel']} "
+          f"({meta['structure']}) | mesh: {dict(exp.mesh.shape)} | start step: {start}", flush=True)
+
+  train_fn, eval_fn = exp.jit_train_step(), exp.jit_eval_step()
+  noise_fn = exp.jit_gradient_noise() if cfg.train.grad_noise_every > 0 else None
+  profile_fn = (exp.jit_loss_at_times()
+                if exp.objective.is_bound and cfg.train.loss_profile_batches > 0 else None)
+  lr_fn = steps.learning_rate_schedule(cfg.optim, cfg.train.num_steps)
+  base_key = jax.random.key(cfg.seed + 1)
+  noise_key = jax.random.key(cfg.seed + 4)
+  tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
+  history, pending, skipped = [], [], 0
+  last_time, last_step = time.time(), start
+  end = cfg.train.num_steps if stop_after is None else min(cfg.train.num_steps, stop_after)
+
+  def run_eval(step):
+    result = evaluation.nelbo(exp, eval_fn, state.ema_params, val_rows, cfg.eval.batch_size,
+                              cfg.train.eval_batches, seed=cfg.seed + 2)
+    nats = result["nats_per_token"]
+    metrics = {"nelbo_nats_per_token": nats, "nelbo_bits_per_token": nats / math.log(2),
+               exp.objective.perplexity_key: objectives.perplexity(nats),
+               "tokens": result["tokens"]}
+    if profile_fn is not None:
+      metrics.update(evaluation.loss_profile(exp, profile_fn, state.ema_params, val_rows,
+                                             cfg.eval.batch_size,
+                                             cfg.train.loss_profile_batches, cfg.seed + 3))
+    writer.write(step, metrics, prefix="val/")
+    history.append({"step": step, **{f"val/{k}": v for k, v in metrics.items()}})
+
+  def flush(done):
+    """Fetches pending metrics; enforces the non-finite policy; logs at log steps."""
+    nonlocal pending, last_time, last_step, skipped
+    if not pending:
+      return
+    fetched = jax.device_get(pending)
+    first = done - len(pending) + 1
+    pending = []
+    bad_step, bad = _first_nonfinite(fetched, first)
+    if bad_step is not None:
+      if cfg.train.nonfinite == "stop":
+        raise FloatingPointError(
+            f"non-finite {', '.join(bad) or 'value'} at step {bad_step} (update not applied); "
+            f"last good checkpoint: step {ckpt.latest_step()} in {ckpt.directory}; "
+            "set train.nonfinite=skip to skip such updates")
+      skipped += sum(not bool(m["finite"]) for m in fetched)
+    good = [m for m in fetched if bool(m["finite"])] or fetched
+    now = time.time()
+    rate = (done - last_step) / max(now - last_time, 1e-9)
+    scalars = {k: float(np.mean([m[k] for m in good])) for k in good[0]
+               if k not in ("tokens", "finite")}
+    scalars.update(lr=float(lr_fn(done)), steps_per_sec=rate,
+                   tokens_per_sec=rate * tokens_per_step, skipped_updates=skipped,
+                   eta_hours=(cfg.train.num_steps - done) / max(rate, 1e-9) / 3600)
+    writer.write(done, scalars, prefix="train/")
+    history.append({"step": done, **{f"train/{k}": v for k, v in scalars.items()}})
+    last_time, last_step = time.time(), done
+
+  with _StopRequest() as stop:
+    if start == 0:
+      run_eval(0)
+    done = start
+    for step in range(start, end):
+      batch = parallel.global_batch(next(data_iter), exp.mesh)
+      if noise_fn is not None and step % cfg.train.grad_noise_every == 0:
+        noise = jax.device_get(noise_fn(state.params, batch,
+                                          jax.random.fold_in(noise_key, step)))
+        writer.write(step, {k: float(v) for k, v in noise.items()}, prefix="train/")
+        history.append({"step": step, **{f"train/{k}": float(v) for k, v in noise.items()}})
+      state, metrics = train_fn(state, batch, base_key)
+      pending.append(metrics)
+      done = step + 1
+      interrupted = stop.requested(process_count)
+      if done % cfg.train.log_every == 0 or done == end or interrupted:
+        flush(done)
+      if done % cfg.train.eval_every == 0 or done == cfg.train.num_steps:
+        run_eval(done)
+      if done % cfg.train.checkpoint_every == 0 or done == end or interrupted:
+        flush(done)                       # never save past an unchecked non-finite step
+        ckpt.save(done, state, data_iter, cfg, meta)
+      if interrupted:
+        if process_index == 0:
+          print(f"received {stop.signal or 'a stop signal on another host'} at step {done}: saved checkpoint {done} in "
+                f"{ckpt.directory}; rerun the same command to resume", flush=True)
+        break
+  ckpt.close()
+  writer.close()
+  return history, state

@@ -1,0 +1,116 @@
+"""Regression tests for four numerical failures (B1-B4 of the house-keeping round): the
+cosine schedule at t = 1, eps = 0 at t = 1, masking at tiny t, and a confidently wrong
+denoiser whose probability of the true token underflows in float32."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dlm_jax import elbo, objectives
+from dlm_jax.kernels import family, neighbors, reference
+from tests.conftest import kernel_config, toy_kernels
+
+V = 12
+
+
+def test_b1_cosine_schedule_reaches_eps_exactly():
+  """cos(pi/2) is -4.4e-8 in float32: alpha(1) < 0 made p_1 NaN and every sample token 0."""
+  masking = family.make_kernel(kernel_config("masking", schedule="cosine", eps=0.0), V)
+  assert float(masking.mask.alpha(jnp.float32(1.0))) == 0.0
+  probs = np.asarray(masking.prior_probs())
+  assert np.isfinite(probs).all()
+  np.testing.assert_allclose(probs, np.eye(V + 1)[V], atol=1e-7)
+  z = masking.sample_prior(jax.random.key(0), (2, 64))
+  assert (np.asarray(z) == masking.mask_id).all()
+  uniform = family.make_kernel(kernel_config("uniform", schedule="cosine", eps=0.0), V)
+  np.testing.assert_allclose(np.asarray(uniform.prior_probs()), 1.0 / V, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["uniform", "semdlm_A", "semdlm_plus_uniform_A",
+                                  "semdlm_plus_mask_A", "semdlm_B", "semdlm_plus_uniform_B",
+                                  "semdlm_plus_mask_B"])
+def test_b2_eps_zero_is_safe_at_the_largest_training_time(name):
+  """sample_times drew t = 1 with probability ~B/2^23 per step; with eps = 0 the rates
+  diverge there and a long run stopped on a NaN. t = 1 is never drawn, and the integrand at
+  the largest time drawn is finite, with a finite gradient."""
+  t = objectives.times_from_offset(0.0, 4, 0.0)
+  assert float(t.max()) < 1.0
+  kernel = toy_kernels(V, eps=0.0)[name]
+  x = jnp.asarray(np.random.default_rng(0).integers(0, V, size=(4, 16)))
+  z = kernel.sample_forward(jax.random.key(0), x, t)
+  logits = jax.random.normal(jax.random.key(1), (4, 16, V))
+  loss = lambda lg: elbo.nelbo_per_token(kernel, lg, x, z, t, jax.random.key(2)).sum()
+  value, grad = jax.value_and_grad(loss)(logits)
+  assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all()
+
+
+def test_b3_masking_cosine_gradient_is_finite_at_tiny_t():
+  """1 - cos(pi t / 2) rounds to 0 in float32 below t ~ 1.6e-4: the weight was inf and the
+  unselected branch of jnp.where put NaN into the gradient."""
+  kernel = family.make_kernel(kernel_config("masking", schedule="cosine", eps=0.0), V)
+  x = jnp.asarray(np.random.default_rng(0).integers(0, V, size=(3, 8)))
+  t = jnp.asarray([1e-6, 1e-4, 0.5], jnp.float32)
+  z = x.at[:, ::2].set(kernel.mask_id)
+  logits = jax.random.normal(jax.random.key(1), (3, 8, V))
+  value, grad = jax.value_and_grad(lambda lg: elbo.nelbo_integrand(kernel, lg, x, z, t).sum())(
+      logits)
+  assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all()
+  # MDLM's weight for the cosine schedule: -alpha'/(1 - alpha) ~ 2/t at small t.
+  nll = -jax.nn.log_softmax(logits)[0, 0, x[0, 0]]
+  np.testing.assert_allclose(float(elbo.nelbo_integrand(kernel, logits, x, z, t)[0, 0]),
+                             2e6 * float(nll), rtol=1e-3)
+
+
+def _confidently_wrong(x, gap):
+  """Logits that put all mass on (x + 1) % V: x_hat(x) ~ e^-gap, below float32's range."""
+  logits = np.zeros(x.shape + (V,), np.float32)
+  logits[..., :] = -gap
+  np.put_along_axis(logits, ((x + 1) % V)[..., None], 0.0, -1)
+  return logits
+
+
+def _reference_float64(kernel, logits, x, z, t):
+  with jax.enable_x64(True):
+    probs = jax.nn.softmax(jnp.asarray(logits, jnp.float64), -1)
+    return np.asarray([[float(reference.integrand(kernel, probs[b, i], int(x[b, i]),
+                                                  int(z[b, i]), t))
+                        for i in range(x.shape[1])] for b in range(x.shape[0])])
+
+
+@pytest.mark.parametrize("name", ["semdlm_B", "semdlm_plus_mask_B"])
+def test_b4_topk_without_uniform_part_grows_with_the_logit_gap(name):
+  """_safe_log(0) = 0 gave -0.44 nats instead of ~284 for a confidently wrong model."""
+  kernel = toy_kernels(V, eps=1e-2)[name]
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, V, size=(1, 6))
+  t = 0.5
+  z = np.asarray(kernel.sample_forward(jax.random.key(3), jnp.asarray(x), jnp.asarray([t])))
+  logits = _confidently_wrong(x, 120.0)
+  ours = np.asarray(elbo.nelbo_integrand(kernel, jnp.asarray(logits), jnp.asarray(x),
+                                         jnp.asarray(z), jnp.asarray([t], jnp.float32)))
+  exact = _reference_float64(kernel, logits, x, z, t)
+  assert exact.max() > 10.0
+  np.testing.assert_allclose(ours, exact, rtol=1e-3, atol=1e-3)
+  grad = jax.grad(lambda lg: elbo.nelbo_integrand(
+      kernel, lg, jnp.asarray(x), jnp.asarray(z), jnp.asarray([t], jnp.float32)).sum())(
+          jnp.asarray(logits))
+  assert np.isfinite(np.asarray(grad)).all() and np.abs(np.asarray(grad)).max() > 0
+
+
+def test_b4_partition_with_mask_on_a_singleton_cluster():
+  """Special tokens are one-token clusters: with the mask as global part, a masked special
+  token under a confidently wrong model scored 0 instead of ~350 nats."""
+  emb = np.random.default_rng(0).normal(size=(V, 5))
+  table = neighbors.build(emb, "partition", 3, "toy", special=(0,))
+  kernel = family.make_kernel(kernel_config("semdlm_plus", global_kind="mask", eps=1e-2,
+                                            global_eps=1e-2), V, table)
+  x = np.zeros((1, 4), np.int64)
+  z = np.full((1, 4), kernel.mask_id)
+  t = 0.9
+  logits = _confidently_wrong(x, 120.0)
+  ours = np.asarray(elbo.nelbo_integrand(kernel, jnp.asarray(logits), jnp.asarray(x),
+                                         jnp.asarray(z), jnp.asarray([t], jnp.float32)))
+  exact = _reference_float64(kernel, logits, x, z, t)
+  assert exact.min() > 10.0
+  np.testing.assert_allclose(ours, exact, rtol=1e-3)
