@@ -8,9 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from dlm_jax import experiment, training
+from dlm_jax import assets, experiment, training
+from dlm_jax.data.tokenizer import get_tokenizer
 from dlm_jax.errors import UserError
 from dlm_jax.kernels import neighbors
+from tests.conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,9 +47,13 @@ def test_processes_agree_on_the_table_file_name(tmp_path, corpus_glob, shared_to
   assert names[0] == names[1]
   assert os.path.dirname(names[0]) == os.path.dirname(shared_tokenizer)  # next to the tokenizer
   np.save(emb, np.random.default_rng(1).normal(size=(256, 8)).astype(np.float32))
-  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       timeout=300, check=True)
-  assert out.stdout.strip().splitlines()[-1] != names[0]    # other embeddings, other file
+  config = tiny_config(corpus_glob, shared_tokenizer)
+  config.kernel.name = "semdlm"
+  config.kernel.embedding_source = "npy"
+  config.kernel.embedding_path = str(emb)
+  tokenizer = get_tokenizer(config.data, str(tmp_path / "w"))
+  other = assets.table_path(config, tokenizer, str(tmp_path / "w"))
+  assert other != names[0] and os.path.dirname(other) == os.path.dirname(names[0])
 
 
 def test_restore_refuses_another_table(config, tmp_path):

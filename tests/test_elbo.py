@@ -174,8 +174,8 @@ def test_topk_bulk_estimate_is_unbiased(kernels):
   logits = jax.random.normal(jax.random.key(1), (1, V, V))
   exact = elbo.nelbo_integrand(exact_kernel, logits, x, z, t)
   draws = jax.jit(jax.vmap(lambda k: elbo.nelbo_integrand(sampled, logits, x, z, t, k)))(
-      jax.random.split(jax.random.key(2), 2000))
-  mean, sem = draws.mean(0), draws.std(0) / np.sqrt(2000)
+      jax.random.split(jax.random.key(2), 1000))
+  mean, sem = draws.mean(0), draws.std(0) / np.sqrt(1000)
   assert np.all(np.abs(mean - exact) < 5 * sem + 1e-9)
   assert float(draws.std(0).max()) > 0       # it really is an estimate
 

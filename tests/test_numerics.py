@@ -27,9 +27,7 @@ def test_b1_cosine_schedule_reaches_eps_exactly():
   np.testing.assert_allclose(np.asarray(uniform.prior_probs()), 1.0 / V, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["uniform", "semdlm_A", "semdlm_plus_uniform_A",
-                                  "semdlm_plus_mask_A", "semdlm_B", "semdlm_plus_uniform_B",
-                                  "semdlm_plus_mask_B"])
+@pytest.mark.parametrize("name", ["uniform", "semdlm_plus_mask_A", "semdlm_plus_uniform_B"])
 def test_b2_eps_zero_is_safe_at_the_largest_training_time(name):
   """sample_times drew t = 1 with probability ~B/2^23 per step; with eps = 0 the rates
   diverge there and a long run stopped on a NaN. t = 1 is never drawn, and the integrand at
@@ -41,7 +39,7 @@ def test_b2_eps_zero_is_safe_at_the_largest_training_time(name):
   z = kernel.sample_forward(jax.random.key(0), x, t)
   logits = jax.random.normal(jax.random.key(1), (4, 16, V))
   loss = lambda lg: elbo.nelbo_per_token(kernel, lg, x, z, t, jax.random.key(2)).sum()
-  value, grad = jax.value_and_grad(loss)(logits)
+  value, grad = jax.jit(jax.value_and_grad(loss))(logits)
   assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all()
 
 
@@ -73,9 +71,8 @@ def _confidently_wrong(x, gap):
 def _reference_float64(kernel, logits, x, z, t):
   with jax.enable_x64(True):
     probs = jax.nn.softmax(jnp.asarray(logits, jnp.float64), -1)
-    return np.asarray([[float(reference.integrand(kernel, probs[b, i], int(x[b, i]),
-                                                  int(z[b, i]), t))
-                        for i in range(x.shape[1])] for b in range(x.shape[0])])
+    one = lambda p, xi, zi: reference.integrand(kernel, p, xi, zi, t)
+    return np.asarray(jax.jit(jax.vmap(jax.vmap(one)))(probs, jnp.asarray(x), jnp.asarray(z)))
 
 
 @pytest.mark.parametrize("name", ["semdlm_B", "semdlm_plus_mask_B"])
