@@ -12,6 +12,7 @@ overrides both. Process 0 builds a missing table; the others wait.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -46,8 +47,18 @@ def checkpoint_embeddings(workdir: str) -> np.ndarray:
   ckpt = Checkpointer(workdir, create=False)
   try:
     step = ckpt.latest_step()
-    if step is None:
-      raise UserError(f"no checkpoint in {workdir!r} to take embeddings from")
+  finally:
+    ckpt.close()
+  if step is None:
+    raise UserError(f"no checkpoint in {workdir!r} to take embeddings from")
+  return _restored_embeddings(os.path.abspath(workdir), step)
+
+
+@functools.lru_cache(maxsize=1)
+def _restored_embeddings(workdir: str, step: int) -> np.ndarray:
+  """Read once per (workdir, step): naming a table hashes them, building it uses them."""
+  ckpt = Checkpointer(workdir, create=False)
+  try:
     return np.asarray(ckpt.restore_param(step, ("ema_params", "embed", "embedding")))
   finally:
     ckpt.close()

@@ -15,7 +15,6 @@ import optax
 from flax import struct
 
 
-
 class TrainState(struct.PyTreeNode):
   step: jax.Array
   params: Any

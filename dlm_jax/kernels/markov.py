@@ -52,10 +52,7 @@ def _grouping(kernel, y):
 
 def same_group(kernel, a):
   """[c(a) = c(y)] for every y of the vocabulary: (..., V) for a: (...)."""
-  vocab = jnp.arange(kernel.vocab_size)
-  if kernel.table is None:
-    return vocab == a[..., None]
-  return kernel.table.cluster[None, None, :] == kernel.table.cluster[a][..., None]
+  return _grouping(kernel, jnp.arange(kernel.vocab_size))[0] == _grouping(kernel, a)[0][..., None]
 
 
 def neighbour_weight(kernel, x, z):
@@ -130,7 +127,7 @@ def integrand(kernel, logits, x, z, t, key=None):
   _, size = _grouping(kernel, vocab)
   n_x, n_z = _grouping(kernel, x)[1][..., None], _grouping(kernel, zr)[1][..., None]
   log_x_hat = logspace.restricted_log_softmax(logits, candidates(kernel, z, t))
-  q_x = e3(A) * is_x + e3(B) * same_x / n_x + e3(C) / V               # q~(y | x)
+  q_x = kernel.real_marginal(e3(A), e3(B), e3(C), is_x, same_x / n_x)   # q~(y | x)
   log_q_x = logspace.log(q_x)
 
   # Masked z: s_mask' kappa / (1 - kappa) KL(q~(. | x) || q~(. | x_hat)).
@@ -145,7 +142,7 @@ def integrand(kernel, logits, x, z, t, key=None):
 
   # Real z: sum_{y != z} r(y -> z) [rho^ - rho + rho log(rho / rho^)], with
   # rho(y) = q~(y|x) / q~(z|x) and rho^(y) = sum_x' x_hat(x') q~(y|x') / q~(z|x').
-  q_z = e3(A) * is_z + e3(B) * same_z / n_z + e3(C) / V               # q~(z | x') over x'
+  q_z = kernel.real_marginal(e3(A), e3(B), e3(C), is_z, same_z / n_z)   # q~(z | x') over x'
   log_w = jnp.where(q_z > 0, log_x_hat - logspace.log(q_z), logspace.NEG)
   log_rho_hat = _log_mixture(kernel, A, B, C, log_w, size)
   log_q_x_z = jnp.where(masked[..., None], 0.0, jnp.take_along_axis(log_q_x, zr[..., None], -1))

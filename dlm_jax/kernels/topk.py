@@ -84,7 +84,7 @@ def integrand(kernel, logits, x, z, t, key=None):
   n_to_z = _incoming(kernel, zr)
   is_z = vocab == zr[..., None]
   q_z_src = jnp.where(masked[..., None], e3(bc),
-                      e3(alpha) * is_z + e3(ba) * n_to_z + e3(bb) / V)
+                      e3(kappa) * kernel.real_marginal(e3(A), e3(B), e3(C), is_z, n_to_z))
   g_src = jnp.where(masked[..., None], e3(g_mask), e3(g_sem) * n_to_z + e3(g_glob) / V)
   cand = q_z_src > 0
   log_x_hat = logspace.restricted_log_softmax(logits, cand)
@@ -95,7 +95,8 @@ def integrand(kernel, logits, x, z, t, key=None):
 
   # The true side, for the clean x: R~(y) = true_scale q(y | x).
   n_x_z = _row_lookup(ids_x, w_x, zr[..., None])[..., 0]
-  q_z_x = jnp.where(masked, e2(bc), e2(alpha) * (x == zr) + e2(ba) * n_x_z + e2(bb) / V)
+  q_z_x = jnp.where(masked, e2(bc),
+                    e2(kappa) * kernel.real_marginal(e2(A), e2(B), e2(C), x == zr, n_x_z))
   g_x = jnp.where(masked, e2(g_mask), e2(g_sem) * n_x_z + e2(g_glob) / V)
   true_scale = jnp.where(q_z_x > 0, g_x / jnp.where(q_z_x > 0, q_z_x, 1.0), 0.0)
 
@@ -113,8 +114,8 @@ def integrand(kernel, logits, x, z, t, key=None):
 
   def true_q(y):
     """q(y | x) for real targets y: (B, L, m)."""
-    return (e3(alpha) * (y == x[..., None]) + e3(ba) * _row_lookup(ids_x, w_x, y)
-            + e3(bb) / V)
+    return e3(kappa) * kernel.real_marginal(e3(A), e3(B), e3(C), y == x[..., None],
+                                            _row_lookup(ids_x, w_x, y))
 
   def log_terms(y, valid):
     r_true = true_scale[..., None] * true_q(y)
