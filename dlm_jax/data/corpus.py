@@ -51,12 +51,16 @@ def _paths(pattern: str) -> list[str]:
                                                                     recursive=True))
 
 
+def _train_pattern(data_cfg) -> str:
+  """The glob of a file source's training files (the quickstart corpus or data.train_pattern)."""
+  return quickstart_pattern() if data_cfg.source == "quickstart" else data_cfg.train_pattern
+
+
 def fingerprint(data_cfg) -> str:
   """A hash of the corpus files a config reads (absolute names, sizes, modification times);
   for TFDS, of the dataset name, data_dir and splits (prepared datasets are versioned)."""
   if data_cfg.source in ("quickstart", "files"):
-    patterns = [quickstart_pattern() if data_cfg.source == "quickstart" else data_cfg.train_pattern,
-                data_cfg.validation_pattern]
+    patterns = [_train_pattern(data_cfg), data_cfg.validation_pattern]
     stats = []
     for path in (p for pattern in patterns if pattern for p in _paths(pattern)):
       st = os.stat(path)
@@ -109,7 +113,7 @@ def documents(data_cfg, split: str) -> Iterator[str] | list[str]:
     raise UserError(f"unknown split {split!r}; expected one of {SPLITS}")
   source = data_cfg.source
   if source in ("quickstart", "files"):
-    pattern = quickstart_pattern() if source == "quickstart" else data_cfg.train_pattern
+    pattern = _train_pattern(data_cfg)
     if split == "validation" and data_cfg.validation_pattern:
       return read_text_files(data_cfg.validation_pattern, data_cfg.text_unit, data_cfg.text_field)
     docs = read_text_files(pattern, data_cfg.text_unit, data_cfg.text_field)
