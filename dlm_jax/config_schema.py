@@ -68,7 +68,9 @@ def get_config() -> config_dict.ConfigDict:
       causal=False,                 # True: the autoregressive baseline (next-token loss)
       time_conditioning=False,      # MDLM's masking model is not time-conditioned
       dtype="bfloat16",
-      remat=False,
+      remat="none",                 # none | dots | full: what each block keeps for backward
+      logits_chunk=0,               # > 0: the loss computes logits this many positions at a
+                                    # time (never all B x L x V at once); must divide seq_len
   ))
 
   c.optim = config_dict.ConfigDict(dict(

@@ -8,6 +8,7 @@ from dlm_jax import config_schema as base
 from dlm_jax.data import corpus, rows, tokenizer
 from dlm_jax.errors import UserError
 from dlm_jax.kernels import family, schedules
+from dlm_jax.models.transformer import REMAT_POLICIES
 
 # Every choice list comes from the registry that implements it.
 _CHOICES = {
@@ -24,6 +25,7 @@ _CHOICES = {
     "kernel.embedding_source": ("corpus", "checkpoint", "npy"),
     "optim.lr_schedule": ("constant", "cosine"),
     "model.dtype": ("bfloat16", "float16", "float32"),
+    "model.remat": tuple(REMAT_POLICIES),
     "eval.split": ("train", "validation"),
     "train.nonfinite": ("stop", "skip"),
 }
@@ -76,6 +78,10 @@ def validate_config(cfg) -> None:
     raise UserError(f"kernel.bulk_samples must be >= 0, got {k.bulk_samples}")
   if d.seq_len < 2:
     raise UserError(f"data.seq_len must be >= 2, got {d.seq_len}")
+  chunk = cfg.model.logits_chunk
+  if chunk < 0 or (0 < chunk < d.seq_len and d.seq_len % chunk):
+    raise UserError(f"model.logits_chunk={chunk} must be 0 (off) or divide data.seq_len="
+                    f"{d.seq_len}")
   if d.source == "files" and not d.train_pattern:
     raise UserError("data.source='files' needs data.train_pattern (a glob of .txt/.jsonl files)")
   if not 0.0 < d.validation_fraction < 1.0:
@@ -121,6 +127,8 @@ def from_saved(saved: dict):
                         "dlm_jax")
       if isinstance(node[key], config_dict.ConfigDict):
         merge(node[key], value, prefix + key + ".")
+      elif prefix + key == "model.remat" and isinstance(value, bool):   # before it had policies
+        node[key] = "full" if value else "none"
       else:
         with node.ignore_type():
           node[key] = value

@@ -50,11 +50,13 @@ class Experiment:
   def meta(self) -> dict:
     """What a checkpoint must agree with to be resumed or restored by this experiment."""
     return {"tokenizer": self.tokenizer.fingerprint(), "vocab_size": self.tokenizer.vocab_size,
-            "model": dataclasses.asdict(self.model.cfg), **self.objective.describe(),
+            "model": _architecture(dataclasses.asdict(self.model.cfg)),
+            **self.objective.describe(),
             "table": assets.table_content_hash(self.objective.table)}
 
   def check_compatible(self, saved: dict, step: int) -> None:
     mine = self.meta()
+    saved = {**saved, "model": _architecture(saved.get("model", {}))}
     diff = [k for k in mine if k in saved and saved[k] != mine[k]]
     if diff:
       detail = "; ".join(f"{k}: checkpoint {saved[k]!r} vs config {mine[k]!r}" for k in diff)
@@ -101,6 +103,11 @@ class Experiment:
 
   def rows(self, split: str):
     return token_rows(self.config.data, split, self.tokenizer, self.workdir)
+
+
+def _architecture(model_fields: dict) -> dict:
+  """The model fields that define the function it computes (not how memory is traded)."""
+  return {k: v for k, v in model_fields.items() if k != "remat"}
 
 
 def build(config, workdir: str, devices=None, restoring: bool = False) -> Experiment:

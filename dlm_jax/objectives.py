@@ -18,6 +18,7 @@ import numpy as np
 
 from dlm_jax import elbo
 from dlm_jax.errors import UserError
+from dlm_jax.models.transformer import head_logits
 from dlm_jax.samplers import autoregressive, reverse
 
 # The largest float32 below 1: t = 1 itself is never drawn, since with eps = 0 a component's
@@ -40,10 +41,19 @@ def sample_times(key, batch_size: int, t_min: float):
   return times_from_offset(jax.random.uniform(key), batch_size, t_min)
 
 
+def _features_and_head(model, params, tokens, t, train: bool, key):
+  """The network's final hidden states and the head that maps a chunk of them to logits."""
+  features = model.apply({"params": params}, tokens, t, deterministic=not train,
+                         rngs={"dropout": key}, features_only=True)
+  return features, lambda h: head_logits(params, h, model.cfg.dtype)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Diffusion:
-  """A diffusion LM under `kernel`; its number is a bound."""
+  """A diffusion LM under `kernel`; its number is a bound. `logits_chunk`: positions per
+  chunk of logits in the loss (0: all at once; elbo.over_position_chunks)."""
   kernel: Any
+  logits_chunk: int = 0
   is_bound = True
   perplexity_key = "perplexity_bound"
 
@@ -76,9 +86,9 @@ class Diffusion:
     k_t, k_z, k_drop, k_bulk = jax.random.split(key, 4)
     t = sample_times(k_t, tokens.shape[0], t_min)
     z = self.kernel.sample_forward(k_z, tokens, t)
-    logits = model.apply({"params": params}, z, t, deterministic=not train,
-                         rngs={"dropout": k_drop})
-    per_token = elbo.nelbo_per_token(self.kernel, logits, tokens, z, t, k_bulk)
+    features, head = _features_and_head(model, params, z, t, train, k_drop)
+    per_token = elbo.chunked_nelbo_per_token(self.kernel, head, features, tokens, z, t, k_bulk,
+                                             self.logits_chunk)
     return (jnp.sum(per_token * valid[:, None]),
             jnp.sum((tokens != pad_id) * valid[:, None]))
 
@@ -91,8 +101,9 @@ class Diffusion:
       k_z, k_bulk = jax.random.split(jax.random.fold_in(key, jnp.round(t * 1e6).astype(jnp.int32)))
       t_vec = jnp.full(tokens.shape[:1], t)
       z = self.kernel.sample_forward(k_z, tokens, t_vec)
-      logits = model.apply({"params": params}, z, t_vec, deterministic=True)
-      per_token = elbo.nelbo_integrand(self.kernel, logits, tokens, z, t_vec, k_bulk)
+      features, head = _features_and_head(model, params, z, t_vec, False, k_bulk)
+      per_token = elbo.chunked_integrand(self.kernel, head, features, tokens, z, t_vec, k_bulk,
+                                         self.logits_chunk)
       return jnp.sum(per_token * counted) / jnp.maximum(jnp.sum(counted), 1.0)
 
     return jax.lax.map(at, times)
@@ -109,6 +120,7 @@ class Diffusion:
 @dataclasses.dataclass(frozen=True, eq=False)
 class Autoregressive:
   """The causal baseline; its number is an exact NLL."""
+  logits_chunk: int = 0
   kernel = None
   table = None
   is_bound = False
@@ -129,9 +141,8 @@ class Autoregressive:
     tokens = batch["tokens"]
     valid = batch.get("valid", jnp.ones(tokens.shape[:1], jnp.float32))
     k_drop = jax.random.split(key, 4)[2]           # the diffusion loss's dropout key
-    logits = model.apply({"params": params}, tokens, None, deterministic=not train,
-                         rngs={"dropout": k_drop})
-    per_token = elbo.ar_nll(logits, tokens)
+    features, head = _features_and_head(model, params, tokens, None, train, k_drop)
+    per_token = elbo.chunked_ar_nll(head, features, tokens, self.logits_chunk)
     return (jnp.sum(per_token * valid[:, None]),
             jnp.sum((tokens[:, 1:] != pad_id) * valid[:, None]))
 
@@ -149,7 +160,9 @@ class Autoregressive:
 def make_objective(config, build_kernel):
   """The objective of `config`: autoregressive when model.causal, else the diffusion NELBO of
   the kernel `build_kernel()` returns (called only then: it may build tables)."""
-  return Autoregressive() if config.model.causal else Diffusion(build_kernel())
+  chunk = config.model.logits_chunk
+  return (Autoregressive(chunk) if config.model.causal
+          else Diffusion(build_kernel(), logits_chunk=chunk))
 
 
 def require_diffusion(objective, command: str):

@@ -1,5 +1,6 @@
-"""Log-space helpers shared by the NELBO integrands: a finite "minus infinity" that keeps
-gradients finite, the log of a nonnegative array, and a stable sum of exponentials."""
+"""Log-space helpers shared by the losses: a finite "minus infinity" that keeps gradients
+finite, the log of a nonnegative array, a stable sum of exponentials, and the NLL of a
+target under a softmax."""
 
 from __future__ import annotations
 
@@ -23,3 +24,10 @@ def logsumexp_stack(parts):
   """log sum_i exp(parts[i]) elementwise, for arrays broadcastable to one shape."""
   shape = jnp.broadcast_shapes(*[jnp.shape(p) for p in parts])
   return jax.nn.logsumexp(jnp.stack([jnp.broadcast_to(p, shape) for p in parts]), axis=0)
+
+
+def nll_at(logits, targets):
+  """-log softmax(logits)[target] per position: one log-sum-exp and a gather, in fp32."""
+  logits = logits.astype(jnp.float32)
+  picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  return jax.nn.logsumexp(logits, axis=-1) - picked

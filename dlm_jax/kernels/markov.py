@@ -101,8 +101,7 @@ def _log_mixture(kernel, A, B, C, log_v, size):
 def absorbing_integrand(kernel, logits, x, z, t):
   """MDLM's closed form for the pure mask kernel: -alpha'/(1 - alpha) (-log x_hat(x)) on
   masked positions. (B, L) nats."""
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(log_probs, x[..., None], axis=-1)[..., 0]
+  nll = logspace.nll_at(logits, x)
   one_minus = kernel.mask.one_minus_alpha(t)
   weight = jnp.where(one_minus > 0, -kernel.mask.dalpha(t) / jnp.where(one_minus > 0, one_minus,
                                                                        1.0), 0.0)

@@ -5,6 +5,10 @@ by adaLN-zero from a time embedding -> adaLN output layer -> logits over the V
 real tokens (the mask id, when there is one, is an input only: SUBS never
 predicts it). Parameters are fp32; activations run in `dtype` (bf16 by
 default); layer norms and the returned logits are fp32.
+
+`features_only=True` stops before the output head and returns the final hidden states
+(B, T, d_model); `head_logits` applies the head to any slice of them, so a loss can
+evaluate the (B, T, V) logits one chunk of positions at a time (`dlm_jax/elbo.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,15 @@ import jax
 import jax.numpy as jnp
 
 from dlm_jax.errors import UserError
+
+# What a block keeps for the backward pass. "dots": the outputs of matmuls against
+# weights (no batch dimension), so attention scores and elementwise work are recomputed;
+# "full": only the block's input.
+REMAT_POLICIES = {
+    "none": None,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
 
 SIZES = {  # num_layers, d_model, num_heads
     "tiny": (4, 128, 4),
@@ -38,7 +51,7 @@ class TransformerConfig:
   causal: bool = False
   time_conditioning: bool = False
   dtype: str = "bfloat16"
-  remat: bool = False
+  remat: str = "none"          # none | dots | full (REMAT_POLICIES)
 
   @property
   def head_dim(self) -> int:
@@ -58,6 +71,8 @@ def model_config(cfg, vocab_in: int, vocab_out: int) -> TransformerConfig:
       dtype=cfg.dtype, remat=cfg.remat)
   if mc.d_model % mc.num_heads or mc.head_dim % 2:
     raise UserError(f"model.d_model={mc.d_model} must split into {mc.num_heads} heads of even size")
+  if mc.remat not in REMAT_POLICIES:
+    raise UserError(f"model.remat must be one of {list(REMAT_POLICIES)}, got {mc.remat!r}")
   if mc.dtype not in ("bfloat16", "float32", "float16"):
     raise UserError(f"model.dtype must be bfloat16, float16 or float32, got {mc.dtype!r}")
   return mc
@@ -130,11 +145,12 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-  """Maps tokens (B, T) and times t (B,) to fp32 logits (B, T, vocab_out)."""
+  """Maps tokens (B, T) and times t (B,) to fp32 logits (B, T, vocab_out), or to the final
+  hidden states (B, T, d_model) with `features_only=True`."""
   cfg: TransformerConfig
 
   @nn.compact
-  def __call__(self, tokens, t=None, deterministic: bool = True):
+  def __call__(self, tokens, t=None, deterministic: bool = True, features_only: bool = False):
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     if t is None or not cfg.time_conditioning:
       t = jnp.zeros((tokens.shape[0],), jnp.float32)
@@ -146,12 +162,27 @@ class Transformer(nn.Module):
         timestep_embedding(t, 256))
     cond = _dense(cfg.cond_dim, "time_out", ("cond", "cond_out"), dtype=jnp.float32)(nn.silu(cond))
 
-    block = nn.remat(Block, static_argnums=(3,)) if cfg.remat else Block
+    policy = REMAT_POLICIES[cfg.remat]
+    block = (Block if cfg.remat == "none"
+             else nn.remat(Block, static_argnums=(3,), policy=policy))
     for i in range(cfg.num_layers):
       x = block(cfg, name=f"block_{i}")(x, cond, deterministic)
 
     mod = _dense((2, cfg.d_model), "final_adaln", ("cond", None, "embed"), zero=True,
                  dtype=dt)(nn.silu(cond))[:, None]
     h = (_layer_norm(x) * (1 + mod[:, :, 1]) + mod[:, :, 0]).astype(dt)
-    logits = _dense(cfg.vocab_out, "head", ("embed", "vocab"), zero=True, dtype=dt)(h)
-    return logits.astype(jnp.float32)
+    head = _dense(cfg.vocab_out, "head", ("embed", "vocab"), zero=True, dtype=dt)
+    if features_only:
+      if self.is_initializing():
+        head(h[:, :1])
+      return h
+    return head(h).astype(jnp.float32)
+
+
+def head_logits(params, features, dtype):
+  """The output head of `Transformer` on hidden states (..., d_model): fp32 logits, equal to
+  what the full forward returns at those positions."""
+  dt = jnp.dtype(dtype)
+  head = params["head"]
+  logits = jnp.dot(features.astype(dt), head["kernel"].astype(dt)) + head["bias"].astype(dt)
+  return logits.astype(jnp.float32)
