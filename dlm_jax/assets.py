@@ -146,6 +146,18 @@ def build_kernel(config, tokenizer, workdir: str, build: bool = True) -> family.
   return family.make_kernel(config.kernel, tokenizer.vocab_size, table, counts + 1.0)
 
 
+def shape_only_kernel(config, vocab_size: int) -> family.Kernel:
+  """The configured kernel with a table of the config's shape built from random embeddings
+  and a flat unigram: its cost and memory are the real kernel's, its numbers are not. For
+  compiling and benchmarking (dlm_jax.fit, benchmarks/) without a corpus."""
+  table = None
+  if config.kernel.name in family.SEMANTIC:
+    emb = np.random.default_rng(0).normal(size=(vocab_size, 32)).astype(np.float32)
+    table = neighbors.build(emb, config.kernel.neighbors, config.kernel.k, "shape-only",
+                            config.kernel.tau, config.kernel.max_in_degree or None)
+  return family.make_kernel(config.kernel, vocab_size, table)
+
+
 def table_content_hash(table) -> str:
   """A content hash of a kernel's device table (`kernel.table`; "none" for None): what a
   checkpoint records, so that a restore with another table is refused."""

@@ -64,6 +64,14 @@ class Experiment:
                       f"config ({detail}); use a fresh workdir or the run's own config")
 
   # ---------------------------------------------------------------- jitted steps
+  @property
+  def batch_sharding(self):
+    return parallel.batch_sharding(self.mesh)
+
+  @property
+  def replicated(self):
+    return parallel.replicated(self.mesh)
+
   def _jit(self, fn, in_shardings, out_shardings, **kwargs):
     return jax.jit(functools.partial(fn, objective=self.objective, model=self.model, **kwargs),
                    in_shardings=in_shardings, out_shardings=out_shardings)
@@ -75,31 +83,23 @@ class Experiment:
                            tx=self.tx, t_min=cfg.train.t_min, ema_decay=cfg.optim.ema_decay,
                            grad_accum_steps=cfg.optim.grad_accum_steps,
                            pad_id=self.tokenizer.pad_id)
-    return jax.jit(fn, in_shardings=(self.state_sharding, self._batch, self._replicated),
-                   out_shardings=(self.state_sharding, self._replicated), donate_argnums=0)
+    return jax.jit(fn, in_shardings=(self.state_sharding, self.batch_sharding, self.replicated),
+                   out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
 
   def jit_eval_step(self):
-    return self._jit(steps.eval_step, (self.param_sharding, self._batch, self._replicated),
-                     self._replicated, pad_id=self.tokenizer.pad_id)
+    return self._jit(steps.eval_step, (self.param_sharding, self.batch_sharding, self.replicated),
+                     self.replicated, pad_id=self.tokenizer.pad_id)
 
   def jit_gradient_noise(self):
-    return self._jit(steps.gradient_noise, (self.param_sharding, self._batch, self._replicated),
-                     self._replicated, t_min=self.config.train.t_min,
+    return self._jit(steps.gradient_noise, (self.param_sharding, self.batch_sharding, self.replicated),
+                     self.replicated, t_min=self.config.train.t_min,
                      pad_id=self.tokenizer.pad_id)
 
   def jit_loss_at_times(self):
     fn = functools.partial(self.objective.loss_at_times, model=self.model,
                            pad_id=self.tokenizer.pad_id)
-    return jax.jit(fn, in_shardings=(self.param_sharding, self._batch, self._replicated,
-                                     self._replicated), out_shardings=self._replicated)
-
-  @property
-  def _batch(self):
-    return parallel.batch_sharding(self.mesh)
-
-  @property
-  def _replicated(self):
-    return parallel.replicated(self.mesh)
+    return jax.jit(fn, in_shardings=(self.param_sharding, self.batch_sharding, self.replicated,
+                                     self.replicated), out_shardings=self.replicated)
 
   def rows(self, split: str):
     return token_rows(self.config.data, split, self.tokenizer, self.workdir)
@@ -125,6 +125,11 @@ def build(config, workdir: str, devices=None, restoring: bool = False) -> Experi
   tokenizer = get_tokenizer(config.data, workdir, jax.process_index())
   objective = objectives.make_objective(
       config, lambda: assets.build_kernel(config, tokenizer, workdir, build=not restoring))
+  return assemble(config, workdir, mesh, tokenizer, objective)
+
+
+def assemble(config, workdir: str, mesh: Mesh, tokenizer, objective) -> Experiment:
+  """The model, optimizer and shardings of a validated config for `objective`."""
   model = Transformer(model_config(config.model, objective.input_vocab_size(tokenizer.vocab_size),
                                    tokenizer.vocab_size))
   configuration.check_fits_mesh(config, mesh, jax.process_count(), model.cfg.d_model)

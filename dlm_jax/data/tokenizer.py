@@ -16,6 +16,8 @@ mask token uses the extra id V (= vocab_size), outside the tokenizer
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import io
 import os
@@ -278,6 +280,28 @@ class WordPieceTokenizer:
       else:
         words.append(tok)
     return " ".join(words)
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabularyOnly:
+  """A vocabulary's size without its tokenizer files: enough to build and compile a model
+  (dlm_jax.fit). Every id is a real token (no PAD to exclude)."""
+  vocab_size: int
+  pad_id: int = -1
+  kind = "vocabulary-only"
+
+  def fingerprint(self) -> str:
+    return f"vocabulary-only:{self.vocab_size}"
+
+
+# The published vocabularies of the field tokenizers, with this project's PAD: GPT-2's
+# 50257 BPE ids + PAD; bert-base-uncased's vocab.txt.
+NOMINAL_VOCAB_SIZES = {"gpt2": 50258, "bert": 30522}
+
+
+def nominal_vocab_size(data_cfg) -> int:
+  """The vocabulary a config's tokenizer will have, without loading it."""
+  return NOMINAL_VOCAB_SIZES.get(data_cfg.tokenizer, data_cfg.vocab_size)
 
 
 SENTENCEPIECE_MODEL_TYPES = ("unigram", "bpe", "char", "word")
