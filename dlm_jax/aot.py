@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -85,4 +86,6 @@ if __name__ == "__main__":
   # libtpu looks for TPU workers when it loads; on a host without TPUs, say there is one.
   os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-4")
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  if "--topology=local" not in sys.argv:   # compile-only: never claim this host's TPUs
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
   cli.run_app("dlm_jax.aot", main, define_flags)

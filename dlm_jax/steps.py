@@ -77,19 +77,22 @@ def train_step(state: TrainState, batch, key, *, objective, model, tx, t_min: fl
   count = jnp.maximum(count, 1.0)
   grads = jax.tree.map(lambda g: g / count, grads)
   loss, grad_norm = nll_sum / count, optax.tree.norm(grads)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
+
+  def update(state):
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params,
+                       params)
+    return state.replace(params=params, ema_params=ema, opt_state=opt_state)
+
   # A non-finite loss or gradient never reaches the state: the update is skipped (the step
   # counter still advances, so the data order is unchanged) and the loop decides to stop.
+  # A cond, not a select over old and new states: only one copy of the state is live.
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  new_state = jax.lax.cond(finite, update, lambda state: state, state)
   metrics = {"loss": loss, "bits_per_token": loss / jnp.log(2.0), "grad_norm": grad_norm,
              "tokens": count, "finite": finite}
-  new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
-                            ema_params=keep(ema, state.ema_params),
-                            opt_state=keep(opt_state, state.opt_state))
-  return new_state, metrics
+  return new_state.replace(step=state.step + 1), metrics
 
 
 def gradient_noise(params, batch, key, *, objective, model, t_min: float, pad_id: int):

@@ -10,6 +10,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
+# The suite runs on CPU; with libtpu installed (the `tpu` extra, for the AOT test) jax would
+# otherwise try to open a TPU in every process and contend for libtpu's lock file.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
 import tempfile  # noqa: E402
 
 from absl import flags  # noqa: E402

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -78,14 +79,44 @@ def model_config(cfg, vocab_in: int, vocab_out: int) -> TransformerConfig:
   return mc
 
 
+class Dense(nn.Module):
+  """y = x W + b over the trailing `n_in` axes of x, with fp32 params and logical axis names.
+
+  The parameters have DenseGeneral's shapes (kernel: in_axes + features, bias: features);
+  the product is computed as one 2-D matmul (N, in) x (in, out), the form every backend
+  runs fastest in both directions (XLA:CPU runs the weight gradient of a dot with several
+  contracting axes ~1.5x slower)."""
+  features: tuple
+  logical: tuple
+  n_in: int = 1
+  zero: bool = False
+  dtype: Any = jnp.bfloat16
+
+  @nn.compact
+  def __call__(self, x):
+    init = nn.initializers.zeros_init() if self.zero else nn.initializers.normal(0.02)
+    in_shape = x.shape[-self.n_in:]
+    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.logical),
+                        in_shape + self.features, jnp.float32)
+    bias = self.param("bias", nn.with_logical_partitioning(
+        nn.initializers.zeros_init(), self.logical[-len(self.features):]), self.features,
+        jnp.float32)
+    return _matmul(x, kernel, bias, self.n_in, self.dtype)
+
+
+def _matmul(x, kernel, bias, n_in: int, dtype):
+  """x (..., *in) @ kernel (*in, *out) + bias (*out) as a 2-D matmul in `dtype`."""
+  size_in, out_shape = math.prod(kernel.shape[:n_in]), kernel.shape[n_in:]
+  x2 = x.reshape(-1, size_in).astype(dtype)
+  y = x2 @ kernel.reshape(size_in, -1).astype(dtype) + bias.reshape(-1).astype(dtype)
+  return y.reshape(x.shape[:x.ndim - n_in] + out_shape)
+
+
 def _dense(features, name, logical, zero=False, axis=-1, dtype=jnp.bfloat16):
-  """DenseGeneral with fp32 params and logical axis names (kernel: `logical`)."""
-  init = nn.initializers.zeros_init() if zero else nn.initializers.normal(0.02)
-  n_out = 1 if isinstance(features, int) else len(features)
-  return nn.DenseGeneral(
-      features, axis=axis, name=name, dtype=dtype, param_dtype=jnp.float32,
-      kernel_init=nn.with_logical_partitioning(init, logical),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), logical[-n_out:]))
+  """A `Dense` named `name` (kernel axes: `logical`; `axis`: the contracted input axes)."""
+  return Dense(features=(features,) if isinstance(features, int) else tuple(features),
+               logical=logical, n_in=1 if isinstance(axis, int) else len(axis), zero=zero,
+               dtype=dtype, name=name)
 
 
 def _layer_norm(x):
@@ -182,7 +213,5 @@ class Transformer(nn.Module):
 def head_logits(params, features, dtype):
   """The output head of `Transformer` on hidden states (..., d_model): fp32 logits, equal to
   what the full forward returns at those positions."""
-  dt = jnp.dtype(dtype)
   head = params["head"]
-  logits = jnp.dot(features.astype(dt), head["kernel"].astype(dt)) + head["bias"].astype(dt)
-  return logits.astype(jnp.float32)
+  return _matmul(features, head["kernel"], head["bias"], 1, jnp.dtype(dtype)).astype(jnp.float32)
