@@ -24,18 +24,17 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])
 
 from configs import base  # noqa: E402
-from dlm_jax import objectives, parallel, steps  # noqa: E402
+from dlm_jax import assets, objectives, parallel, steps  # noqa: E402
 from dlm_jax.models import Transformer, model_config  # noqa: E402
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from common import make_kernel, time_fn  # noqa: E402
+from common import time_fn  # noqa: E402
 
 config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Config file.")
 flags.DEFINE_list("kernels", [], "Kernels to compare (default: the config's).")
@@ -73,7 +72,7 @@ def bench(cfg, kernel_name: str, vocab: int, mesh) -> dict:
   batch, length = cfg.train.batch_size, cfg.data.seq_len
   if not cfg.model.causal:   # the kernel switch the shipped configs make (configs/base.py)
     cfg = base.use_kernel(cfg.copy_and_resolve_references(), kernel_name)
-  objective = objectives.make_objective(cfg, lambda: make_kernel(cfg, vocab))
+  objective = objectives.make_objective(cfg, lambda: assets.shape_only_kernel(cfg, vocab))
   model = Transformer(model_config(cfg.model, objective.input_vocab_size(vocab), vocab))
   tx = steps.make_optimizer(cfg.optim, cfg.train.num_steps)
   init = lambda k: steps.init_state(k, model, tx, length)

@@ -56,7 +56,8 @@ class Experiment:
 
   def check_compatible(self, saved: dict, step: int) -> None:
     mine = self.meta()
-    saved = {**saved, "model": _architecture(saved.get("model", {}))}
+    if "model" in saved:
+      saved = {**saved, "model": _architecture(saved["model"])}
     diff = [k for k in mine if k in saved and saved[k] != mine[k]]
     if diff:
       detail = "; ".join(f"{k}: checkpoint {saved[k]!r} vs config {mine[k]!r}" for k in diff)
@@ -91,8 +92,8 @@ class Experiment:
                      self.replicated, pad_id=self.tokenizer.pad_id)
 
   def jit_gradient_noise(self):
-    return self._jit(steps.gradient_noise, (self.param_sharding, self.batch_sharding, self.replicated),
-                     self.replicated, t_min=self.config.train.t_min,
+    return self._jit(steps.gradient_noise,
+                     (self.param_sharding, self.batch_sharding, self.replicated), self.replicated, t_min=self.config.train.t_min,
                      pad_id=self.tokenizer.pad_id)
 
   def jit_loss_at_times(self):

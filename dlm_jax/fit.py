@@ -95,8 +95,10 @@ class Target:
     return experiment.assemble(cfg, "", mesh, vocab, self.objective)
 
 
-def _measure(lowered, step: str, per_chip_batch: int, hbm_gib) -> dict:
-  row = {"step": step, "per_chip_batch": per_chip_batch, "chip_hbm_gib": hbm_gib}
+def _measure(lowered, step: str, target: Target, exp: experiment.Experiment) -> dict:
+  hbm_gib = target.hbm_gib
+  row = {"step": step, "per_chip_batch": exp.config.train.batch_size // len(target.devices),
+         "chip_hbm_gib": hbm_gib}
   try:
     compiled = lowered.compile()
   except Exception as e:  # pylint: disable=broad-except
@@ -116,29 +118,28 @@ def _measure(lowered, step: str, per_chip_batch: int, hbm_gib) -> dict:
           "tflop_per_chip_step": float(cost.get("flops", math.nan)) / 1e12}
 
 
-def compile_train_step(target: Target, per_chip_batch: int) -> dict:
-  """Compiles the jitted, sharded, donating train step of `experiment.py` at this batch."""
-  exp = target.experiment(per_chip_batch)
+def _key(exp: experiment.Experiment):
+  return jax.ShapeDtypeStruct((), jax.eval_shape(jax.random.key, 0).dtype,
+                              sharding=exp.replicated)
+
+
+def compile_train_step(target: Target, exp: experiment.Experiment) -> dict:
+  """Compiles the jitted, sharded, donating train step of `exp` (`target.experiment(b)`)."""
   batch = {"tokens": jax.ShapeDtypeStruct((exp.config.train.batch_size, exp.config.data.seq_len),
                                           jnp.int32, sharding=exp.batch_sharding)}
-  key = jax.ShapeDtypeStruct((), jax.eval_shape(jax.random.key, 0).dtype,
-                             sharding=exp.replicated)
-  lowered = exp.jit_train_step().lower(exp.abstract_state, batch, key)
-  return _measure(lowered, "train", per_chip_batch, target.hbm_gib)
+  lowered = exp.jit_train_step().lower(exp.abstract_state, batch, _key(exp))
+  return _measure(lowered, "train", target, exp)
 
 
-def compile_sampler(target: Target, per_chip_batch: int,
+def compile_sampler(target: Target, exp: experiment.Experiment,
                     opts: reverse.SamplerOptions = reverse.SamplerOptions()) -> dict:
   """Compiles the reverse sampler (the whole loop; its FLOPs count a loop body once)."""
-  exp = target.experiment(per_chip_batch)
   shape = (exp.config.eval.batch_size, exp.config.data.seq_len)
   fixed = jax.ShapeDtypeStruct(shape, jnp.int32, sharding=exp.batch_sharding)
   mask = jax.ShapeDtypeStruct(shape, jnp.bool_, sharding=exp.batch_sharding)
-  key = jax.ShapeDtypeStruct((), jax.eval_shape(jax.random.key, 0).dtype,
-                             sharding=exp.replicated)
   sample = exp.objective.sampler(exp.model, opts, exp.config.data.seq_len)
-  lowered = sample.lower(exp.abstract_state.params, key, fixed, mask)
-  return _measure(lowered, "sample", per_chip_batch, target.hbm_gib)
+  lowered = sample.lower(exp.abstract_state.params, _key(exp), fixed, mask)
+  return _measure(lowered, "sample", target, exp)
 
 
 def parse_batches(text: str) -> list[int]:
@@ -164,7 +165,8 @@ def sweep(target: Target, batches, stop_when_full: bool, sampler: bool, report) 
   `stop_when_full`); adds FLOPs per sequence relative to the first batch compiled."""
   rows, first = [], None
   for b in batches:
-    row = compile_train_step(target, b)
+    exp = target.experiment(b)
+    row = compile_train_step(target, exp)
     if row["fits"] and first is None:
       first = row
     row["flops_per_sequence_vs_first"] = (
@@ -174,7 +176,7 @@ def sweep(target: Target, batches, stop_when_full: bool, sampler: bool, report) 
     rows.append(row)
     report(row)
     if sampler:
-      report({**compile_sampler(target, b), "flops_per_sequence_vs_first": math.nan,
+      report({**compile_sampler(target, exp), "flops_per_sequence_vs_first": math.nan,
               **config_summary(target)})
     if stop_when_full and not row["fits"]:
       break

@@ -23,7 +23,7 @@ def test_train_step_compiles_for_a_tpu_topology_on_a_cpu_host():
   target = fit.Target.make(_tiny("semdlm_plus"), "v5e:2x2")
   assert len(target.devices) == 4 and target.devices[0].platform == "tpu"
   assert target.hbm_gib == 16.0
-  small, large = (fit.compile_train_step(target, b) for b in (2, 4))
+  small, large = (fit.compile_train_step(target, target.experiment(b)) for b in (2, 4))
   for row in (small, large):
     assert row["fits"] and 0 < row["hbm_gib_per_chip"] < 1
     assert row["tflop_per_chip_step"] > 0

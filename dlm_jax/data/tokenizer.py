@@ -17,7 +17,6 @@ mask token uses the extra id V (= vocab_size), outside the tokenizer
 from __future__ import annotations
 
 import dataclasses
-
 import hashlib
 import io
 import os

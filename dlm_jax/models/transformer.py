@@ -194,8 +194,7 @@ class Transformer(nn.Module):
     cond = _dense(cfg.cond_dim, "time_out", ("cond", "cond_out"), dtype=jnp.float32)(nn.silu(cond))
 
     policy = REMAT_POLICIES[cfg.remat]
-    block = (Block if cfg.remat == "none"
-             else nn.remat(Block, static_argnums=(3,), policy=policy))
+    block = Block if policy is None else nn.remat(Block, static_argnums=(3,), policy=policy)
     for i in range(cfg.num_layers):
       x = block(cfg, name=f"block_{i}")(x, cond, deterministic)
 
