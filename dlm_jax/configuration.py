@@ -8,7 +8,7 @@ from dlm_jax import config_schema as base
 from dlm_jax.data import corpus, rows, tokenizer
 from dlm_jax.errors import UserError
 from dlm_jax.kernels import family, schedules
-from dlm_jax.models.transformer import REMAT_POLICIES
+from dlm_jax.models.transformer import REMAT_POLICIES, VARIANTS
 
 # Every choice list comes from the registry that implements it.
 _CHOICES = {
@@ -26,6 +26,7 @@ _CHOICES = {
     "optim.lr_schedule": ("constant", "cosine"),
     "model.dtype": ("bfloat16", "float16", "float32"),
     "model.remat": tuple(REMAT_POLICIES),
+    "model.variant": VARIANTS,
     "eval.split": ("train", "validation"),
     "train.nonfinite": ("stop", "skip"),
 }

@@ -11,11 +11,15 @@ a standard error.
 
 samples N sequences per T and writes <workdir>/eval/quality_step<N>.{json,md}: generative
 perplexity under the AR judge and the metrics of dlm_jax/quality.py, next to real rows.
+--judge=hf:DIR scores by the MDLM / Duo protocol with a Hugging Face GPT-2 (dlm_jax/judge.py;
+float64 sampling unless --nofloat64) and adds Duo's keys generative_ppl, entropy and
+generated_seqs.
 The loops are in `dlm_jax.evaluation`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -36,7 +40,8 @@ def define_flags():
   flags.DEFINE_string("output", None, "Report path (default under <workdir>/eval).")
   flags.DEFINE_integer("num_samples", 0, "> 0: evaluate N samples per T instead of the NELBO.")
   flags.DEFINE_list("steps", ["128"], "Reverse steps T, comma-separated (with --num_samples).")
-  flags.DEFINE_string("judge", None, "AR workdir scoring the samples (generative perplexity).")
+  flags.DEFINE_string("judge", None, "Scores the samples (generative perplexity): an AR workdir, "
+                      "or hf:DIR, a Hugging Face GPT-2 under the MDLM/Duo protocol.")
   flags.DEFINE_integer("prompt_tokens", 0, "Condition each sample on the first P tokens of a "
                        "row of --split (0: unconditional).")
   cli.define_sampler_flags(steps=False)
@@ -49,6 +54,8 @@ def main(argv):
     sys.exit("dlm_jax.evaluate: error: --workdir is required")
   if f.num_samples > 0:
     opts = cli.sampler_options(f, steps=1)
+    if f.judge and f.judge.startswith("hf:") and not f["float64"].present:
+      opts = dataclasses.replace(opts, float64=True)   # the protocol samples in float64
     report = cli.run("dlm_jax.evaluate", evaluation.sample_quality, f.workdir, f.num_samples,
                      f.steps, opts, f.judge, f.prompt_tokens, f.split, f.seed, f.step,
                      f.batch_size)

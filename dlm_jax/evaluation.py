@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlm_jax import assets, elbo, experiment, generation, objectives, parallel, quality
+from dlm_jax import assets, elbo, experiment, generation, judge as judges, objectives, parallel
+from dlm_jax import quality
 from dlm_jax.data import pipeline
 from dlm_jax.errors import UserError
 
@@ -132,10 +133,14 @@ def _basin_table(exp):
 def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
                    prompt_tokens: int = 0, split=None, seed: int = 0, step=None,
                    batch_size: int = 16) -> dict:
-  """Samples N sequences per T and measures them (and N real rows, as a reference)."""
+  """Samples N sequences per T and measures them (and N real rows, as a reference).
+
+  `judge`: an AR workdir of this stack, or `hf:DIR` (a Hugging Face GPT-2, scored by the
+  MDLM / Duo protocol of dlm_jax/judge.py, whose keys each row then carries)."""
   if num_samples < 2:
     raise UserError("--num_samples must be >= 2 (self-BLEU compares samples)")
-  judge_run = experiment.restore(judge) if judge else None
+  hf_judge = judges.load(judge) if judge and judge.startswith("hf:") else None
+  judge_run = experiment.restore(judge) if judge and hf_judge is None else None
   if judge_run is not None and judge_run[0].objective.is_bound:
     raise UserError(f"--judge={judge} is a diffusion workdir; the judge must be autoregressive "
                     "(train one with configs/*_ar.py)")
@@ -157,6 +162,9 @@ def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
     if judge_run is not None:
       total, count = judge_nll(judge_run[0], judge_run[1], rows, tok, skip)
       m.update(judge_nll_nats=total / count, gen_ppl=math.exp(total / count))
+    if hf_judge is not None:
+      m.update(judges.protocol_report(hf_judge, rows, tok, exp.config.data.seq_len))
+      m["gen_ppl"] = m["generative_ppl"]
     return m
 
   results = [{"name": "data", "steps": None, **measure(real)}]
@@ -170,16 +178,24 @@ def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
                     "steps_per_sec": info["steps_per_sec"],
                     "tokens_per_sec": info["tokens_per_sec"],
                     "example": tok.decode(tokens[0])})
-  return {
+  report = {
       "workdir": os.path.abspath(workdir), "step": ckpt_step,
       **exp.objective.describe(),
-      "judge": os.path.abspath(judge) if judge else None, "split": split,
-      "prompt_tokens": prompt_tokens, "num_samples": num_samples,
+      "judge": hf_judge.source if hf_judge else (os.path.abspath(judge) if judge else None),
+      "split": split, "prompt_tokens": prompt_tokens, "num_samples": num_samples,
       "sampler": {k: v for k, v in opts.__dict__.items() if k != "steps"},
       "what": ("gen_ppl = exp(mean NLL of the generated tokens under the AR judge): an estimate "
                "from N samples, not a bound; the 'data' row measures N real rows of the split"),
       "results": results,
   }
+  if hf_judge is not None:
+    report["what"] = ("generative_ppl (= gen_ppl) and entropy by the MDLM / Duo protocol "
+                      "(dlm_jax/judge.py: retokenised by the judge, EOS counted once, token-"
+                      "weighted): an estimate from N samples, not a bound; the 'data' row "
+                      "measures N real rows of the split")
+    if len(steps_list) == 1:   # Duo's eval writes these three at the top level
+      report.update({k: results[-1][k] for k in ("generative_ppl", "entropy", "generated_seqs")})
+  return report
 
 
 QUALITY_COLUMNS = ("steps", "gen_ppl", "unigram_entropy", "distinct_1", "distinct_2",

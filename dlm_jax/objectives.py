@@ -18,7 +18,7 @@ import numpy as np
 
 from dlm_jax import elbo
 from dlm_jax.errors import UserError
-from dlm_jax.models.transformer import head_logits
+from dlm_jax.models.transformer import head_logits, time_input
 from dlm_jax.samplers import autoregressive, reverse
 
 # The largest float32 below 1: t = 1 itself is never drawn, since with eps = 0 a component's
@@ -86,7 +86,8 @@ class Diffusion:
     k_t, k_z, k_drop, k_bulk = jax.random.split(key, 4)
     t = sample_times(k_t, tokens.shape[0], t_min)
     z = self.kernel.sample_forward(k_z, tokens, t)
-    features, head = _features_and_head(model, params, z, t, train, k_drop)
+    features, head = _features_and_head(model, params, z, time_input(model.cfg, self.kernel, t),
+                                        train, k_drop)
     per_token = elbo.chunked_nelbo_per_token(self.kernel, head, features, tokens, z, t, k_bulk,
                                              self.logits_chunk)
     return (jnp.sum(per_token * valid[:, None]),
@@ -101,7 +102,8 @@ class Diffusion:
       k_z, k_bulk = jax.random.split(jax.random.fold_in(key, jnp.round(t * 1e6).astype(jnp.int32)))
       t_vec = jnp.full(tokens.shape[:1], t)
       z = self.kernel.sample_forward(k_z, tokens, t_vec)
-      features, head = _features_and_head(model, params, z, t_vec, False, k_bulk)
+      features, head = _features_and_head(model, params, z,
+                                          time_input(model.cfg, self.kernel, t_vec), False, k_bulk)
       per_token = elbo.chunked_integrand(self.kernel, head, features, tokens, z, t_vec, k_bulk,
                                          self.logits_chunk)
       return jnp.sum(per_token * counted) / jnp.maximum(jnp.sum(counted), 1.0)

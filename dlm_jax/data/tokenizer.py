@@ -1,4 +1,4 @@
-"""Tokenizers: SentencePiece (trained here), GPT-2 BPE and bert-base-uncased WordPiece.
+"""Tokenizers: SentencePiece (trained here), GPT-2 BPE, bert-base-uncased WordPiece, ids.
 
 Every tokenizer exposes `vocab_size`, `pad_id`, `bos_id`, `eos_id`,
 `special_ids`, `encode`, `decode` and `fingerprint()` (a hash of its vocabulary
@@ -281,6 +281,42 @@ class WordPieceTokenizer:
     return " ".join(words)
 
 
+class IdsTokenizer:
+  """Text that is token ids already: whitespace-separated integers in [0, vocab_size), for
+  models imported without a tokenizer and for synthetic languages. The specials are those
+  of the SentencePiece models trained here: PAD = 0, UNK = 1, BOS = 2, EOS = 3."""
+  kind = "ids"
+  pad_id, bos_id, eos_id, unk_id = PAD_ID, BOS_ID, EOS_ID, UNK_ID
+  special_ids = (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
+
+  def __init__(self, vocab_size: int):
+    if vocab_size < 5:
+      raise UserError(f"data.vocab_size must be >= 5 for data.tokenizer='ids', got {vocab_size}")
+    self.vocab_size = vocab_size
+
+  def fingerprint(self) -> str:
+    return f"ids:{self.vocab_size}"
+
+  def encode(self, texts: Sequence[str]) -> list[list[int]]:
+    out = []
+    for text in texts:
+      try:
+        ids = [int(w) for w in text.split()]
+      except ValueError:
+        raise UserError(f"data.tokenizer='ids' reads whitespace-separated integers; got "
+                        f"{text[:60]!r}") from None
+      bad = [i for i in ids if not 0 <= i < self.vocab_size]
+      if bad:
+        raise UserError(f"token id {bad[0]} is outside [0, {self.vocab_size}) "
+                        "(data.vocab_size)")
+      out.append(ids)
+    return out
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return " ".join("[MASK]" if int(i) >= self.vocab_size else str(int(i)) for i in ids
+                    if int(i) != PAD_ID)
+
+
 @dataclasses.dataclass(frozen=True)
 class VocabularyOnly:
   """A vocabulary's size without its tokenizer files: enough to build and compile a model
@@ -305,7 +341,7 @@ def nominal_vocab_size(data_cfg) -> int:
 
 SENTENCEPIECE_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 TOKENIZERS = {"sentencepiece": SentencePieceTokenizer, "gpt2": GPT2Tokenizer,
-              "bert": WordPieceTokenizer}
+              "bert": WordPieceTokenizer, "ids": IdsTokenizer}
 
 
 def load_tokenizer(kind: str, path: str):
@@ -324,6 +360,8 @@ def tokenizer_path(data_cfg, workdir: str) -> str:
 
 def get_tokenizer(data_cfg, workdir: str, process_index: int = 0):
   """Loads the configured tokenizer; a missing SentencePiece model is trained into the workdir."""
+  if data_cfg.tokenizer == "ids":
+    return IdsTokenizer(data_cfg.vocab_size)
   path = tokenizer_path(data_cfg, workdir)
   if data_cfg.tokenizer != "sentencepiece":
     return load_tokenizer(data_cfg.tokenizer, path)

@@ -119,6 +119,12 @@ class Kernel:
     A, _, _, kappa = self.coefficients(t)
     return kappa * A
 
+  def noise_level(self, t):
+    """sigma(t) = -log alpha(t) = s_sem + s_glob + s_mask, the total cumulative rate (for one
+    component, MDLM's / Duo's sigma), from 1 - alpha_c so that it is accurate near t = 0."""
+    return sum(-jnp.log1p(-c.one_minus_alpha(t)) for c in (self.sem, self.glob, self.mask)
+               if c is not None)
+
   def component_alpha_ratio(self, t, s):
     """(alpha_sem(t) / alpha_sem(s), alpha_glob(t) / alpha_glob(s)): the t|s increments."""
     return tuple(_alpha(c, t) / _alpha(c, s) for c in (self.sem, self.glob))
@@ -227,6 +233,13 @@ def _components(kernel_cfg) -> dict:
     return {"sem": main, "glob" if kernel_cfg.global_kind == "uniform" else "mask": glob}
   return {"masking": {"mask": main}, "uniform": {"glob": main},
           "semdlm": {"sem": main}}[kernel_cfg.name]
+
+
+def needs_unigram(kernel_cfg) -> bool:
+  """Whether p_1 depends on the training unigram in a way that matters: not for masking,
+  whose p_1 is the mask up to the eps = alpha(1) of clean tokens (there the real-token part
+  is uniform, so building the kernel needs no corpus; the bound stays a bound)."""
+  return kernel_cfg.name != "masking"
 
 
 def make_kernel(kernel_cfg, vocab_size: int, table=None, unigram=None) -> Kernel:

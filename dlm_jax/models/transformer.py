@@ -6,6 +6,14 @@ real tokens (the mask id, when there is one, is an input only: SUBS never
 predicts it). Parameters are fp32; activations run in `dtype` (bf16 by
 default); layer norms and the returned logits are fp32.
 
+Two variants (`model.variant`, docs/design.md §7):
+- "dlm" (default): parameter-free LayerNorms (eps 1e-6; adaLN supplies scale and shift),
+  biases on every dense layer, time embedding of 1000 t.
+- "mdlm": exactly the DiT of MDLM / Duo (arXiv 2406.07524, 2506.10892): LayerNorms with a
+  learned weight and no bias (eps 1e-5), no bias on qkv / attn_out, and the time embedding
+  reads the noise level sigma(t) = -log alpha(t) (`time_input`), so their checkpoints load
+  unchanged (dlm_jax/mdlm_checkpoint.py).
+
 `features_only=True` stops before the output head and returns the final hidden states
 (B, T, d_model); `head_logits` applies the head to any slice of them, so a loss can
 evaluate the (B, T, V) logits one chunk of positions at a time (`dlm_jax/elbo.py`).
@@ -32,6 +40,8 @@ REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
 }
 
+VARIANTS = ("dlm", "mdlm")
+
 SIZES = {  # num_layers, d_model, num_heads
     "tiny": (4, 128, 4),
     "small": (12, 768, 12),
@@ -53,6 +63,7 @@ class TransformerConfig:
   time_conditioning: bool = False
   dtype: str = "bfloat16"
   remat: str = "none"          # none | dots | full (REMAT_POLICIES)
+  variant: str = "dlm"         # dlm | mdlm (VARIANTS)
 
   @property
   def head_dim(self) -> int:
@@ -69,11 +80,13 @@ def model_config(cfg, vocab_in: int, vocab_out: int) -> TransformerConfig:
       num_layers=cfg.num_layers or layers, d_model=cfg.d_model or width,
       num_heads=cfg.num_heads or heads, mlp_ratio=cfg.mlp_ratio, cond_dim=cfg.cond_dim,
       dropout=cfg.dropout, causal=cfg.causal, time_conditioning=cfg.time_conditioning,
-      dtype=cfg.dtype, remat=cfg.remat)
+      dtype=cfg.dtype, remat=cfg.remat, variant=cfg.variant)
   if mc.d_model % mc.num_heads or mc.head_dim % 2:
     raise UserError(f"model.d_model={mc.d_model} must split into {mc.num_heads} heads of even size")
   if mc.remat not in REMAT_POLICIES:
     raise UserError(f"model.remat must be one of {list(REMAT_POLICIES)}, got {mc.remat!r}")
+  if mc.variant not in VARIANTS:
+    raise UserError(f"model.variant must be one of {list(VARIANTS)}, got {mc.variant!r}")
   if mc.dtype not in ("bfloat16", "float32", "float16"):
     raise UserError(f"model.dtype must be bfloat16, float16 or float32, got {mc.dtype!r}")
   return mc
@@ -90,6 +103,7 @@ class Dense(nn.Module):
   logical: tuple
   n_in: int = 1
   zero: bool = False
+  use_bias: bool = True
   dtype: Any = jnp.bfloat16
 
   @nn.compact
@@ -100,31 +114,60 @@ class Dense(nn.Module):
                         in_shape + self.features, jnp.float32)
     bias = self.param("bias", nn.with_logical_partitioning(
         nn.initializers.zeros_init(), self.logical[-len(self.features):]), self.features,
-        jnp.float32)
+        jnp.float32) if self.use_bias else None
     return _matmul(x, kernel, bias, self.n_in, self.dtype)
 
 
 def _matmul(x, kernel, bias, n_in: int, dtype):
-  """x (..., *in) @ kernel (*in, *out) + bias (*out) as a 2-D matmul in `dtype`."""
+  """x (..., *in) @ kernel (*in, *out) [+ bias (*out)] as a 2-D matmul in `dtype`."""
   size_in, out_shape = math.prod(kernel.shape[:n_in]), kernel.shape[n_in:]
   x2 = x.reshape(-1, size_in).astype(dtype)
-  y = x2 @ kernel.reshape(size_in, -1).astype(dtype) + bias.reshape(-1).astype(dtype)
+  y = x2 @ kernel.reshape(size_in, -1).astype(dtype)
+  if bias is not None:
+    y = y + bias.reshape(-1).astype(dtype)
   return y.reshape(x.shape[:x.ndim - n_in] + out_shape)
 
 
-def _dense(features, name, logical, zero=False, axis=-1, dtype=jnp.bfloat16):
+def _dense(features, name, logical, zero=False, axis=-1, dtype=jnp.bfloat16, use_bias=True):
   """A `Dense` named `name` (kernel axes: `logical`; `axis`: the contracted input axes)."""
   return Dense(features=(features,) if isinstance(features, int) else tuple(features),
                logical=logical, n_in=1 if isinstance(axis, int) else len(axis), zero=zero,
-               dtype=dtype, name=name)
+               use_bias=use_bias, dtype=dtype, name=name)
 
 
-def _layer_norm(x):
+def _layer_norm(x, eps: float = 1e-6):
   """Parameter-free LayerNorm in fp32 (adaLN supplies scale and shift)."""
   x32 = x.astype(jnp.float32)
   mean = x32.mean(-1, keepdims=True)
   var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-  return (x32 - mean) * jax.lax.rsqrt(var + 1e-6)
+  return (x32 - mean) * jax.lax.rsqrt(var + eps)
+
+
+class Norm(nn.Module):
+  """The variant's LayerNorm before adaLN: parameter-free (dlm), or MDLM's, with a learned
+  weight, no bias and eps 1e-5 (mdlm)."""
+  variant: str
+
+  @nn.compact
+  def __call__(self, x):
+    if self.variant == "dlm":
+      return _layer_norm(x)
+    weight = self.param("weight", nn.with_logical_partitioning(nn.initializers.ones_init(),
+                                                               ("embed",)),
+                        (x.shape[-1],), jnp.float32)
+    return _layer_norm(x, 1e-5) * weight
+
+
+def time_input(model_cfg: TransformerConfig, kernel, t):
+  """What the network's time embedding reads for diffusion times t: t itself (dlm), or the
+  noise level sigma(t) = -log alpha(t) of `kernel` (mdlm, as MDLM / Duo condition)."""
+  return kernel.noise_level(t) if model_cfg.variant == "mdlm" else t
+
+
+def denoiser_logits(model, params, kernel, z, t):
+  """fp32 logits of the denoiser on z_t (B, L) at diffusion times t (B,)."""
+  t = jnp.asarray(t, jnp.float32)
+  return model.apply({"params": params}, z, time_input(model.cfg, kernel, t))
 
 
 def _rope(x, positions):
@@ -137,11 +180,11 @@ def _rope(x, positions):
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
 
 
-def timestep_embedding(t, dim: int, max_period: float = 10_000.0):
-  """Sinusoidal features of t in [0, 1] (scaled by 1000 as in DiT)."""
+def timestep_embedding(t, dim: int, max_period: float = 10_000.0, scale: float = 1000.0):
+  """Sinusoidal features of scale * t (DiT: t in [0, 1] times 1000; MDLM: sigma, scale 1)."""
   half = dim // 2
   freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-  args = 1000.0 * t[:, None].astype(jnp.float32) * freqs[None]
+  args = scale * t[:, None].astype(jnp.float32) * freqs[None]
   return jnp.concatenate([jnp.cos(args), jnp.sin(args)], -1)
 
 
@@ -155,19 +198,20 @@ class Block(nn.Module):
         nn.silu(cond))[:, None]  # (B, 1, 6, D)
     shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = [mod[:, :, i] for i in range(6)]
 
-    h = (_layer_norm(x) * (1 + scale_a) + shift_a).astype(dt)
+    bias = cfg.variant == "dlm"
+    h = (Norm(cfg.variant, name="norm1")(x) * (1 + scale_a) + shift_a).astype(dt)
     qkv = _dense((3, cfg.num_heads, cfg.head_dim), "qkv", ("embed", None, "heads", "head_dim"),
-                 dtype=dt)(h)
+                 dtype=dt, use_bias=bias)(h)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     positions = jnp.arange(x.shape[1])
     q, k = _rope(q, positions), _rope(k, positions)
     attn = jax.nn.dot_product_attention(q, k, v, is_causal=cfg.causal)
     out = _dense(cfg.d_model, "attn_out", ("heads", "head_dim", "embed"), axis=(-2, -1),
-                 dtype=dt)(attn)
+                 dtype=dt, use_bias=bias)(attn)
     out = nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
     x = x + (gate_a * out).astype(x.dtype)
 
-    h = (_layer_norm(x) * (1 + scale_m) + shift_m).astype(dt)
+    h = (Norm(cfg.variant, name="norm2")(x) * (1 + scale_m) + shift_m).astype(dt)
     h = _dense(cfg.mlp_ratio * cfg.d_model, "mlp_in", ("embed", "mlp"), dtype=dt)(h)
     h = nn.gelu(h, approximate=True)
     h = _dense(cfg.d_model, "mlp_out", ("mlp", "embed"), dtype=dt)(h)
@@ -190,7 +234,7 @@ class Transformer(nn.Module):
                                                                  ("vocab", "embed")))
     x = embed(tokens)
     cond = _dense(cfg.cond_dim, "time_in", ("time", "cond"), dtype=jnp.float32)(
-        timestep_embedding(t, 256))
+        timestep_embedding(t, 256, scale=1000.0 if cfg.variant == "dlm" else 1.0))
     cond = _dense(cfg.cond_dim, "time_out", ("cond", "cond_out"), dtype=jnp.float32)(nn.silu(cond))
 
     policy = REMAT_POLICIES[cfg.remat]
@@ -200,7 +244,7 @@ class Transformer(nn.Module):
 
     mod = _dense((2, cfg.d_model), "final_adaln", ("cond", None, "embed"), zero=True,
                  dtype=dt)(nn.silu(cond))[:, None]
-    h = (_layer_norm(x) * (1 + mod[:, :, 1]) + mod[:, :, 0]).astype(dt)
+    h = (Norm(cfg.variant, name="norm_final")(x) * (1 + mod[:, :, 1]) + mod[:, :, 0]).astype(dt)
     head = _dense(cfg.vocab_out, "head", ("embed", "vocab"), zero=True, dtype=dt)
     if features_only:
       if self.is_initializing():

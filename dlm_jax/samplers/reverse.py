@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from dlm_jax.errors import UserError
+from dlm_jax.models.transformer import denoiser_logits
 from dlm_jax.samplers import unmasking
 
 ETA_SCHEDULES = ("constant", "linear")
@@ -151,8 +152,8 @@ def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: Sample
   position = jnp.arange(length)
 
   def denoise(z, t):
-    logits = model.apply({"params": params}, z.astype(jnp.int32),
-                         jnp.full((batch,), t, jnp.float32))
+    logits = denoiser_logits(model, params, kernel, z.astype(jnp.int32),
+                             jnp.full((batch,), t, jnp.float32))
     return logits.astype(ftype)
 
   def run_block(carry, b):

@@ -1,0 +1,163 @@
+"""Generative perplexity as MDLM / Duo measure it: samples judged by a Hugging Face GPT-2.
+
+`--judge=hf:DIR` names a GPT-2 directory (config.json + model.safetensors; gpt2-large in the
+papers) and its tokenizer: DIR/tokenizer.json when present (Hugging Face `tokenizers`),
+else GPT-2's BPE through tiktoken (a local gpt2.tiktoken, as data.tokenizer=gpt2 finds it).
+The protocol, exactly as MDLM's `compute_generative_perplexity` (arXiv 2406.07524) and Duo's
+`eval` (arXiv 2506.10892) compute it:
+
+1. each sample is decoded to text with its end-of-text tokens kept (as the judge's EOS text;
+   with GPT-2 models, whose BOS is EOS, the leading BOS too) and PAD dropped;
+2. re-encoded by the judge's tokenizer (its special EOS text becomes the EOS id), truncated to
+   the model's sequence length, right-padded with EOS to the longest sample;
+3. scored in chunks of the judge's context (n_positions), no BOS added: position j predicts
+   token j + 1 within a chunk;
+4. the targets counted are every non-EOS token plus the first EOS of the chunk (when that
+   first EOS is the chunk's first token, no EOS is counted): later EOS and the padding are
+   not counted;
+5. generative_ppl = exp(sum of NLL / number of counted tokens) over all samples (token
+   weighted, not a mean of per-sample perplexities) — an estimate from N samples;
+6. entropy = the mean over samples of the unigram entropy (nats) of the sample's generated
+   ids (the model's own ids, specials included, as Duo computes it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dlm_jax.errors import UserError
+from dlm_jax.models import gpt2
+
+EOS_TEXT = "<|endoftext|>"
+
+
+@dataclasses.dataclass
+class Judge:
+  model: Any
+  params: Any
+  encode: Callable[[list[str]], list[list[int]]]
+  eos_id: int
+  eos_text: str
+  context: int
+  source: str
+
+
+def _tokenizer_json(path: str):
+  try:
+    import tokenizers  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserError("the judge's tokenizer.json needs `pip install tokenizers`") from None
+  tok = tokenizers.Tokenizer.from_file(path)
+  return lambda texts: [e.ids for e in tok.encode_batch(list(texts), add_special_tokens=False)]
+
+
+def _tiktoken_gpt2():
+  from dlm_jax.data.tokenizer import GPT2Tokenizer  # pylint: disable=g-import-not-at-top
+  enc = GPT2Tokenizer()._enc  # pylint: disable=protected-access
+  return lambda texts: [enc.encode(t, allowed_special={EOS_TEXT}) for t in texts]
+
+
+def load(spec: str, dtype: str = "float32") -> Judge:
+  """The judge named by `hf:DIR`."""
+  if not spec.startswith("hf:"):
+    raise UserError(f"--judge={spec!r}: a Hugging Face judge is named hf:DIR")
+  directory = spec[3:]
+  model, params = gpt2.load(directory, dtype)
+  path = os.path.join(directory, "tokenizer.json")
+  encode = _tokenizer_json(path) if os.path.exists(path) else _tiktoken_gpt2()
+  eos_text = EOS_TEXT
+  special = os.path.join(directory, "special_tokens_map.json")
+  if os.path.exists(special):
+    with open(special, encoding="utf-8") as f:
+      eos = json.load(f).get("eos_token", EOS_TEXT)
+    eos_text = eos["content"] if isinstance(eos, dict) else eos
+  eos_id = model.cfg.eos_token_id
+  if encode([eos_text])[0] != [eos_id]:
+    raise UserError(f"the judge's tokenizer does not encode {eos_text!r} as its eos_token_id "
+                    f"{eos_id}: give DIR a tokenizer.json that matches config.json")
+  return Judge(model, params, encode, eos_id, eos_text, model.cfg.n_positions,
+               os.path.abspath(directory))
+
+
+def protocol_text(ids, tokenizer, eos_text: str) -> str:
+  """One sample as text: PAD dropped, each EOS (and a BOS that is EOS) as `eos_text`, a
+  distinct BOS dropped, the rest decoded by the model's tokenizer."""
+  parts, run = [], []
+  for i in map(int, ids):
+    if i == tokenizer.pad_id or (i == tokenizer.bos_id and i != tokenizer.eos_id):
+      continue
+    if i == tokenizer.eos_id:
+      parts.append(tokenizer.decode(run) + eos_text)
+      run = []
+    else:
+      run.append(i)
+  return "".join(parts) + tokenizer.decode(run)
+
+
+def counted_targets(chunk: np.ndarray, eos_id: int) -> np.ndarray:
+  """(B, W - 1) bool: which next-token targets of a chunk count (step 4 of the protocol)."""
+  is_eos = chunk == eos_id
+  first_eos = np.cumsum(is_eos, -1) == 1
+  return (~is_eos[:, 1:]) | (first_eos[:, 1:] & is_eos[:, 1:])
+
+
+def judge_rows(judge: Judge, texts: list[str], max_length: int) -> np.ndarray:
+  encoded = [ids[:max_length] for ids in judge.encode(texts)]
+  rows = np.full((len(encoded), max(1, max(map(len, encoded)))), judge.eos_id, np.int32)
+  for r, ids in enumerate(encoded):
+    rows[r, : len(ids)] = ids
+  return rows
+
+
+def generative_nll(judge: Judge, texts: list[str], max_length: int,
+                   batch_size: int = 8) -> tuple[float, int]:
+  """(sum of the judge's NLL in nats over counted targets, number of counted targets)."""
+  rows = judge_rows(judge, texts, max_length)
+
+  @jax.jit
+  def nll_of(params, tokens):
+    logp = jax.nn.log_softmax(judge.model.apply({"params": params}, tokens), -1)
+    return -jnp.take_along_axis(logp[:, :-1], tokens[:, 1:, None], -1)[..., 0]
+
+  total, count = 0.0, 0
+  for start in range(0, len(rows), batch_size):
+    batch = rows[start: start + batch_size]
+    padded = np.full((batch_size, rows.shape[1]), judge.eos_id, np.int32)
+    padded[: len(batch)] = batch
+    for c in range(0, rows.shape[1], judge.context):
+      chunk = padded[:, c: c + judge.context]
+      if chunk.shape[1] < 2:
+        continue
+      nll = np.asarray(nll_of(judge.params, jnp.asarray(chunk)), np.float64)[: len(batch)]
+      weight = counted_targets(chunk[: len(batch)], judge.eos_id)
+      total += float((nll * weight).sum())
+      count += int(weight.sum())
+  return total, count
+
+
+def mean_entropy(rows) -> float:
+  """Mean over rows of the unigram entropy (nats) of each row's ids."""
+  out = []
+  for r in np.asarray(rows):
+    p = np.unique(r, return_counts=True)[1] / len(r)
+    out.append(float(-(p * np.log(p)).sum()))
+  return float(np.mean(out))
+
+
+def protocol_report(judge: Judge, rows, tokenizer, max_length: int,
+                    batch_size: int = 8) -> dict:
+  """Duo's keys (generative_ppl, entropy, generated_seqs) for sampled token rows."""
+  texts = [protocol_text(r, tokenizer, judge.eos_text) for r in np.asarray(rows)]
+  total, count = generative_nll(judge, texts, max_length, batch_size)
+  nll = total / max(count, 1)
+  return {"generative_ppl": math.exp(nll) if nll < 709 else math.inf,
+          "judge_nll_nats": nll, "judge_tokens_counted": count,
+          "entropy": mean_entropy(rows), "generated_seqs": texts}

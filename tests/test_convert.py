@@ -1,0 +1,232 @@
+"""Field parity: MDLM/Duo checkpoints in and out (the `mdlm` DiT variant), the Flax GPT-2
+judge, and generative perplexity by the MDLM/Duo protocol. Fixtures in tests/fixtures/ were
+written by the upstream PyTorch code (MDLM's DiT) and by `transformers` (GPT-2)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dlm_jax import evaluation, judge, mdlm_checkpoint, safetensors_io, training
+from dlm_jax.checkpoint import Checkpointer
+from dlm_jax.data.tokenizer import IdsTokenizer
+from dlm_jax.errors import UserError
+from dlm_jax.models import Transformer, gpt2
+from dlm_jax.models.transformer import TransformerConfig
+from dlm_jax.samplers import reverse
+
+from tests.conftest import kernel_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+MDLM_DIR = os.path.join(FIXTURES, "mdlm_dit_tiny")
+GPT2_DIR = os.path.join(FIXTURES, "gpt2_tiny")
+
+
+def _base_config():
+  from configs import base  # pylint: disable=g-import-not-at-top
+  return base.get_config()
+
+
+def _params(workdir, step=None):
+  ckpt = Checkpointer(workdir, create=False)
+  step = ckpt.latest_step() if step is None else step
+  params = ckpt.restore_param(step, ("ema_params",))
+  ckpt.close()
+  return params
+
+
+def test_safetensors_round_trip(tmp_path):
+  import ml_dtypes  # pylint: disable=g-import-not-at-top
+  tensors = {"b": np.arange(6, dtype=np.float32).reshape(2, 3),
+             "a": np.array([1.5, -2], ml_dtypes.bfloat16), "i": np.array([7], np.int64)}
+  path = str(tmp_path / "x.safetensors")
+  safetensors_io.save(path, tensors, {"format": "pt"})
+  back = safetensors_io.load(path)
+  assert sorted(back) == ["a", "b", "i"]
+  for k, v in tensors.items():
+    assert back[k].dtype == v.dtype and np.array_equal(back[k], v)
+  header, start = safetensors_io.read_header(path)
+  assert start % 8 == 0 and header["__metadata__"] == {"format": "pt"}
+  (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 12)
+  with pytest.raises(UserError, match="not a safetensors file"):
+    safetensors_io.load(str(tmp_path / "bad.safetensors"))
+
+
+def test_flax_gpt2_matches_transformers():
+  model, params = gpt2.load(GPT2_DIR)
+  ref = np.load(os.path.join(GPT2_DIR, "expected.npz"))
+  logits = np.asarray(jax.jit(model.apply)({"params": params}, ref["input_ids"]))
+  assert np.abs(logits - ref["logits"]).max() <= 1e-4
+
+
+def test_import_check_export_round_trip(tmp_path):
+  workdir, out = str(tmp_path / "imported"), str(tmp_path / "exported")
+  summary = mdlm_checkpoint.import_checkpoint(MDLM_DIR, workdir, _base_config())
+  assert (summary["num_layers"], summary["d_model"], summary["num_heads"]) == (2, 32, 2)
+  reference = os.path.join(MDLM_DIR, "expected.npz")
+  assert mdlm_checkpoint.reference_difference(workdir, reference) <= 1e-4
+  # The command prints one line and exits 0 within tolerance, 1 above it.
+  run = lambda tol: subprocess.run(
+      [sys.executable, "-m", "dlm_jax.convert", "check", f"--workdir={workdir}",
+       f"--reference={reference}", f"--tolerance={tol}"], capture_output=True, text=True,
+      cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  ok = run(1e-4)
+  assert ok.returncode == 0 and ok.stdout.startswith("max abs difference"), ok.stderr
+  assert run(1e-12).returncode == 1
+
+  mdlm_checkpoint.export_checkpoint(workdir, out)
+  original = safetensors_io.load(os.path.join(MDLM_DIR, "model.safetensors"))
+  exported = safetensors_io.load(os.path.join(out, "model.safetensors"))
+  assert sorted(original) == sorted(exported)
+  for name, value in original.items():       # identical but for the never-predicted mask row
+    got = exported[name]
+    if name.startswith("backbone.output_layer.linear"):
+      value, got = value[:-1], got[:-1]
+    assert np.array_equal(value, got), name
+  with pytest.raises(UserError, match="exists"):
+    mdlm_checkpoint.export_checkpoint(workdir, out)
+
+  again = str(tmp_path / "again")
+  mdlm_checkpoint.import_checkpoint(out, again, _base_config())
+  a, b = _params(workdir), _params(again)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert np.array_equal(x, y)
+  with pytest.raises(UserError, match="already holds checkpoints"):
+    mdlm_checkpoint.import_checkpoint(out, again, _base_config())
+
+
+def test_any_mdlm_shaped_checkpoint_imports(tmp_path):
+  """Other sizes (3 blocks, 3 heads of 16, cond 8, MLP x2, 20 tokens, a GPT-2-like extra
+  tokenizer id) import from the tensors alone and compute the same function."""
+  cfg = TransformerConfig(vocab_in=21, vocab_out=20, num_layers=3, d_model=48, num_heads=3,
+                          mlp_ratio=2, cond_dim=8, time_conditioning=True, dtype="float32",
+                          variant="mdlm")
+  model = Transformer(cfg)
+
+  @jax.jit
+  def init():   # random non-zero values everywhere (adaLN and the head start at zero)
+    params = model.init(jax.random.key(1), jnp.zeros((1, 8), jnp.int32), jnp.ones((1,)))
+    leaves, tree = jax.tree.flatten(nn.meta.unbox(params["params"]))
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    return tree.unflatten([p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  params = init()
+  tensors, hf_config = mdlm_checkpoint.from_params(params, cfg, True, 8)
+  src = tmp_path / "ckpt"
+  src.mkdir()
+  safetensors_io.save(str(src / "model.safetensors"), tensors)
+  (src / "config.json").write_text(json.dumps({k: hf_config[k] for k in (
+      "vocab_size", "n_heads", "model_length", "time_conditioning")}))
+  arch = mdlm_checkpoint.architecture(*mdlm_checkpoint.read(str(src))[::-1][::-1])
+  assert (arch.num_layers, arch.d_model, arch.num_heads, arch.cond_dim, arch.mlp_ratio,
+          arch.real_tokens) == (3, 48, 3, 8, 2, 20)
+  # Into a tokenizer with one more id (as GPT-2 + PAD): it is never predicted.
+  loaded = mdlm_checkpoint.to_params(mdlm_checkpoint.read(str(src))[1], arch, 21, True)
+  wide = Transformer(TransformerConfig(**{**cfg.__dict__, "vocab_in": 22, "vocab_out": 21}))
+  z = jax.random.randint(jax.random.key(3), (2, 8), 0, 21)
+  sigma = jnp.array([0.3, 2.0])
+  want = jax.jit(model.apply)({"params": params}, z, sigma)
+  got = jax.jit(wide.apply)({"params": loaded}, jnp.where(z == 20, 21, z), sigma)
+  np.testing.assert_allclose(got[..., :20], want, atol=1e-5)
+  assert float(jax.nn.softmax(got, -1)[..., 20].max()) < 1e-30
+
+  with pytest.raises(UserError, match="real tokens"):
+    mdlm_checkpoint.to_params(mdlm_checkpoint.read(str(src))[1], arch, 19, True)
+
+
+def test_mdlm_variant_conditions_on_the_noise_level():
+  from dlm_jax.kernels import family  # pylint: disable=g-import-not-at-top
+  t = jnp.array([1e-4, 0.3, 0.9])
+  masking = family.make_kernel(kernel_config("masking", eps=1e-3), 8)
+  np.testing.assert_allclose(masking.noise_level(t), -np.log1p(-(1 - 1e-3) * np.asarray(t)),
+                             rtol=1e-6)
+  plus = family.make_kernel(kernel_config("semdlm_plus", eps=1e-3, global_kind="mask"), 8,
+                            _toy_table(8))
+  t64 = np.asarray(t, np.float64)   # sem: 1 - (1 - eps) t; mask part: 1 - (1 - eps) t^2
+  np.testing.assert_allclose(plus.noise_level(t), -np.log((1 - 0.999 * t64) * (1 - 0.999 * t64**2)),
+                             rtol=1e-6)
+  tree = lambda variant: jax.eval_shape(lambda: Transformer(TransformerConfig(
+      vocab_in=9, vocab_out=8, num_layers=1, d_model=8, num_heads=2, cond_dim=4,
+      variant=variant)).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32),
+                             jnp.ones((1,))))["params"]
+  dlm, mdlm = tree("dlm"), tree("mdlm")
+  assert "bias" in dlm["block_0"]["qkv"] and "norm1" not in dlm["block_0"]
+  assert "bias" not in mdlm["block_0"]["qkv"] and "bias" not in mdlm["block_0"]["attn_out"]
+  assert set(mdlm) - set(dlm) == {"norm_final"}
+
+
+def _toy_table(V):
+  from dlm_jax.kernels import neighbors  # pylint: disable=g-import-not-at-top
+  emb = np.random.default_rng(0).normal(size=(V, 4))
+  return neighbors.build(emb, "partition", 2, "toy", special=())
+
+
+def test_ids_tokenizer():
+  tok = IdsTokenizer(10)
+  assert tok.encode(["4 5  9", ""]) == [[4, 5, 9], []]
+  assert tok.decode([2, 4, 0, 10]) == "2 4 [MASK]"
+  with pytest.raises(UserError, match="outside"):
+    tok.encode(["10"])
+  with pytest.raises(UserError, match="integers"):
+    tok.encode(["a b"])
+
+
+def test_protocol_counts_the_first_eos_only():
+  E = 9
+  chunk = np.array([[E, 1, 2, E, 3, E, E],      # leading BOS=EOS: no EOS target counts
+                    [1, 2, E, 3, E, E, E],      # the first EOS counts, later ones not
+                    [1, 2, 3, 4, 5, 6, 7]])
+  np.testing.assert_array_equal(counted_targets := judge.counted_targets(chunk, E), [
+      [1, 1, 0, 1, 0, 0], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
+  assert counted_targets.dtype == bool
+  np.testing.assert_allclose(judge.mean_entropy([[1, 1, 2, 2], [3, 3, 3, 3]]),
+                             np.log(2) / 2)
+
+
+def _char_judge(tmp_path):
+  """The tiny GPT-2 with a character tokenizer.json (ids 0..94: ' '..'~', 95: EOS)."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  from tokenizers import models, pre_tokenizers  # pylint: disable=g-import-not-at-top
+  directory = tmp_path / "judge"
+  shutil.copytree(GPT2_DIR, directory)
+  vocab = {chr(32 + i): i for i in range(95)}
+  vocab["<|endoftext|>"] = 95
+  tok = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token="?"))
+  tok.pre_tokenizer = pre_tokenizers.Split(tokenizers.Regex("."), "isolated")
+  tok.add_special_tokens(["<|endoftext|>"])
+  tok.save(str(directory / "tokenizer.json"))
+  return f"hf:{directory}"
+
+
+def test_hf_judge_scores_samples_by_the_protocol(tmp_path, config):
+  spec = _char_judge(tmp_path)
+  hf = judge.load(spec)
+  assert hf.encode(["ab<|endoftext|>"])[0] == [65, 66, 95]
+  # The protocol's NLL equals a direct computation with the Flax judge.
+  texts = ["hi<|endoftext|>yo", "a"]
+  total, count = judge.generative_nll(hf, texts, max_length=16, batch_size=4)
+  rows = judge.judge_rows(hf, texts, 16)
+  logp = jax.nn.log_softmax(jax.jit(hf.model.apply)({"params": hf.params}, rows), -1)
+  nll = -np.take_along_axis(np.asarray(logp)[:, :-1], rows[:, 1:, None], -1)[..., 0]
+  weight = judge.counted_targets(rows, 95)
+  assert count == weight.sum() == 4 + 1
+  np.testing.assert_allclose(total, (nll * weight).sum(), rtol=1e-5)
+
+  workdir = str(tmp_path / "run")
+  config.train.num_steps = 4
+  config.train.eval_every = 100
+  training.train_and_evaluate(config, workdir)
+  report = evaluation.sample_quality(workdir, 3, [4], reverse.SamplerOptions(steps=4, float64=True),
+                                     judge=spec, batch_size=4)
+  assert {"generative_ppl", "entropy", "generated_seqs"} <= set(report)
+  assert len(report["generated_seqs"]) == 3 and report["generative_ppl"] > 1
+  samples = report["results"][-1]
+  assert samples["gen_ppl"] == samples["generative_ppl"] and samples["judge_tokens_counted"] > 0
