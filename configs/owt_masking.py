@@ -18,6 +18,7 @@ def get_config():
   c.data.seq_len = 1024
   c.data.tokenizer = "gpt2"
   c.model.size = "small"
+  c.model.variant = "mdlm"         # MDLM's DiT exactly: its checkpoints load and export
   c.model.dropout = 0.1
   c.optim.learning_rate = 3e-4
   c.optim.warmup_steps = 2500

@@ -114,7 +114,8 @@ def _architecture(model_fields: dict) -> dict:
 def build(config, workdir: str, devices=None, restoring: bool = False) -> Experiment:
   """Validates the config, loads/trains the tokenizer and derives shardings; compiles nothing.
 
-  `restoring`: the run exists already; a missing neighbour table is an error, not rebuilt."""
+  `restoring`: the run exists already; a missing tokenizer or neighbour table is an error,
+  never trained or rebuilt."""
   configuration.validate_config(config)
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -123,7 +124,7 @@ def build(config, workdir: str, devices=None, restoring: bool = False) -> Experi
   if not os.access(workdir, os.W_OK):
     raise UserError(f"workdir {workdir!r} is not writable")
   mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
-  tokenizer = get_tokenizer(config.data, workdir, jax.process_index())
+  tokenizer = get_tokenizer(config.data, workdir, jax.process_index(), may_train=not restoring)
   objective = objectives.make_objective(
       config, lambda: assets.build_kernel(config, tokenizer, workdir, build=not restoring))
   return assemble(config, workdir, mesh, tokenizer, objective)

@@ -74,6 +74,17 @@ def test_missing_tokenizer(config, tmp_path, no_compile):
   _expect(config, str(tmp_path / "w"), "tokenizer file not found")
 
 
+def test_restoring_never_trains_a_tokenizer(config, tmp_path, no_compile):
+  """evaluate / sample rebuild the run with restoring=True: a missing tokenizer.model is an
+  error, even where training would create one, and no file appears."""
+  from dlm_jax import experiment  # pylint: disable=g-import-not-at-top
+  config.data.tokenizer_path = ""                      # <workdir>/tokenizer.model
+  workdir = tmp_path / "w"
+  with pytest.raises(UserError, match="never retrain it") as e:
+    experiment.build(config, str(workdir), restoring=True)
+  assert "\n" not in str(e.value) and not (workdir / "tokenizer.model").exists()
+
+
 def test_batch_not_divisible_by_accumulation(config, tmp_path, no_compile):
   config.optim.grad_accum_steps = 3
   _expect(config, str(tmp_path), "grad_accum_steps=3 must divide")

@@ -13,13 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlm_jax import evaluation, judge, mdlm_checkpoint, safetensors_io, training
+from dlm_jax import judge, mdlm_checkpoint, safetensors_io, training
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.data.tokenizer import IdsTokenizer
 from dlm_jax.errors import UserError
 from dlm_jax.models import Transformer, gpt2
 from dlm_jax.models.transformer import TransformerConfig
-from dlm_jax.samplers import reverse
 
 from tests.conftest import kernel_config
 
@@ -224,9 +223,16 @@ def test_hf_judge_scores_samples_by_the_protocol(tmp_path, config):
   config.train.num_steps = 4
   config.train.eval_every = 100
   training.train_and_evaluate(config, workdir)
-  report = evaluation.sample_quality(workdir, 3, [4], reverse.SamplerOptions(steps=4, float64=True),
-                                     judge=spec, batch_size=4)
+  out = str(tmp_path / "quality")
+  run = subprocess.run(
+      [sys.executable, "-m", "dlm_jax.evaluate", f"--workdir={workdir}", "--num_samples=3",
+       "--steps=4", f"--judge={spec}", "--batch_size=4", f"--output={out}"],
+      capture_output=True, text=True, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert run.returncode == 0, run.stderr[-2000:]
+  with open(out + ".json") as f:
+    report = json.load(f)
   assert {"generative_ppl", "entropy", "generated_seqs"} <= set(report)
   assert len(report["generated_seqs"]) == 3 and report["generative_ppl"] > 1
+  assert report["sampler"]["float64"]               # the protocol's default
   samples = report["results"][-1]
   assert samples["gen_ppl"] == samples["generative_ppl"] and samples["judge_tokens_counted"] > 0

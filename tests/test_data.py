@@ -1,4 +1,5 @@
 import json
+import re
 import os
 
 import numpy as np
@@ -41,6 +42,38 @@ def test_jsonl_and_errors(tmp_path):
   (tmp_path / "empty.txt").write_text("  \n\n")
   with pytest.raises(UserError, match="is empty"):
     corpus.read_text_files(str(tmp_path / "empty.txt"), "file", "text")
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"text": null}', "c.jsonl:2: field 'text' is null, not text"),
+    ('{"text": {"nested": "x"}}', "c.jsonl:2: field 'text' is a dict"),
+    ('{"text": 3}', "c.jsonl:2: field 'text' is a int"),
+    ('"just a string"', "c.jsonl:2: a .jsonl line must be a JSON object"),
+    ('42', "c.jsonl:2: a .jsonl line must be a JSON object"),
+])
+def test_jsonl_values_that_are_not_text(tmp_path, line, message):
+  path = tmp_path / "c.jsonl"
+  path.write_text('{"text": "fine"}\n' + line + "\n")
+  with pytest.raises(UserError, match=re.escape(message)):
+    corpus.read_text_files(str(path), "file", "text")
+
+
+def test_invalid_utf8_is_replaced_and_counted_in_both_formats(tmp_path, capsys):
+  (tmp_path / "a.txt").write_bytes(b"caf\xe9 ok \xff\n")
+  (tmp_path / "b.jsonl").write_bytes(b'{"text": "na\xefve"}\n')
+  assert corpus.read_text_files(str(tmp_path / "a.txt"), "file", "text") == ["caf\ufffd ok \ufffd\n"]
+  assert corpus.read_text_files(str(tmp_path / "b.jsonl"), "file", "text") == ["na\ufffdve"]
+  out = capsys.readouterr().out
+  assert "a.txt: 2 invalid UTF-8" in out and "b.jsonl: 1 invalid UTF-8" in out
+
+
+def test_glob_parts_that_match_nothing_or_a_directory(tmp_path):
+  (tmp_path / "a.txt").write_text("text")
+  (tmp_path / "sub").mkdir()
+  with pytest.raises(UserError, match="part .*typo.txt.* matches no file"):
+    corpus.read_text_files(f"{tmp_path}/a.txt,{tmp_path}/typo.txt", "file", "text")
+  with pytest.raises(UserError, match="matches the directory"):
+    corpus.read_text_files(f"{tmp_path}/*", "file", "text")
 
 
 def test_holdout_split(config):

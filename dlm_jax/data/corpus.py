@@ -47,8 +47,56 @@ def _split_units(text: str, unit: str) -> list[str]:
 
 
 def _paths(pattern: str) -> list[str]:
-  return sorted(p for part in pattern.split(",") for p in glob.glob(os.path.expanduser(part.strip()),
-                                                                    recursive=True))
+  """The files of a comma-separated glob list; a part that matches nothing (a typo) or a
+  directory is an error."""
+  paths = []
+  parts = [part.strip() for part in pattern.split(",") if part.strip()]
+  for part in parts:
+    found = glob.glob(os.path.expanduser(part), recursive=True)
+    if not found and len(parts) > 1:
+      raise UserError(f"data pattern part {part!r} (of {pattern!r}) matches no file")
+    folders = [p for p in found if os.path.isdir(p)]
+    if folders:
+      raise UserError(f"data pattern {part!r} matches the directory {folders[0]!r}; match files "
+                      "(e.g. dir/*.txt)")
+    paths.extend(found)
+  return sorted(set(paths))
+
+
+def _read_utf8(path: str) -> str:
+  """The file's text; invalid UTF-8 is replaced by U+FFFD with a warning giving the count."""
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    return data.decode("utf-8")
+  except UnicodeDecodeError:
+    text = data.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") - data.count("\ufffd".encode())
+    print(f"warning: {path}: {bad} invalid UTF-8 sequence(s) replaced by U+FFFD", flush=True)
+    return text
+
+
+def _jsonl_documents(path: str, text_field: str) -> list[str]:
+  docs = []
+  for lineno, line in enumerate(_read_utf8(path).split("\n"), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise UserError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(record, dict):
+      raise UserError(f"{path}:{lineno}: a .jsonl line must be a JSON object with a "
+                      f"{text_field!r} field, got a {type(record).__name__}")
+    if text_field not in record:
+      raise UserError(f"{path}:{lineno}: no field {text_field!r} (set data.text_field)")
+    value = record[text_field]
+    if not isinstance(value, str):
+      raise UserError(f"{path}:{lineno}: field {text_field!r} is "
+                      f"{'null' if value is None else 'a ' + type(value).__name__}, not text; "
+                      "fix or remove the line")
+    docs.extend(_split_units(value, "file"))
+  return docs
 
 
 def _train_pattern(data_cfg) -> str:
@@ -80,20 +128,9 @@ def read_text_files(pattern: str, text_unit: str, text_field: str) -> list[str]:
   docs = []
   for path in paths:
     if path.endswith(".jsonl"):
-      with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-          if not line.strip():
-            continue
-          try:
-            record = json.loads(line)
-          except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-          if text_field not in record:
-            raise UserError(f"{path}:{lineno}: no field {text_field!r} (set data.text_field)")
-          docs.extend(_split_units(str(record[text_field]), "file"))
+      docs.extend(_jsonl_documents(path, text_field))
     else:
-      with open(path, encoding="utf-8", errors="replace") as f:
-        docs.extend(_split_units(f.read(), text_unit))
+      docs.extend(_split_units(_read_utf8(path), text_unit))
   if not docs:
     raise UserError(f"the corpus {pattern!r} is empty: {len(paths)} file(s), no text")
   return docs

@@ -358,14 +358,18 @@ def tokenizer_path(data_cfg, workdir: str) -> str:
   return data_cfg.tokenizer_path or os.path.join(workdir, "tokenizer.model")
 
 
-def get_tokenizer(data_cfg, workdir: str, process_index: int = 0):
-  """Loads the configured tokenizer; a missing SentencePiece model is trained into the workdir."""
+def get_tokenizer(data_cfg, workdir: str, process_index: int = 0, may_train: bool = True):
+  """Loads the configured tokenizer; a missing SentencePiece model is trained into the workdir
+  (unless `may_train` is False: commands that restore a run never create files in it)."""
   if data_cfg.tokenizer == "ids":
     return IdsTokenizer(data_cfg.vocab_size)
   path = tokenizer_path(data_cfg, workdir)
   if data_cfg.tokenizer != "sentencepiece":
     return load_tokenizer(data_cfg.tokenizer, path)
   if not os.path.exists(path):
+    if not may_train:
+      raise UserError(f"tokenizer file not found: {path}; the run's checkpoints were trained "
+                      "with it: restore the file (commands that restore a run never retrain it)")
     if not data_cfg.train_tokenizer_if_missing:
       raise UserError(f"tokenizer file not found: {path} (set data.train_tokenizer_if_missing=True "
                       "or run `python -m dlm_jax.data.train_tokenizer`)")
