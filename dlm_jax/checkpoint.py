@@ -113,6 +113,37 @@ class Checkpointer:
       print(f"warning: moved unreadable checkpoint {src} to {src}.unreadable", flush=True)
     self.manager.reload()
 
+  def readable_step(self, step: int, fallback: bool = False, hint: str = "") -> int:
+    """The newest step <= `step` whose config and meta read. A damaged one (an empty or
+    half-deleted step directory, truncated JSON) is a UserError naming it and the earlier
+    step, or, with `fallback`, a warning and the next older one (moved aside later by
+    `restore`). `hint`: how the caller picks an earlier step."""
+    candidates = [s for s in reversed(self.all_steps()) if s <= step]
+    damaged = []
+    for s in candidates:
+      try:
+        for item in ("config", "meta"):
+          value = self.restore_json(s, item)
+          if not isinstance(value, dict) or not value:
+            raise ValueError(f"{item} is empty")
+        self._set_aside(damaged)
+        return s
+      except Exception as e:  # orbax raises many types for missing or truncated files
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+          raise
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+        earlier = [c for c in candidates if c < s]
+        if not fallback:
+          what = (f"the earlier checkpoint {earlier[0]} may be usable: delete "
+                  f"{os.path.join(self.directory, str(s))} or {hint or 'set train.restore_fallback=True'}"
+                  if earlier else "no earlier checkpoint exists")
+          raise UserError(f"checkpoint step {s} in {self.directory} is damaged (its config or "
+                          f"meta cannot be read: {why}); {what}") from None
+        print(f"warning: checkpoint step {s} is damaged ({why}); trying an earlier one",
+              flush=True)
+        damaged.append(s)
+    raise UserError(f"no readable checkpoint in {self.directory}")
+
   def restore_json(self, step: int, item: str) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(
         **{item: ocp.args.JsonRestore()}))[item]

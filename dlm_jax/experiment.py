@@ -160,6 +160,7 @@ def restore(workdir: str, step: int | None = None, use_ema: bool = True, devices
     step = max(available)
   elif step not in available:
     raise UserError(f"no checkpoint for step {step} in {workdir!r}; available: {sorted(available)}")
+  step = ckpt.readable_step(step, hint="pass --step with an earlier one")
   config = ckpt.restore_config(step)
   n = len(jax.devices() if devices is None else devices)
   config.mesh.data = -1

@@ -74,6 +74,7 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
   if latest is None:
     state, start = exp.init_state(cfg.seed), 0
   else:
+    latest = ckpt.readable_step(latest, cfg.train.restore_fallback)
     exp.check_compatible(ckpt.restore_json(latest, "meta"), latest)
     state, start = ckpt.restore(latest, exp.abstract_state, data_iter,
                                 fallback=cfg.train.restore_fallback)

@@ -4,6 +4,7 @@ import errno
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from dlm_jax import training
+from dlm_jax import evaluation, training
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.errors import UserError
 
@@ -110,6 +111,43 @@ def test_corrupt_checkpoint_names_step_and_earlier_one(two_checkpoints):
   history, state = training.train_and_evaluate(config, workdir)
   assert int(state.step) == 12
   assert [h["step"] for h in history if "train/loss" in h][0] == 5   # resumed from 4
+
+
+def test_damaged_checkpoint_metadata_is_one_line_and_fallback_covers_it(two_checkpoints,
+                                                                         tmp_path):
+  config, original = two_checkpoints
+  step8 = lambda w: os.path.join(w, "checkpoints", "8")
+
+  def truncate_meta(w):
+    for f in glob.glob(os.path.join(step8(w), "meta", "*")):
+      open(f, "w").close()
+
+  def delete_config(w):
+    shutil.rmtree(os.path.join(step8(w), "config"))
+
+  def empty_step(w):
+    shutil.rmtree(step8(w))
+    os.makedirs(step8(w))
+
+  exercised = []
+  for damage in (truncate_meta, delete_config, empty_step):
+    workdir = str(tmp_path / damage.__name__)
+    shutil.copytree(original, workdir)
+    damage(workdir)
+    if 8 not in _steps(workdir):          # orbax no longer lists it: nothing to report
+      continue
+    exercised.append(damage.__name__)
+    with pytest.raises(UserError, match=r"step 8 .* is damaged .* earlier checkpoint 4 .*--step"):
+      evaluation.evaluate(workdir, max_batches=1)
+    with pytest.raises(UserError, match=r"step 8 .* is damaged .* earlier checkpoint 4 may be "
+                                        r"usable.*restore_fallback"):
+      training.train_and_evaluate(config, workdir)
+  assert {"truncate_meta", "delete_config"} <= set(exercised), exercised
+  config.train.restore_fallback = True
+  history, state = training.train_and_evaluate(config, str(tmp_path / "truncate_meta"))
+  assert int(state.step) == 8
+  assert [h["step"] for h in history if "train/loss" in h][0] == 5   # resumed from 4
+  assert os.path.isdir(step8(str(tmp_path / "truncate_meta")) + ".unreadable")   # kept aside
 
 
 def test_nonfinite_loss_stops_with_step_and_checkpoint(tmp_path, config):
