@@ -77,27 +77,37 @@ class Checkpointer:
     one, or, with `fallback`, warns and restores the newest readable earlier step.
     Returns (state, step restored).
     """
+    return self._newest_readable(
+        step, lambda s: self._restore_one(s, abstract_state, data_iterator), fallback,
+        "unreadable")
+
+  def _newest_readable(self, step: int, read, fallback: bool, what: str, hint: str = ""):
+    """(read(s), s) for the newest step s <= `step` that `read` accepts. A step it raises on
+    is a UserError naming it, `what` it is, and the earlier step (`hint`: how to pick that
+    one; default: train.restore_fallback), or with `fallback` a warning and the next older
+    step; steps passed over are moved aside (`_set_aside`)."""
     candidates = [s for s in reversed(self.all_steps()) if s <= step]
     errors = []
     for s in candidates:
       try:
-        state = self._restore_one(s, abstract_state, data_iterator)
+        value = read(s)
         self._set_aside([bad for bad, _ in errors])
-        return state, s
+        return value, s
       except Exception as e:  # orbax/tensorstore raise many types for damaged files
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
           raise
-        errors.append((s, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"))
+        errors.append((s, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"))
         if not fallback:
           earlier = [c for c in candidates if c < s]
-          hint = (f"the earlier checkpoint {earlier[0]} may be usable: delete "
-                  f"{os.path.join(self.directory, str(s))} or set train.restore_fallback=True"
-                  if earlier else "no earlier checkpoint exists")
-          raise UserError(f"checkpoint step {s} in {self.directory} is unreadable "
-                          f"({errors[-1][1]}); {hint}") from None
-        logging.warning("checkpoint step %d is unreadable (%s); trying an earlier one", s,
+          how = (f"the earlier checkpoint {earlier[0]} may be usable: delete "
+                 f"{os.path.join(self.directory, str(s))} or "
+                 f"{hint or 'set train.restore_fallback=True'}"
+                 if earlier else "no earlier checkpoint exists")
+          raise UserError(f"checkpoint step {s} in {self.directory} is {what} "
+                          f"({errors[-1][1]}); {how}") from None
+        logging.warning("checkpoint step %d is %s (%s); trying an earlier one", s, what,
                         errors[-1][1])
-        print(f"warning: checkpoint step {s} is unreadable ({errors[-1][1]}); "
+        print(f"warning: checkpoint step {s} is {what} ({errors[-1][1]}); "
               "falling back to an earlier one", flush=True)
     raise UserError(f"no readable checkpoint in {self.directory}: "
                     + "; ".join(f"step {s}: {e}" for s, e in errors))
@@ -116,33 +126,16 @@ class Checkpointer:
   def readable_step(self, step: int, fallback: bool = False, hint: str = "") -> int:
     """The newest step <= `step` whose config and meta read. A damaged one (an empty or
     half-deleted step directory, truncated JSON) is a UserError naming it and the earlier
-    step, or, with `fallback`, a warning and the next older one (moved aside later by
-    `restore`). `hint`: how the caller picks an earlier step."""
-    candidates = [s for s in reversed(self.all_steps()) if s <= step]
-    damaged = []
-    for s in candidates:
-      try:
-        for item in ("config", "meta"):
-          value = self.restore_json(s, item)
-          if not isinstance(value, dict) or not value:
-            raise ValueError(f"{item} is empty")
-        self._set_aside(damaged)
-        return s
-      except Exception as e:  # orbax raises many types for missing or truncated files
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-          raise
-        why = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
-        earlier = [c for c in candidates if c < s]
-        if not fallback:
-          what = (f"the earlier checkpoint {earlier[0]} may be usable: delete "
-                  f"{os.path.join(self.directory, str(s))} or {hint or 'set train.restore_fallback=True'}"
-                  if earlier else "no earlier checkpoint exists")
-          raise UserError(f"checkpoint step {s} in {self.directory} is damaged (its config or "
-                          f"meta cannot be read: {why}); {what}") from None
-        print(f"warning: checkpoint step {s} is damaged ({why}); trying an earlier one",
-              flush=True)
-        damaged.append(s)
-    raise UserError(f"no readable checkpoint in {self.directory}")
+    step, or, with `fallback`, a warning and the next older one (the damaged one is moved
+    aside). `hint`: how the caller picks an earlier step."""
+    return self._newest_readable(step, self._read_metadata, fallback,
+                                 "damaged — its config or meta cannot be read", hint)[1]
+
+  def _read_metadata(self, step: int) -> None:
+    for item in ("config", "meta"):
+      value = self.restore_json(step, item)
+      if not isinstance(value, dict) or not value:
+        raise ValueError(f"{item} is empty")
 
   def restore_json(self, step: int, item: str) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(

@@ -30,9 +30,10 @@ import os
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from dlm_jax import elbo, quality
+from dlm_jax.data.tokenizer import GPT2Tokenizer
 from dlm_jax.errors import UserError
 from dlm_jax.models import gpt2
 
@@ -59,12 +60,6 @@ def _tokenizer_json(path: str):
   return lambda texts: [e.ids for e in tok.encode_batch(list(texts), add_special_tokens=False)]
 
 
-def _tiktoken_gpt2():
-  from dlm_jax.data.tokenizer import GPT2Tokenizer  # pylint: disable=g-import-not-at-top
-  enc = GPT2Tokenizer()._enc  # pylint: disable=protected-access
-  return lambda texts: [enc.encode(t, allowed_special={EOS_TEXT}) for t in texts]
-
-
 def load(spec: str, dtype: str = "float32") -> Judge:
   """The judge named by `hf:DIR`."""
   if not spec.startswith("hf:"):
@@ -72,7 +67,7 @@ def load(spec: str, dtype: str = "float32") -> Judge:
   directory = spec[3:]
   model, params = gpt2.load(directory, dtype)
   path = os.path.join(directory, "tokenizer.json")
-  encode = _tokenizer_json(path) if os.path.exists(path) else _tiktoken_gpt2()
+  encode = _tokenizer_json(path) if os.path.exists(path) else GPT2Tokenizer().encode_with_eos
   eos_text = EOS_TEXT
   special = os.path.join(directory, "special_tokens_map.json")
   if os.path.exists(special):
@@ -122,10 +117,8 @@ def generative_nll(judge: Judge, texts: list[str], max_length: int,
   """(sum of the judge's NLL in nats over counted targets, number of counted targets)."""
   rows = judge_rows(judge, texts, max_length)
 
-  @jax.jit
-  def nll_of(params, tokens):
-    logp = jax.nn.log_softmax(judge.model.apply({"params": params}, tokens), -1)
-    return -jnp.take_along_axis(logp[:, :-1], tokens[:, 1:, None], -1)[..., 0]
+  nll_of = jax.jit(lambda params, tokens: elbo.ar_nll(
+      judge.model.apply({"params": params}, tokens), tokens))
 
   total, count = 0.0, 0
   for start in range(0, len(rows), batch_size):
@@ -136,7 +129,7 @@ def generative_nll(judge: Judge, texts: list[str], max_length: int,
       chunk = padded[:, c: c + judge.context]
       if chunk.shape[1] < 2:
         continue
-      nll = np.asarray(nll_of(judge.params, jnp.asarray(chunk)), np.float64)[: len(batch)]
+      nll = np.asarray(nll_of(judge.params, chunk), np.float64)[: len(batch)]
       weight = counted_targets(chunk[: len(batch)], judge.eos_id)
       total += float((nll * weight).sum())
       count += int(weight.sum())
@@ -145,11 +138,7 @@ def generative_nll(judge: Judge, texts: list[str], max_length: int,
 
 def mean_entropy(rows) -> float:
   """Mean over rows of the unigram entropy (nats) of each row's ids."""
-  out = []
-  for r in np.asarray(rows):
-    p = np.unique(r, return_counts=True)[1] / len(r)
-    out.append(float(-(p * np.log(p)).sum()))
-  return float(np.mean(out))
+  return float(np.mean([quality.unigram_entropy(r) for r in np.asarray(rows)]))
 
 
 def protocol_report(judge: Judge, rows, tokenizer, max_length: int,

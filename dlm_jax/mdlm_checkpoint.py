@@ -26,8 +26,10 @@ import os
 import jax
 import numpy as np
 
-from dlm_jax import safetensors_io
+from dlm_jax import experiment, safetensors_io
+from dlm_jax.checkpoint import Checkpointer, checkpoint_dir as ckpt_dir
 from dlm_jax.errors import UserError
+from dlm_jax.models import Transformer
 
 NEVER_PREDICTED_BIAS = -1e4   # output bias of ids the checkpoint has no row for
 ROTARY_BASE = 10_000.0
@@ -213,8 +215,6 @@ def import_checkpoint(checkpoint_dir: str, workdir: str, config, tokenizer: str 
   checkpoint's; a fresh optimizer), restorable by evaluate / sample / train. `tokenizer`:
   auto (field_tokenizer) or one of FIELD_TOKENIZERS; it replaces config.data.tokenizer
   (with tokenizer ids, data.vocab_size = R). Returns a summary."""
-  from dlm_jax import experiment  # pylint: disable=g-import-not-at-top
-  from dlm_jax.checkpoint import Checkpointer, checkpoint_dir as ckpt_dir  # pylint: disable=g-import-not-at-top
   if config.kernel.name not in IMPORTABLE_KERNELS:
     raise UserError(f"kernel.name={config.kernel.name!r}: MDLM/Duo checkpoints import as one of "
                     f"{list(IMPORTABLE_KERNELS)}")
@@ -257,7 +257,6 @@ def _check_shapes(params, abstract) -> None:
 def export_checkpoint(workdir: str, out_dir: str, step=None, use_ema: bool = True,
                       overwrite: bool = False) -> dict:
   """Writes model.safetensors + config.json of a workdir's `mdlm`-variant model."""
-  from dlm_jax import experiment  # pylint: disable=g-import-not-at-top
   targets = [os.path.join(out_dir, n) for n in ("model.safetensors", "config.json")]
   existing = [p for p in targets if os.path.exists(p)]
   if existing and not overwrite:
@@ -282,8 +281,6 @@ def reference_difference(workdir: str, reference: str, step=None) -> float:
   """Max |logits - reference logits| of the workdir's network (float32, time-conditioned on
   the reference's sigma, as the backbone is) on the reference's `tokens`, over the real-token
   columns (the mask column is never a prediction)."""
-  from dlm_jax import experiment  # pylint: disable=g-import-not-at-top
-  from dlm_jax.models import Transformer  # pylint: disable=g-import-not-at-top
   if not os.path.exists(reference):
     raise UserError(f"no such reference file: {reference}")
   ref = np.load(reference)

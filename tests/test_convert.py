@@ -123,11 +123,12 @@ def test_any_mdlm_shaped_checkpoint_imports(tmp_path):
   safetensors_io.save(str(src / "model.safetensors"), tensors)
   (src / "config.json").write_text(json.dumps({k: hf_config[k] for k in (
       "vocab_size", "n_heads", "model_length", "time_conditioning")}))
-  arch = mdlm_checkpoint.architecture(*mdlm_checkpoint.read(str(src))[::-1][::-1])
+  hf, read_tensors = mdlm_checkpoint.read(str(src))
+  arch = mdlm_checkpoint.architecture(hf, read_tensors)
   assert (arch.num_layers, arch.d_model, arch.num_heads, arch.cond_dim, arch.mlp_ratio,
           arch.real_tokens) == (3, 48, 3, 8, 2, 20)
   # Into a tokenizer with one more id (as GPT-2 + PAD): it is never predicted.
-  loaded = mdlm_checkpoint.to_params(mdlm_checkpoint.read(str(src))[1], arch, 21, True)
+  loaded = mdlm_checkpoint.to_params(read_tensors, arch, 21, True)
   wide = Transformer(TransformerConfig(**{**cfg.__dict__, "vocab_in": 22, "vocab_out": 21}))
   z = jax.random.randint(jax.random.key(3), (2, 8), 0, 21)
   sigma = jnp.array([0.3, 2.0])
@@ -137,7 +138,7 @@ def test_any_mdlm_shaped_checkpoint_imports(tmp_path):
   assert float(jax.nn.softmax(got, -1)[..., 20].max()) < 1e-30
 
   with pytest.raises(UserError, match="real tokens"):
-    mdlm_checkpoint.to_params(mdlm_checkpoint.read(str(src))[1], arch, 19, True)
+    mdlm_checkpoint.to_params(read_tensors, arch, 19, True)
 
 
 def test_mdlm_variant_conditions_on_the_noise_level():

@@ -178,6 +178,11 @@ class GPT2Tokenizer:
   def encode(self, texts: Sequence[str]) -> list[list[int]]:
     return self._enc.encode_ordinary_batch(list(texts))
 
+  def encode_with_eos(self, texts: Sequence[str]) -> list[list[int]]:
+    """Like `encode`, but the text <|endoftext|> becomes the EOS id (as Hugging Face's GPT-2
+    tokenizer does): for re-encoding decoded samples."""
+    return [self._enc.encode(t, allowed_special={"<|endoftext|>"}) for t in texts]
+
   def decode(self, ids: Sequence[int]) -> str:
     out, run = [], []
     for i in ids:

@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dlm_jax import safetensors_io
 from dlm_jax.errors import UserError
+from dlm_jax.models.transformer import layer_norm
 
 _ACTIVATIONS = {
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
@@ -86,10 +88,7 @@ class _LayerNorm(nn.Module):
     d = x.shape[-1]
     w = self.param("weight", nn.initializers.ones_init(), (d,))
     b = self.param("bias", nn.initializers.zeros_init(), (d,))
-    x32 = x.astype(jnp.float32)
-    mean = x32.mean(-1, keepdims=True)
-    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-    return (x32 - mean) * jax.lax.rsqrt(var + self.eps) * w + b
+    return layer_norm(x, self.eps) * w + b
 
 
 class _Block(nn.Module):
@@ -174,7 +173,6 @@ def params_from_hf(tensors: dict, cfg: GPT2Config) -> dict:
 
 def load(directory: str, dtype: str = "float32"):
   """(GPT2 module, params) from a Hugging Face GPT-2 directory."""
-  from dlm_jax import safetensors_io  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(directory, "config.json")
   if not os.path.exists(config_path):
     raise UserError(f"no config.json in {directory!r}: expected a Hugging Face GPT-2 directory "

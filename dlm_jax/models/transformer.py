@@ -135,8 +135,8 @@ def _dense(features, name, logical, zero=False, axis=-1, dtype=jnp.bfloat16, use
                use_bias=use_bias, dtype=dtype, name=name)
 
 
-def _layer_norm(x, eps: float = 1e-6):
-  """Parameter-free LayerNorm in fp32 (adaLN supplies scale and shift)."""
+def layer_norm(x, eps: float = 1e-6):
+  """Parameter-free LayerNorm in fp32 (adaLN, or the caller, supplies scale and shift)."""
   x32 = x.astype(jnp.float32)
   mean = x32.mean(-1, keepdims=True)
   var = jnp.square(x32 - mean).mean(-1, keepdims=True)
@@ -151,11 +151,11 @@ class Norm(nn.Module):
   @nn.compact
   def __call__(self, x):
     if self.variant == "dlm":
-      return _layer_norm(x)
+      return layer_norm(x)
     weight = self.param("weight", nn.with_logical_partitioning(nn.initializers.ones_init(),
                                                                ("embed",)),
                         (x.shape[-1],), jnp.float32)
-    return _layer_norm(x, 1e-5) * weight
+    return layer_norm(x, 1e-5) * weight
 
 
 def time_input(model_cfg: TransformerConfig, kernel, t):
