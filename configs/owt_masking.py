@@ -1,10 +1,12 @@
 """MDLM on OpenWebText: DiT-small, L = 1024 wrapped, batch 512, 1M steps (MDLM, arXiv 2406.07524).
 
-Point data.train_pattern at OWT as .txt / .jsonl files (or use a prepared TFDS
-build with data.source = "tfds"); the last 5% of documents are held out.
-Tokenizer: GPT-2 BPE as in MDLM/Duo/SEDD (V = 50258 with PAD), from
-data.tokenizer_path or the gpt2.tiktoken shipped by
-`pip install --no-deps openai-whisper`.
+Data as MDLM / Duo (data.convention = "mdlm", README "Data conventions"): the Hugging Face
+`openwebtext` train split from the local cache (or a save_to_disk directory in
+data.hf_name), the last 100k documents held out for validation; rows are
+BOS + 1022 tokens of `doc EOS doc EOS ...` + EOS. Local .txt/.jsonl files instead:
+data.source = "files", data.train_pattern = glob, data.validation_documents = 100000.
+Tokenizer: GPT-2 BPE as in MDLM/Duo/SEDD (V = 50258 with PAD), from data.tokenizer_path or
+the gpt2.tiktoken shipped by `pip install --no-deps openai-whisper`.
 """
 
 from configs import base
@@ -12,8 +14,11 @@ from configs import base
 
 def get_config():
   c = base.get_config()
-  c.data.source = "files"
-  c.data.train_pattern = "data/openwebtext/*.jsonl"
+  c.data.source = "hf"
+  c.data.hf_name = "openwebtext"
+  c.data.hf_train_split = "train[:-100000]"
+  c.data.hf_validation_split = "train[-100000:]"
+  c.data.convention = "mdlm"
   c.data.mode = "wrap"
   c.data.seq_len = 1024
   c.data.tokenizer = "gpt2"

@@ -10,12 +10,21 @@ def get_config() -> config_dict.ConfigDict:
   c.seed = 0
 
   c.data = config_dict.ConfigDict(dict(
-      source="quickstart",          # quickstart | files | tfds
+      source="quickstart",          # quickstart | files | hf | tfds
+      convention="dlm_jax",         # row layout, split and PAD rule: dlm_jax | mdlm | md4
+                                    # (data/rows.py; README "Data conventions")
       train_pattern="",             # glob(s), comma-separated; .txt and .jsonl
-      validation_pattern="",        # empty: hold out the last validation_fraction of documents
-      validation_fraction=0.05,
+      validation_pattern="",        # empty: hold out the last documents of train_pattern:
+      validation_documents=0,       # this many (MDLM's OWT: 100000), or if 0
+      validation_fraction=0.05,     # this fraction
       text_unit="file",             # .txt documents: file | paragraph | line
-      text_field="text",            # .jsonl field / TFDS feature
+      text_field="text",            # .jsonl field / Hugging Face column / TFDS feature
+      detokenizer="",               # "" | wikitext | ptb | lm1b | lambada | scientific_papers
+      hf_name="",                   # Hugging Face dataset name (local cache) or save_to_disk dir
+      hf_config="",
+      hf_train_split="train",       # datasets split syntax: train[:-100000], test[:10%], ...
+      hf_validation_split="validation",
+      hf_cache_dir="",              # empty: the default Hugging Face cache
       tfds_name="lm1b",
       tfds_data_dir="",
       tfds_train_split="train",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ml_collections import config_dict
 
 from dlm_jax import config_schema as base
-from dlm_jax.data import corpus, rows, tokenizer
+from dlm_jax.data import corpus, detokenizers, rows, tokenizer
 from dlm_jax.errors import UserError
 from dlm_jax.kernels import family, schedules
 from dlm_jax.models.transformer import REMAT_POLICIES, VARIANTS
@@ -14,6 +14,8 @@ from dlm_jax.models.transformer import REMAT_POLICIES, VARIANTS
 _CHOICES = {
     "data.source": corpus.SOURCES,
     "data.mode": rows.MODES,
+    "data.convention": rows.CONVENTIONS,
+    "data.detokenizer": detokenizers.NAMES,
     "data.tokenizer": tuple(tokenizer.TOKENIZERS),
     "data.text_unit": corpus.TEXT_UNITS,
     "data.tokenizer_model_type": tokenizer.SENTENCEPIECE_MODEL_TYPES,
@@ -85,8 +87,17 @@ def validate_config(cfg) -> None:
                     f"{d.seq_len}")
   if d.source == "files" and not d.train_pattern:
     raise UserError("data.source='files' needs data.train_pattern (a glob of .txt/.jsonl files)")
+  if d.source == "hf" and not d.hf_name:
+    raise UserError("data.source='hf' needs data.hf_name (a Hugging Face dataset name in the "
+                    "local cache, or a save_to_disk directory)")
   if not 0.0 < d.validation_fraction < 1.0:
     raise UserError(f"data.validation_fraction must be in (0, 1), got {d.validation_fraction}")
+  if d.validation_documents < 0:
+    raise UserError(f"data.validation_documents must be >= 0, got {d.validation_documents}")
+  if d.convention == "md4" and d.validation_pattern:
+    raise UserError("data.convention='md4' holds out 2% of the rows of the training documents; "
+                    "unset data.validation_pattern (or choose another convention)")
+  rows.Layout.of(d).check()
   for name in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
                "keep_checkpoints"):
     if t[name] < 1:

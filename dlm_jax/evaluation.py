@@ -24,6 +24,7 @@ import numpy as np
 from dlm_jax import assets, elbo, experiment, generation, judge as judges, objectives, parallel
 from dlm_jax import quality
 from dlm_jax.data import pipeline
+from dlm_jax.data.rows import pad_rule
 from dlm_jax.errors import UserError
 
 PROFILE_TIMES = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
@@ -83,6 +84,7 @@ def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batche
       "std_error_nats": result["std_error_nats"],
       exp.objective.perplexity_key: objectives.perplexity(nats),
       "what": exp.objective.what(),
+      "pad": pad_rule(exp.config.data.convention),
   }
 
 

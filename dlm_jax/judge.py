@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from dlm_jax import elbo, quality
-from dlm_jax.data.tokenizer import GPT2Tokenizer
+from dlm_jax.data.tokenizer import GPT2Tokenizer, tokenizer_json
 from dlm_jax.errors import UserError
 from dlm_jax.models import gpt2
 
@@ -52,11 +52,7 @@ class Judge:
 
 
 def _tokenizer_json(path: str):
-  try:
-    import tokenizers  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise UserError("the judge's tokenizer.json needs `pip install tokenizers`") from None
-  tok = tokenizers.Tokenizer.from_file(path)
+  tok = tokenizer_json(path)
   return lambda texts: [e.ids for e in tok.encode_batch(list(texts), add_special_tokens=False)]
 
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlm_jax import elbo
+from dlm_jax.data import rows
 from dlm_jax.errors import UserError
 from dlm_jax.models.transformer import head_logits, time_input
 from dlm_jax.samplers import autoregressive, reverse
@@ -41,6 +42,13 @@ def sample_times(key, batch_size: int, t_min: float):
   return times_from_offset(jax.random.uniform(key), batch_size, t_min)
 
 
+def _weights(tokens, valid, pad_id: int, pad_in_loss: bool):
+  """(weights of each position in the NELBO sum, weights in the token count): PAD is never
+  counted; it is summed unless `pad_in_loss` is off (data/rows.py: pad_rule)."""
+  counted = (tokens != pad_id) * valid[:, None]
+  return (jnp.broadcast_to(valid[:, None], tokens.shape) if pad_in_loss else counted), counted
+
+
 def _features_and_head(model, params, tokens, t, train: bool, key):
   """The network's final hidden states and the head that maps a chunk of them to logits."""
   features = model.apply({"params": params}, tokens, t, deterministic=not train,
@@ -51,9 +59,11 @@ def _features_and_head(model, params, tokens, t, train: bool, key):
 @dataclasses.dataclass(frozen=True, eq=False)
 class Diffusion:
   """A diffusion LM under `kernel`; its number is a bound. `logits_chunk`: positions per
-  chunk of logits in the loss (0: all at once; elbo.over_position_chunks)."""
+  chunk of logits in the loss (0: all at once; elbo.over_position_chunks); `pad_in_loss`:
+  the PAD rule of the data convention."""
   kernel: Any
   logits_chunk: int = 0
+  pad_in_loss: bool = True
   is_bound = True
   perplexity_key = "perplexity_bound"
 
@@ -72,17 +82,21 @@ class Diffusion:
     return self.kernel.input_vocab_size
 
   def what(self) -> str:
-    return (f"Monte Carlo estimate (over t and z_t) of the {self.kernel.nelbo_label}; "
+    bound = (self.kernel.nelbo_label if self.pad_in_loss
+             else f"{self.kernel.nelbo_label} over non-PAD positions (not a bound on the row)")
+    return (f"Monte Carlo estimate (over t and z_t) of the {bound}; "
             "perplexity_bound = exp(NELBO per token)")
 
   def loss_terms(self, params, batch, key, *, model, t_min: float, train: bool, pad_id: int):
     """(nll_sum, token_count): the one-sample NELBO summed in nats, and tokens counted.
 
-    Every position contributes to nll_sum (PAD after EOS is part of the padded sequence,
-    a deterministic function of the document, so the bound stays a bound on the document);
-    only non-PAD tokens are counted, so nll_sum / token_count is per real token."""
+    With `pad_in_loss` every position contributes to nll_sum (PAD after EOS is part of the
+    padded sequence, a deterministic function of the document, so the bound stays a bound on
+    the document); only non-PAD tokens are counted, so nll_sum / token_count is per real
+    token. Without it (MDLM's rule) PAD positions are left out of the sum as well."""
     tokens = batch["tokens"]
     valid = batch.get("valid", jnp.ones(tokens.shape[:1], jnp.float32))
+    summed, counted = _weights(tokens, valid, pad_id, self.pad_in_loss)
     k_t, k_z, k_drop, k_bulk = jax.random.split(key, 4)
     t = sample_times(k_t, tokens.shape[0], t_min)
     z = self.kernel.sample_forward(k_z, tokens, t)
@@ -90,8 +104,7 @@ class Diffusion:
                                         train, k_drop)
     per_token = elbo.chunked_nelbo_per_token(self.kernel, head, features, tokens, z, t, k_bulk,
                                              self.logits_chunk)
-    return (jnp.sum(per_token * valid[:, None]),
-            jnp.sum((tokens != pad_id) * valid[:, None]))
+    return jnp.sum(per_token * summed), jnp.sum(counted)
 
   def loss_at_times(self, params, batch, key, times, *, model, pad_id: int):
     """The NELBO integrand per token (prior term excluded) at each fixed t of `times`: (n,)."""
@@ -123,6 +136,7 @@ class Diffusion:
 class Autoregressive:
   """The causal baseline; its number is an exact NLL."""
   logits_chunk: int = 0
+  pad_in_loss: bool = True
   kernel = None
   table = None
   is_bound = False
@@ -145,8 +159,8 @@ class Autoregressive:
     k_drop = jax.random.split(key, 4)[2]           # the diffusion loss's dropout key
     features, head = _features_and_head(model, params, tokens, None, train, k_drop)
     per_token = elbo.chunked_ar_nll(head, features, tokens, self.logits_chunk)
-    return (jnp.sum(per_token * valid[:, None]),
-            jnp.sum((tokens[:, 1:] != pad_id) * valid[:, None]))
+    summed, counted = _weights(tokens[:, 1:], valid, pad_id, self.pad_in_loss)
+    return jnp.sum(per_token * summed), jnp.sum(counted)
 
   def loss_at_times(self, *args, **kwargs):
     raise UserError("the per-t loss profile needs a diffusion model; this run is autoregressive")
@@ -162,9 +176,9 @@ class Autoregressive:
 def make_objective(config, build_kernel):
   """The objective of `config`: autoregressive when model.causal, else the diffusion NELBO of
   the kernel `build_kernel()` returns (called only then: it may build tables)."""
-  chunk = config.model.logits_chunk
-  return (Autoregressive(chunk) if config.model.causal
-          else Diffusion(build_kernel(), logits_chunk=chunk))
+  chunk, pad = config.model.logits_chunk, rows.pad_in_loss(config.data.convention)
+  return (Autoregressive(chunk, pad_in_loss=pad) if config.model.causal
+          else Diffusion(build_kernel(), logits_chunk=chunk, pad_in_loss=pad))
 
 
 def require_diffusion(objective, command: str):

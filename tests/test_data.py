@@ -10,7 +10,7 @@ from dlm_jax.data import corpus, pipeline
 from dlm_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from dlm_jax.data.tokenizer import SentencePieceTokenizer as Tokenizer
 from dlm_jax.errors import UserError
-from dlm_jax.data.rows import ArrayRecordRows, build_rows, token_rows
+from dlm_jax.data.rows import ArrayRecordRows, Layout, build_rows, token_rows
 
 
 def _cfg(config, **kw):
@@ -96,11 +96,11 @@ def test_tokenizer_round_trip(shared_tokenizer):
 def test_wrap_and_pad_rows(shared_tokenizer):
   tok = Tokenizer(shared_tokenizer)
   docs = ["alpha beta gamma", "delta", "a much longer document " * 10]
-  wrap = build_rows(docs, tok, 8, "wrap")
+  wrap = build_rows(docs, tok, Layout(8, "wrap"))
   stream = np.concatenate([[BOS_ID, *ids, EOS_ID] for ids in tok.encode(docs)])
   assert wrap.shape == (len(stream) // 8, 8)
   np.testing.assert_array_equal(wrap.ravel(), stream[: wrap.size])
-  pad = build_rows(docs, tok, 8, "pad")
+  pad = build_rows(docs, tok, Layout(8, "pad"))
   assert pad.shape == (3, 8)
   ids = tok.encode(["delta"])[0]
   np.testing.assert_array_equal(pad[1], [BOS_ID, *ids, EOS_ID] + [PAD_ID] * (6 - len(ids)))

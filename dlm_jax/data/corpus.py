@@ -1,8 +1,13 @@
-"""Raw text sources: local text files, TFDS datasets, the offline quickstart corpus.
+"""Raw text sources: local text files, Hugging Face datasets, TFDS datasets, the offline
+quickstart corpus.
 
-Each source yields documents (strings) for a split. File sources without an
-explicit validation glob hold out the *last* `validation_fraction` of the
-documents (files sorted by name), the way MDLM holds out the tail of OWT.
+Each source yields documents (strings) for a split, rewritten by `data.detokenizer` when set.
+File sources without an explicit validation glob hold out the *last* documents (files
+sorted by name): `validation_documents` of them (MDLM holds out the last 100k of OWT), else
+the last `validation_fraction`. Hugging Face sources name their splits with the `datasets`
+slicing syntax (`train[:-100000]`, `train[-100000:]`, `test[:10%]`). Under
+`data.convention='md4'` both splits read every training document: md4 holds out rows, not
+documents (`data/rows.py`).
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ import os
 import re
 from typing import Iterator
 
+from dlm_jax.data import detokenizers
 from dlm_jax.errors import UserError
 
 SPLITS = ("train", "validation")
-SOURCES = ("quickstart", "files", "tfds")
+SOURCES = ("quickstart", "files", "hf", "tfds")
 TEXT_UNITS = ("file", "paragraph", "line")
 
 
@@ -114,6 +120,9 @@ def fingerprint(data_cfg) -> str:
       st = os.stat(path)
       stats.append((os.path.abspath(path), st.st_size, st.st_mtime_ns))
     described = stats
+  elif data_cfg.source == "hf":
+    described = [data_cfg.hf_name, data_cfg.hf_config, data_cfg.hf_train_split,
+                 data_cfg.hf_validation_split, _tree_stats(data_cfg.hf_name)]
   else:
     described = [data_cfg.source, data_cfg.tfds_name, data_cfg.tfds_data_dir,
                  data_cfg.tfds_train_split, data_cfg.tfds_validation_split]
@@ -136,30 +145,122 @@ def read_text_files(pattern: str, text_unit: str, text_field: str) -> list[str]:
   return docs
 
 
-def _holdout(docs: list[str], split: str, fraction: float) -> list[str]:
-  n_val = max(1, int(round(len(docs) * fraction)))
+def _tree_stats(path: str) -> list:
+  """(relative name, size, mtime) of every file under a directory (a save_to_disk dataset);
+  [] for a hub name."""
+  if not os.path.isdir(path):
+    return []
+  stats = []
+  for root, _, files in sorted(os.walk(path)):
+    for name in sorted(files):
+      st = os.stat(os.path.join(root, name))
+      stats.append((os.path.relpath(os.path.join(root, name), path), st.st_size, st.st_mtime_ns))
+  return stats
+
+
+def _holdout(docs: list[str], split: str, data_cfg) -> list[str]:
+  count = data_cfg.validation_documents
+  n_val = count or max(1, int(round(len(docs) * data_cfg.validation_fraction)))
   if n_val >= len(docs):
-    raise UserError(f"corpus has {len(docs)} document(s): too few to hold out "
-                    f"validation_fraction={fraction}; add text or set data.validation_pattern")
+    held = (f"validation_documents={count}" if count
+            else f"validation_fraction={data_cfg.validation_fraction}")
+    raise UserError(f"corpus has {len(docs)} document(s): too few to hold out {held}; add "
+                    "text or set data.validation_pattern")
   return docs[:-n_val] if split == "train" else docs[-n_val:]
 
 
-def documents(data_cfg, split: str) -> Iterator[str] | list[str]:
-  """All documents of `split` for the source named by `data_cfg.source`."""
-  if split not in SPLITS:
-    raise UserError(f"unknown split {split!r}; expected one of {SPLITS}")
+def _raw_documents(data_cfg, split: str) -> Iterator[str] | list[str]:
   source = data_cfg.source
+  if data_cfg.convention == "md4":
+    split = "all"
   if source in ("quickstart", "files"):
     pattern = _train_pattern(data_cfg)
     if split == "validation" and data_cfg.validation_pattern:
       return read_text_files(data_cfg.validation_pattern, data_cfg.text_unit, data_cfg.text_field)
     docs = read_text_files(pattern, data_cfg.text_unit, data_cfg.text_field)
-    if data_cfg.validation_pattern:
+    if data_cfg.validation_pattern or split == "all":
       return docs
-    return _holdout(docs, split, data_cfg.validation_fraction)
+    return _holdout(docs, split, data_cfg)
+  if source == "hf":
+    hf_split = data_cfg.hf_validation_split if split == "validation" else data_cfg.hf_train_split
+    return hf_documents(data_cfg.hf_name, data_cfg.hf_config, hf_split, data_cfg.text_field,
+                        data_cfg.hf_cache_dir)
   if source == "tfds":
-    return _tfds_documents(data_cfg, split)
+    return _tfds_documents(data_cfg, "train" if split == "all" else split)
   raise UserError(f"unknown data.source {source!r}; expected one of {list(SOURCES)}")
+
+
+def documents(data_cfg, split: str) -> Iterator[str] | list[str]:
+  """All documents of `split` for the source named by `data_cfg.source`, detokenized."""
+  if split not in SPLITS:
+    raise UserError(f"unknown split {split!r}; expected one of {SPLITS}")
+  docs = _raw_documents(data_cfg, split)
+  name = data_cfg.detokenizer
+  return (detokenizers.detokenize(name, d) for d in docs) if name else docs
+
+
+_SPLIT_SPEC = re.compile(r"^(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
+
+
+def _slice_bound(text: str | None, n: int) -> int | None:
+  if text is None:
+    return None
+  if text.endswith("%"):
+    return int(round(n * int(text[:-1]) / 100))
+  return int(text)
+
+
+def _load_hf(name: str, config: str, split: str, cache_dir: str):
+  """A `datasets.Dataset`: from a `save_to_disk` directory (sliced here) or the local
+  Hugging Face cache (offline: never downloads)."""
+  os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+  os.environ.setdefault("HF_HUB_OFFLINE", "1")
+  try:
+    import datasets  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserError("data.source='hf' needs Hugging Face datasets: pip install datasets") from None
+  match = _SPLIT_SPEC.match(split.replace(" ", ""))
+  if not match:
+    raise UserError(f"bad Hugging Face split {split!r}: expected NAME or NAME[a:b] "
+                    "(e.g. train[:-100000], test[:10%])")
+  if os.path.isdir(name):
+    try:
+      ds = datasets.load_from_disk(name)
+    except Exception as e:  # datasets raises FileNotFoundError or its own errors
+      raise UserError(f"{name} is not a dataset saved with save_to_disk ({e})") from None
+    if isinstance(ds, datasets.DatasetDict):
+      if match.group(1) not in ds:
+        raise UserError(f"{name} has no split {match.group(1)!r}; it has {sorted(ds)}")
+      ds = ds[match.group(1)]
+    n = len(ds)
+    lo, hi = (_slice_bound(match.group(i), n) for i in (2, 3))
+    return ds.select(range(*slice(lo, hi).indices(n)))
+  try:
+    return datasets.load_dataset(name, config or None, split=split, cache_dir=cache_dir or None)
+  except Exception as e:  # offline misses raise ConnectionError, FileNotFoundError, ValueError
+    raise UserError(f"Hugging Face dataset {name!r} (config {config or None!r}, split {split!r}) "
+                    f"is not available offline ({type(e).__name__}: {str(e)[:200]}); download it "
+                    "into the cache first, or pass a save_to_disk directory") from None
+
+
+def hf_documents(name: str, config: str, split: str, text_field: str,
+                 cache_dir: str = "") -> Iterator[str]:
+  """The `text_field` strings of a Hugging Face dataset split (see `_load_hf`)."""
+  ds = _load_hf(name, config, split, cache_dir)
+  if text_field not in ds.column_names:
+    raise UserError(f"Hugging Face dataset {name!r} has no column {text_field!r} (set "
+                    f"data.text_field; columns: {ds.column_names})")
+  if len(ds) == 0:
+    raise UserError(f"Hugging Face dataset {name!r} split {split!r} is empty")
+
+  def generate():
+    for start in range(0, len(ds), 10_000):
+      for i, text in enumerate(ds[start:start + 10_000][text_field], start):
+        if not isinstance(text, str):
+          raise UserError(f"{name} {split} row {i}: column {text_field!r} is "
+                          f"{'null' if text is None else 'a ' + type(text).__name__}, not text")
+        yield text
+  return generate()
 
 
 def _tfds_documents(data_cfg, split: str) -> Iterator[str]:

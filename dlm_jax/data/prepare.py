@@ -25,7 +25,7 @@ from dlm_jax import cli, configuration
 from dlm_jax.data import corpus
 from dlm_jax.errors import UserError
 from dlm_jax.data.tokenizer import get_tokenizer
-from dlm_jax.data.rows import iter_rows
+from dlm_jax.data.rows import Layout, iter_rows
 
 
 def define_flags():
@@ -46,7 +46,7 @@ def prepare(config, output_dir: str, workdir: str = "", rows_per_shard: int = 10
   summary = {}
   for split in splits:
     start, shards, rows, writer = time.time(), [], 0, None
-    for row in iter_rows(corpus.documents(d, split), tokenizer, d.seq_len, d.mode):
+    for row in iter_rows(corpus.documents(d, split), tokenizer, Layout.of(d), split):
       if rows % rows_per_shard == 0:
         if writer is not None:
           writer.close()
@@ -60,7 +60,8 @@ def prepare(config, output_dir: str, workdir: str = "", rows_per_shard: int = 10
     if rows == 0:
       raise UserError(f"the {split} split yields no row of seq_len={d.seq_len} tokens")
     meta = {"split": split, "rows": rows, "shards": shards, "seq_len": d.seq_len,
-            "mode": d.mode, "tokenizer": tokenizer.fingerprint(), "tokenizer_kind": tokenizer.kind,
+            "mode": d.mode, "convention": d.convention, "tokenizer": tokenizer.fingerprint(),
+            "tokenizer_kind": tokenizer.kind,
             "vocab_size": tokenizer.vocab_size, "seconds": time.time() - start}
     with open(os.path.join(output_dir, f"{split}.json"), "w", encoding="utf-8") as f:
       json.dump(meta, f, indent=2)

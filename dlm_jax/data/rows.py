@@ -1,10 +1,17 @@
 """Token rows: documents -> (N, L) int32 rows, cached under the workdir or read from
 ArrayRecord shards written by `dlm_jax.data.prepare`.
 
-- `wrap`: documents become [BOS] doc [EOS] and are concatenated and chunked into rows of
-  L tokens (MDLM's OWT setup);
-- `pad`: one document per row, [BOS] doc [EOS] truncated to L and right-padded with PAD
-  (unwrapped LM1B).
+`data.mode` chooses packing, `data.convention` whose row layout (README "Data conventions"):
+
+| convention | wrap (concatenate, cut rows of L)               | pad (one document per row)       |
+|------------|--------------------------------------------------|----------------------------------|
+| dlm_jax    | ... [BOS] doc [EOS] [BOS] doc ... cut every L    | [BOS] doc [EOS] cut to L, PAD     |
+| mdlm       | [BOS] + L-2 tokens of `doc EOS doc EOS ...` + [EOS]; each group of 1000 documents is cut on its own and its remainder dropped | [BOS] doc[:L-2] [EOS], PAD (BERT truncation keeps [SEP]) |
+| md4        | `doc EOS doc EOS ...` cut every L; validation = 2% of each 100k-document group's rows, shuffled | (not defined) |
+
+PAD: under `mdlm` PAD positions are excluded from the loss and from the token count (MDLM's
+LM1B rule: the number is then not a bound on the padded row); otherwise they are modelled
+(part of the bound) and not counted (`pad_in_loss`).
 
 A cache file is named by a hash of everything that determines its rows: the whole
 `config.data` (minus the settings that cannot change them, `ROW_INDEPENDENT`), the split,
@@ -13,11 +20,12 @@ the tokenizer's vocabulary hash and the corpus files (names, sizes, modification
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import tempfile
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import grain
 import numpy as np
@@ -27,10 +35,55 @@ from dlm_jax.errors import UserError
 
 _ENCODE_CHUNK = 8192
 MODES = ("wrap", "pad")
+CONVENTIONS = ("dlm_jax", "mdlm", "md4")
+# MDLM groups with `datasets.map(batched=True)`: batches of 1000 documents, each cut on its own.
+# (With num_proc > 1 the batches restart at each worker's shard boundary: exact row identity
+# with an MDLM cache also needs its num_proc; README "Data conventions".)
+MDLM_GROUP_DOCUMENTS = 1000
+MD4_GROUP_DOCUMENTS, MD4_HELDOUT_FRACTION = 100_000, 0.02
 
 # config.data keys that cannot change the rows of a split.
 ROW_INDEPENDENT = ("cache_dir", "prepared_dir", "worker_count", "train_tokenizer_if_missing",
                    "tokenizer_path")
+
+
+def pad_in_loss(convention: str) -> bool:
+  """Whether PAD positions enter the NELBO sum (they never enter the token count)."""
+  return convention != "mdlm"
+
+
+def pad_rule(convention: str) -> str:
+  """The PAD rule in words, reported next to every NELBO."""
+  if pad_in_loss(convention):
+    return ("PAD modelled, not counted: its loss is in the sum (a bound on the padded row), "
+            "the per-token figure divides by non-PAD tokens")
+  return ("PAD excluded from the loss and the count (MDLM's rule): not a bound on the padded "
+          "row, whose PAD positions the model also sees")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """How documents become rows (see the module doc)."""
+  seq_len: int
+  mode: str = "wrap"
+  convention: str = "dlm_jax"
+  insert_eos: bool = True     # mdlm wrap: EOS after each document (False: Duo's zero-shot rows)
+
+  @classmethod
+  def of(cls, data_cfg) -> "Layout":
+    return cls(data_cfg.seq_len, data_cfg.mode, data_cfg.convention)
+
+  def check(self):
+    if self.mode not in MODES:
+      raise UserError(f"data.mode must be one of {list(MODES)}, got {self.mode!r}")
+    if self.convention not in CONVENTIONS:
+      raise UserError(f"data.convention must be one of {list(CONVENTIONS)}, "
+                      f"got {self.convention!r}")
+    if self.convention == "md4" and self.mode != "wrap":
+      raise UserError("data.convention='md4' defines wrapped rows only: set data.mode='wrap'")
+    if self.convention == "mdlm" and self.seq_len < 3:
+      raise UserError(f"data.convention='mdlm' needs data.seq_len >= 3 (BOS, a token, EOS), "
+                      f"got {self.seq_len}")
 
 
 def cache_key(data_cfg, split: str, tokenizer) -> str:
@@ -55,29 +108,80 @@ def _encode_all(docs, tokenizer) -> Iterator[list[int]]:
     yield from tokenizer.encode(chunk)
 
 
-def iter_rows(docs, tokenizer, seq_len: int, mode: str) -> Iterator[np.ndarray]:
-  """Streams (seq_len,) int32 rows from documents (see the module doc for the two modes)."""
-  bos, eos, pad = tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id
-  if mode not in MODES:
-    raise UserError(f"data.mode must be one of {list(MODES)}, got {mode!r}")
+def _cut(stream: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+  """(rows of `width` cut from the front of `stream`, the remainder)."""
+  n = len(stream) // width
+  return stream[: n * width].reshape(n, width), stream[n * width:]
+
+
+def _padded(ids: list[int], tokenizer, layout: Layout) -> np.ndarray:
+  L = layout.seq_len
+  if layout.convention == "mdlm":
+    seq = [tokenizer.bos_id, *ids[: L - 2], tokenizer.eos_id]
+  else:
+    seq = [tokenizer.bos_id, *ids, tokenizer.eos_id][:L]
+  row = np.full((L,), tokenizer.pad_id, np.int32)
+  row[: len(seq)] = seq
+  return row
+
+
+def _groups(encoded: Iterable[list[int]], size: int) -> Iterator[list[list[int]]]:
+  group = []
+  for ids in encoded:
+    group.append(ids)
+    if len(group) == size:
+      yield group
+      group = []
+  if group:
+    yield group
+
+
+def _wrapped_dlm_jax(encoded, tokenizer, L: int) -> Iterator[np.ndarray]:
   carry = np.zeros((0,), np.int32)
-  for ids in _encode_all(docs, tokenizer):
-    seq = np.asarray([bos, *ids, eos], np.int32)
-    if mode == "pad":
-      row = np.full((seq_len,), pad, np.int32)
-      row[: min(len(seq), seq_len)] = seq[:seq_len]
-      yield row
-      continue
-    carry = np.concatenate([carry, seq])
-    n = len(carry) // seq_len
-    yield from carry[: n * seq_len].reshape(n, seq_len)
-    carry = carry[n * seq_len:]
+  for ids in encoded:
+    rows, carry = _cut(np.concatenate([carry, [tokenizer.bos_id, *ids, tokenizer.eos_id]])
+                       .astype(np.int32), L)
+    yield from rows
 
 
-def build_rows(docs, tokenizer, seq_len: int, mode: str) -> np.ndarray:
+def _wrapped_mdlm(encoded, tokenizer, L: int, insert_eos: bool) -> Iterator[np.ndarray]:
+  tail = [tokenizer.eos_id] if insert_eos else []
+  for group in _groups(encoded, MDLM_GROUP_DOCUMENTS):
+    stream = np.asarray([i for ids in group for i in (*ids, *tail)], np.int32)
+    payload, _ = _cut(stream, L - 2)                 # the group's remainder is dropped
+    for row in payload:
+      yield np.concatenate([[tokenizer.bos_id], row, [tokenizer.eos_id]]).astype(np.int32)
+
+
+def _wrapped_md4(encoded, tokenizer, L: int, split: str) -> Iterator[np.ndarray]:
+  carry = np.zeros((0,), np.int32)
+  for g, group in enumerate(_groups(encoded, MD4_GROUP_DOCUMENTS)):
+    stream = np.concatenate([carry, [i for ids in group for i in (*ids, tokenizer.eos_id)]])
+    rows, carry = _cut(stream.astype(np.int32), L)
+    # md4 shuffles each group's rows without a seed; this is the same law with a fixed one.
+    rows = rows[np.random.default_rng([0, g]).permutation(len(rows))]
+    n_val = int(len(rows) * MD4_HELDOUT_FRACTION)
+    yield from (rows[:n_val] if split == "validation" else rows[n_val:])
+
+
+def iter_rows(docs, tokenizer, layout: Layout, split: str = "train") -> Iterator[np.ndarray]:
+  """Streams (seq_len,) int32 rows from documents (see the module doc). `split` matters only
+  for md4, whose split is drawn from the rows of all documents."""
+  layout.check()
+  encoded = _encode_all(docs, tokenizer)
+  if layout.mode == "pad":
+    return (_padded(ids, tokenizer, layout) for ids in encoded)
+  if layout.convention == "mdlm":
+    return _wrapped_mdlm(encoded, tokenizer, layout.seq_len, layout.insert_eos)
+  if layout.convention == "md4":
+    return _wrapped_md4(encoded, tokenizer, layout.seq_len, split)
+  return _wrapped_dlm_jax(encoded, tokenizer, layout.seq_len)
+
+
+def build_rows(docs, tokenizer, layout: Layout, split: str = "train") -> np.ndarray:
   """Tokenizes documents into an (N, seq_len) int32 array of rows."""
-  rows = list(iter_rows(docs, tokenizer, seq_len, mode))
-  return np.stack(rows) if rows else np.zeros((0, seq_len), np.int32)
+  rows = list(iter_rows(docs, tokenizer, layout, split))
+  return np.stack(rows) if rows else np.zeros((0, layout.seq_len), np.int32)
 
 
 class ArrayRecordRows:
@@ -112,7 +216,8 @@ def prepared_rows(data_cfg, split: str, tokenizer):
   with open(meta_path, encoding="utf-8") as f:
     meta = json.load(f)
   expected = {"seq_len": data_cfg.seq_len, "mode": data_cfg.mode,
-              "tokenizer": tokenizer.fingerprint()}
+              "convention": data_cfg.convention, "tokenizer": tokenizer.fingerprint()}
+  meta.setdefault("convention", "dlm_jax")      # prepared before conventions existed
   wrong = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
   if wrong:
     raise UserError(f"{meta_path} was prepared with other settings "
@@ -130,7 +235,7 @@ def token_rows(data_cfg, split: str, tokenizer, workdir: str) -> np.ndarray:
   path = os.path.join(cache_dir, f"{split}-{cache_key(data_cfg, split, tokenizer)}.npy")
   if os.path.exists(path):
     return np.load(path, mmap_mode="r")
-  rows = build_rows(corpus.documents(data_cfg, split), tokenizer, data_cfg.seq_len, data_cfg.mode)
+  rows = build_rows(corpus.documents(data_cfg, split), tokenizer, Layout.of(data_cfg), split)
   if len(rows) == 0:
     raise UserError(f"the {split} split has fewer than seq_len={data_cfg.seq_len} tokens: "
                     "add text or lower data.seq_len")

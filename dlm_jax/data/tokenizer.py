@@ -1,4 +1,5 @@
-"""Tokenizers: SentencePiece (trained here), GPT-2 BPE, bert-base-uncased WordPiece, ids.
+"""Tokenizers: SentencePiece (trained here), GPT-2 BPE, bert-base-uncased WordPiece, any
+Hugging Face tokenizer.json, ids.
 
 Every tokenizer exposes `vocab_size`, `pad_id`, `bos_id`, `eos_id`,
 `special_ids`, `encode`, `decode` and `fingerprint()` (a hash of its vocabulary
@@ -10,8 +11,9 @@ mask token uses the extra id V (= vocab_size), outside the tokenizer
 - GPT-2 BPE (tiktoken, from a local `gpt2.tiktoken` file): BOS = EOS =
   <|endoftext|> = 50256 as in MDLM's OWT setup, plus an extra PAD = 50257, so
   V = 50258.
-- bert-base-uncased WordPiece (from a local `vocab.txt`): [CLS] = BOS,
-  [SEP] = EOS, [PAD] = PAD, V = 30522, lower-cased and accent-stripped.
+- bert-base-uncased WordPiece (from a local `vocab.txt`, through Hugging Face
+  `tokenizers`): [CLS] = BOS, [SEP] = EOS, [PAD] = PAD, V = 30522.
+- `hf`: a tokenizer.json (HFTokenizer says how its specials are found).
 """
 
 from __future__ import annotations
@@ -31,6 +33,27 @@ from dlm_jax.data import corpus
 from dlm_jax.errors import UserError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+def _decode_runs(ids: Sequence[int], pad_id: int, vocab_size: int, marker, decode_run) -> str:
+  """Decodes runs of ordinary ids with `decode_run`, writing specials through `marker(id)`
+  (None: dropped) and ids >= vocab_size (a kernel's mask id) as [MASK]; PAD is dropped."""
+  out, run = [], []
+  for i in ids:
+    i = int(i)
+    if i == pad_id:
+      continue
+    shown = "[MASK]" if i >= vocab_size else marker(i)
+    if shown is None:
+      run.append(i)
+      continue
+    if run:
+      out.append(decode_run(run))
+      run = []
+    out.append(shown)
+  if run:
+    out.append(decode_run(run))
+  return "".join(out)
 
 
 class SentencePieceTokenizer:
@@ -66,21 +89,8 @@ class SentencePieceTokenizer:
 
   def decode(self, ids: Sequence[int]) -> str:
     """Decodes one sequence, dropping PAD and stopping at nothing (BOS/EOS shown)."""
-    pieces, out = [], []
-    for i in ids:
-      i = int(i)
-      if i == PAD_ID:
-        continue
-      if i in (BOS_ID, EOS_ID) or i >= self.vocab_size:
-        if pieces:
-          out.append(self._sp.decode(pieces))
-          pieces = []
-        out.append({BOS_ID: "<s>", EOS_ID: "</s>"}.get(i, "[MASK]"))
-      else:
-        pieces.append(i)
-    if pieces:
-      out.append(self._sp.decode(pieces))
-    return "".join(out)
+    return _decode_runs(ids, PAD_ID, self.vocab_size, {BOS_ID: "<s>", EOS_ID: "</s>"}.get,
+                        self._sp.decode)
 
 
 def _sentences(documents: Iterable[str], max_sentences: int) -> Iterator[str]:
@@ -184,23 +194,29 @@ class GPT2Tokenizer:
     return [self._enc.encode(t, allowed_special={"<|endoftext|>"}) for t in texts]
 
   def decode(self, ids: Sequence[int]) -> str:
-    out, run = [], []
-    for i in ids:
-      i = int(i)
-      if i == self.pad_id:
-        continue
-      if i == self.eos_id or i >= self.vocab_size:
-        out.append(self._enc.decode(run))
-        run = []
-        out.append("<|endoftext|>" if i == self.eos_id else "[MASK]")
-      else:
-        run.append(i)
-    out.append(self._enc.decode(run))
-    return "".join(out)
+    return _decode_runs(ids, self.pad_id, self.vocab_size,
+                        {self.eos_id: "<|endoftext|>"}.get, self._enc.decode)
+
+
+def tokenizer_json(path: str):
+  """A Hugging Face `tokenizers.Tokenizer` from a tokenizer.json file."""
+  try:
+    import tokenizers  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserError("tokenizer.json files need Hugging Face tokenizers: pip install "
+                    "tokenizers") from None
+  if not os.path.exists(path):
+    raise UserError(f"tokenizer file not found: {path}")
+  try:
+    return tokenizers.Tokenizer.from_file(path)
+  except Exception as e:  # tokenizers raises a bare Exception on bad JSON
+    raise UserError(f"{path} is not a valid tokenizer.json ({str(e)[:120]})") from None
 
 
 class WordPieceTokenizer:
-  """bert-base-uncased WordPiece (basic tokenisation + greedy longest-match), from vocab.txt."""
+  """bert-base-uncased WordPiece from vocab.txt, through Hugging Face `tokenizers` (BERT's
+  basic tokenisation: lower-casing, accent stripping, control-character cleaning, CJK
+  splitting; then greedy longest-match WordPiece): the ids of BERT's reference tokenizer."""
   kind = "bert"
 
   def __init__(self, path: str = ""):
@@ -215,6 +231,12 @@ class WordPieceTokenizer:
     missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if t not in self.index]
     if missing:
       raise UserError(f"{path} is not a BERT vocabulary: no {', '.join(missing)}")
+    import tokenizers  # pylint: disable=g-import-not-at-top
+    self._tok = tokenizers.Tokenizer(tokenizers.models.WordPiece(
+        self.index, unk_token="[UNK]", max_input_chars_per_word=100))
+    self._tok.normalizer = tokenizers.normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+    self._tok.pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
     self.path = path
     self.pad_id, self.unk_id = self.index["[PAD]"], self.index["[UNK]"]
     self.bos_id, self.eos_id = self.index["[CLS]"], self.index["[SEP]"]
@@ -229,48 +251,8 @@ class WordPieceTokenizer:
   def fingerprint(self) -> str:
     return self._fingerprint
 
-  @staticmethod
-  def _basic(text: str) -> list[str]:
-    import unicodedata  # pylint: disable=g-import-not-at-top
-    text = unicodedata.normalize("NFD", text.lower())
-    text = "".join(c for c in text if unicodedata.category(c) != "Mn")
-    words, current = [], []
-    for c in text:
-      cat = unicodedata.category(c)
-      if c.isspace() or cat.startswith("C"):
-        if current:
-          words.append("".join(current))
-          current = []
-      elif cat.startswith("P") or (c.isascii() and not c.isalnum()) or 0x4E00 <= ord(c) <= 0x9FFF:
-        if current:
-          words.append("".join(current))
-          current = []
-        words.append(c)
-      else:
-        current.append(c)
-    if current:
-      words.append("".join(current))
-    return words
-
-  def _wordpiece(self, word: str) -> list[int]:
-    if len(word) > 100:
-      return [self.unk_id]
-    ids, start = [], 0
-    while start < len(word):
-      end = len(word)
-      while end > start:
-        piece = word[start:end] if start == 0 else "##" + word[start:end]
-        if piece in self.index:
-          ids.append(self.index[piece])
-          break
-        end -= 1
-      if end == start:
-        return [self.unk_id]
-      start = end
-    return ids
-
   def encode(self, texts: Sequence[str]) -> list[list[int]]:
-    return [[i for w in self._basic(t) for i in self._wordpiece(w)] for t in texts]
+    return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
   def decode(self, ids: Sequence[int]) -> str:
     words = []
@@ -284,6 +266,53 @@ class WordPieceTokenizer:
       else:
         words.append(tok)
     return " ".join(words)
+
+
+# Names of the special tokens in common tokenizer.json files, first match wins.
+_BOS_NAMES = ("<s>", "[CLS]", "<|begin_of_text|>", "<bos>", "<|endoftext|>")
+_EOS_NAMES = ("</s>", "[SEP]", "<|end_of_text|>", "<eos>", "<|endoftext|>")
+_PAD_NAMES = ("<pad>", "[PAD]", "<|pad|>", "<|padding|>")
+
+
+class HFTokenizer:
+  """Any Hugging Face tokenizer.json (data.tokenizer='hf', data.tokenizer_path=the file).
+  BOS / EOS / PAD are its tokens of the usual names (<s> / [CLS], </s> / [SEP], <pad> /
+  [PAD], GPT-2's <|endoftext|> for both BOS and EOS); without a PAD token an extra id
+  V = the tokenizer's size is added as PAD, as MDLM does for GPT-2."""
+  kind = "hf"
+
+  def __init__(self, path: str):
+    if not path:
+      raise UserError("data.tokenizer='hf' needs data.tokenizer_path (a tokenizer.json file)")
+    self._tok = tokenizer_json(path)
+    vocab = self._tok.get_vocab(with_added_tokens=True)
+    find = lambda names: next((vocab[n] for n in names if n in vocab), None)
+    self.bos_id, self.eos_id = find(_BOS_NAMES), find(_EOS_NAMES)
+    if self.bos_id is None or self.eos_id is None:
+      raise UserError(f"{path} has no BOS/EOS token among {_BOS_NAMES} / {_EOS_NAMES}")
+    size = max(vocab.values()) + 1
+    pad = find(_PAD_NAMES)
+    self.pad_id = size if pad is None else pad
+    self._size = size + (pad is None)
+    self.unk_id = -1
+    self.special_ids = tuple(sorted({self.bos_id, self.eos_id, self.pad_id}))
+    self._names = {i: t for t, i in vocab.items() if i in self.special_ids}
+    self.path = path
+    self._fingerprint = _file_fingerprint(self.kind, path)
+
+  @property
+  def vocab_size(self) -> int:
+    return self._size
+
+  def fingerprint(self) -> str:
+    return self._fingerprint
+
+  def encode(self, texts: Sequence[str]) -> list[list[int]]:
+    return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return _decode_runs(ids, self.pad_id, self.vocab_size, self._names.get,
+                        lambda run: self._tok.decode(run, skip_special_tokens=False))
 
 
 class IdsTokenizer:
@@ -346,12 +375,14 @@ def nominal_vocab_size(data_cfg) -> int:
 
 SENTENCEPIECE_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 TOKENIZERS = {"sentencepiece": SentencePieceTokenizer, "gpt2": GPT2Tokenizer,
-              "bert": WordPieceTokenizer, "ids": IdsTokenizer}
+              "bert": WordPieceTokenizer, "hf": HFTokenizer, "ids": IdsTokenizer}
 
 
 def load_tokenizer(kind: str, path: str):
-  if kind not in TOKENIZERS:
-    raise UserError(f"data.tokenizer must be one of {sorted(TOKENIZERS)}, got {kind!r}")
+  """A tokenizer read from a file (`ids` has none: get_tokenizer builds it from the config)."""
+  if kind not in TOKENIZERS or kind == "ids":
+    raise UserError(f"data.tokenizer must be one of {sorted(set(TOKENIZERS) - {'ids'})} to "
+                    f"load from a file, got {kind!r}")
   return TOKENIZERS[kind](path)
 
 
