@@ -14,6 +14,12 @@ perplexity under the AR judge and the metrics of dlm_jax/quality.py, next to rea
 --judge=hf:DIR scores by the MDLM / Duo protocol with a Hugging Face GPT-2 (dlm_jax/judge.py;
 float64 sampling unless --nofloat64) and adds Duo's keys generative_ppl, entropy and
 generated_seqs.
+  python -m dlm_jax.evaluate --workdir=/tmp/dlm --dataset=wikitext2,ptb,lambada \
+      [--datasets_dir=DIR]
+
+the zero-shot suite of MDLM / Duo (dlm_jax/data/suite.py: wikitext2, wikitext103, ptb,
+lambada, ag_news, scientific_papers_pubmed, scientific_papers_arxiv, lm1b, or `all`) from
+local copies in DIR or the Hugging Face cache; writes <workdir>/eval/zero_shot_step<N>.{json,md}.
 The loops are in `dlm_jax.evaluation`.
 """
 
@@ -28,6 +34,7 @@ import jax
 from absl import flags
 
 from dlm_jax import cli, evaluation, reports
+from dlm_jax.data import suite
 
 
 def define_flags():
@@ -42,6 +49,10 @@ def define_flags():
   flags.DEFINE_list("steps", ["128"], "Reverse steps T, comma-separated (with --num_samples).")
   flags.DEFINE_string("judge", None, "Scores the samples (generative perplexity): an AR workdir, "
                       "or hf:DIR, a Hugging Face GPT-2 under the MDLM/Duo protocol.")
+  flags.DEFINE_list("dataset", [], "Zero-shot benchmarks (data/suite.py), comma-separated, "
+                    "or 'all': the NELBO of each instead of --split's.")
+  flags.DEFINE_string("datasets_dir", "", "Local copies of the zero-shot benchmarks: "
+                      "DIR/NAME (save_to_disk), DIR/NAME.jsonl or DIR/NAME.txt.")
   flags.DEFINE_integer("prompt_tokens", 0, "Condition each sample on the first P tokens of a "
                        "row of --split (0: unconditional).")
   cli.define_sampler_flags(steps=False)
@@ -52,6 +63,19 @@ def main(argv):
   f = flags.FLAGS
   if not f.workdir:
     sys.exit("dlm_jax.evaluate: error: --workdir is required")
+  if f.dataset:
+    if f.num_samples > 0:
+      sys.exit("dlm_jax.evaluate: error: --dataset and --num_samples are separate evaluations")
+    names = sorted(suite.SUITE) if f.dataset == ["all"] else f.dataset
+    report = cli.run("dlm_jax.evaluate", evaluation.zero_shot, f.workdir, names,
+                     f.datasets_dir, f.step, f.t_samples, f.max_batches, not f.raw_params)
+    stem = f.output or os.path.join(f.workdir, "eval", f"zero_shot_step{report['step']}")
+    table = evaluation.zero_shot_markdown(report)
+    if jax.process_index() == 0:
+      written = reports.write(stem, report, table)
+      print(table)
+      print(f"wrote {' and '.join(written)}")
+    return
   if f.num_samples > 0:
     opts = cli.sampler_options(f, steps=1)
     if f.judge and f.judge.startswith("hf:") and not f["float64"].present:

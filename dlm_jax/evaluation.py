@@ -23,8 +23,8 @@ import numpy as np
 
 from dlm_jax import assets, elbo, experiment, generation, judge as judges, objectives, parallel
 from dlm_jax import quality
-from dlm_jax.data import pipeline
-from dlm_jax.data.rows import pad_rule
+from dlm_jax.data import pipeline, suite
+from dlm_jax.data.rows import Layout, build_rows, pad_rule
 from dlm_jax.errors import UserError
 
 PROFILE_TIMES = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
@@ -86,6 +86,53 @@ def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batche
       "what": exp.objective.what(),
       "pad": pad_rule(exp.config.data.convention),
   }
+
+
+def zero_shot(workdir: str, names, datasets_dir: str = "", step=None, t_samples: int = 1,
+              max_batches: int = 0, use_ema: bool = True, seed: int = 1234,
+              devices=None) -> dict:
+  """The MDLM / Duo zero-shot suite (data/suite.py) for a trained model: per benchmark, the
+  NELBO per token of its documents in rows of the model's length, laid out as those papers
+  do (detokenized, no EOS between documents, BOS + L-2 tokens + EOS per row)."""
+  sources = [suite.documents(name, datasets_dir) for name in names]   # bad names fail here
+  exp, params, step = experiment.restore(workdir, step, use_ema, devices)
+  L = exp.config.data.seq_len
+  eval_fn = exp.jit_eval_step()
+  results = []
+  for name, (docs, source) in zip(names, sources):
+    rows = build_rows(docs, exp.tokenizer, Layout(L, "wrap", "mdlm", insert_eos=False))
+    if len(rows) == 0:
+      raise UserError(f"zero-shot dataset {name} ({source}) has fewer than {L - 2} tokens: "
+                      "no row of the model's length")
+    result = nelbo(exp, eval_fn, params, rows, exp.config.eval.batch_size, max_batches, seed,
+                   passes=t_samples)
+    nats = result["nats_per_token"]
+    results.append({"dataset": name, "source": source, "rows": int(len(rows)),
+                    "tokens": int(result["tokens"]), "nats_per_token": nats,
+                    "bits_per_token": nats / math.log(2), "std_error_nats": result["std_error_nats"],
+                    exp.objective.perplexity_key: objectives.perplexity(nats),
+                    "complete": not max_batches or max_batches * exp.config.eval.batch_size
+                                >= len(rows)})
+  return {"workdir": os.path.abspath(workdir), "step": step, **exp.objective.describe(),
+          "params": "ema" if use_ema else "raw", "seq_len": L, "t_samples": t_samples,
+          "rows": "MDLM / Duo zero-shot layout: detokenized documents concatenated without EOS, "
+                  f"each row BOS + {L - 2} tokens + EOS; every token of a row counted",
+          "what": exp.objective.what(), "results": results}
+
+
+def zero_shot_markdown(report: dict) -> str:
+  """One table across the benchmarks of a zero_shot report."""
+  key = next(k for k in report["results"][0] if k.startswith("perplexity"))
+  lines = [f"Zero-shot, step {report['step']}, {report['kernel']}: {report['what']}. "
+           f"{report['rows']}.", "",
+           f"| dataset | rows | tokens | nats/token | {key.replace('_', ' ')} | source |",
+           "|---|---|---|---|---|---|"]
+  for r in report["results"]:
+    partial = "" if r["complete"] else " (first batches only)"
+    lines.append(f"| {r['dataset']} | {r['rows']} | {r['tokens']}{partial} | "
+                 f"{r['nats_per_token']:.4f} ± {r['std_error_nats']:.4f} | {r[key]:.2f} | "
+                 f"{r['source']} |")
+  return "\n".join(lines) + "\n"
 
 
 def judge_nll(judge_exp, judge_params, rows, tokenizer, score_from: int = 1,

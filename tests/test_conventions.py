@@ -9,7 +9,7 @@ import pytest
 
 from configs import base
 from dlm_jax import configuration, objectives
-from dlm_jax.data import corpus, detokenizers, rows
+from dlm_jax.data import corpus, detokenizers, rows, suite
 from dlm_jax.data.rows import Layout, build_rows
 from dlm_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, IdsTokenizer
 from dlm_jax.errors import UserError
@@ -191,16 +191,51 @@ def test_loss_excludes_pad_under_mdlm(config):
   tokens = np.full((2, config.data.seq_len), PAD_ID, np.int32)
   tokens[:, :10] = np.arange(4, 14)
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  params = nn.meta.unbox(model.init(jax.random.key(0), jnp.asarray(tokens),
-                                    jnp.zeros((2,))))["params"]
-  terms = lambda pad_in_loss, t: objectives.Diffusion(kernel, pad_in_loss=pad_in_loss).loss_terms(
-      params, {"tokens": jnp.asarray(t)}, jax.random.key(1), model=model, t_min=0.0,
-      train=False, pad_id=PAD_ID)
-  with_pad, count = terms(True, tokens)
-  without_pad, count2 = terms(False, tokens)
+  params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), jnp.asarray(tokens),
+                                             jnp.zeros((2,))))["params"]
+  def terms(pad_in_loss, pad_id):
+    return objectives.Diffusion(kernel, pad_in_loss=pad_in_loss).loss_terms(
+        params, {"tokens": jnp.asarray(tokens)}, jax.random.key(1), model=model, t_min=0.0,
+        train=False, pad_id=pad_id)
+
+  (with_pad, count), (without_pad, count2), (no_pad_id, _) = jax.jit(
+      lambda: (terms(True, PAD_ID), terms(False, PAD_ID), terms(False, -1)))()
   assert float(count) == float(count2) == 20.0
   assert float(without_pad) < float(with_pad)
-  no_pad_id, _ = objectives.Diffusion(kernel, pad_in_loss=False).loss_terms(
-      params, {"tokens": jnp.asarray(tokens)}, jax.random.key(1), model=model, t_min=0.0,
-      train=False, pad_id=-1)
   np.testing.assert_allclose(float(no_pad_id), float(with_pad), rtol=1e-6)
+
+
+def test_zero_shot_suite_command(tmp_path):
+  """`evaluate --dataset=...` on local copies in the three formats (.txt, .jsonl,
+  save_to_disk), on a model imported from the MDLM fixture (ids tokenizer, L = 16)."""
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  datasets = pytest.importorskip("datasets")
+  from dlm_jax import evaluation, mdlm_checkpoint  # pylint: disable=g-import-not-at-top
+  from tests.test_convert import MDLM_DIR, ROOT  # pylint: disable=g-import-not-at-top
+  workdir, data = str(tmp_path / "w"), tmp_path / "suite"
+  mdlm_checkpoint.import_checkpoint(MDLM_DIR, workdir, base.get_config())
+  rng = np.random.default_rng(0)
+  doc = lambda: " ".join(str(i) for i in rng.integers(4, 64, size=rng.integers(3, 30)))
+  data.mkdir()
+  (data / "wikitext2.txt").write_text("".join(f" {doc()} \n" for _ in range(40)))
+  with open(data / "ptb.jsonl", "w") as f:
+    f.writelines(json.dumps({"sentence": doc()}) + "\n" for _ in range(30))
+  datasets.Dataset.from_dict({"text": [doc() for _ in range(20)]}).save_to_disk(
+      str(data / "lambada"))
+  with pytest.raises(UserError, match="unknown zero-shot dataset 'wikitext'"):
+    evaluation.zero_shot(workdir, ["wikitext"], str(data))
+  run = subprocess.run(
+      [sys.executable, "-m", "dlm_jax.evaluate", f"--workdir={workdir}",
+       "--dataset=wikitext2,ptb,lambada", f"--datasets_dir={data}"],
+      capture_output=True, text=True, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert run.returncode == 0, run.stderr[-2000:]
+  report = json.loads((tmp_path / "w" / "eval" / "zero_shot_step0.json").read_text())
+  assert [r["dataset"] for r in report["results"]] == ["wikitext2", "ptb", "lambada"]
+  for r, name in zip(report["results"], ["wikitext2", "ptb", "lambada"]):
+    docs, _ = suite.documents(name, str(data))
+    expected = build_rows(docs, IdsTokenizer(64), Layout(16, "wrap", "mdlm", insert_eos=False))
+    assert r["rows"] == len(expected) > 0 and r["tokens"] == 16 * len(expected)
+    assert np.isfinite(r["nats_per_token"]) and r["complete"]
+  assert "| lambada |" in (tmp_path / "w" / "eval" / "zero_shot_step0.md").read_text()

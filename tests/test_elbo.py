@@ -15,6 +15,34 @@ MARKOV = ["masking", "uniform", "semdlm_A", "semdlm_plus_uniform_A", "semdlm_plu
 TOPK = ["semdlm_B", "semdlm_plus_uniform_B", "semdlm_plus_mask_B"]
 
 
+_COMPILED = {}
+
+
+def compiled(kernel, fn):
+  """fn(kernel, *arrays) compiled once per kernel: op-by-op these toys take seconds each."""
+  key = (id(kernel), fn)
+  if key not in _COMPILED:
+    _COMPILED[key] = jax.jit(lambda *a: fn(kernel, *a))
+  return _COMPILED[key]
+
+
+def _sample_forward(kernel, key, x, t):
+  return kernel.sample_forward(key, x, t)
+
+
+def _prior_kl(kernel, x):
+  return kernel.prior_kl(x)
+
+
+def _dense_integrand(kernel, logits, x, z, t):
+  return jax.vmap(lambda lg, xi, zi: reference.integrand(kernel, jax.nn.softmax(lg), xi, zi, t))(
+      logits, x, z)
+
+
+def forward(kernel, key, x, t):
+  return compiled(kernel, _sample_forward)(key, x, t)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def float64():
   """The toy checks compare to 1e-6: run this module in float64 only."""
@@ -37,15 +65,14 @@ def test_production_matches_dense_reference(kernels, name):
   rng = np.random.default_rng(1)
   for t in (0.07, 0.5, 0.93):
     x = jnp.asarray(rng.integers(0, V, size=(1, 8)))
-    z = kernel.sample_forward(jax.random.key(int(100 * t)), x, jnp.array([t]))
+    z = forward(kernel, jax.random.key(int(100 * t)), x, jnp.array([t]))
     logits = jnp.asarray(rng.normal(size=(1, 8, V)))
-    prod = elbo.nelbo_integrand(kernel, logits, x, z, jnp.array([t]))
-    dense = jax.jit(jax.vmap(lambda lg, xi, zi: reference.integrand(
-        kernel, jax.nn.softmax(lg), xi, zi, t)))(logits[0], x[0], z[0])
+    prod = compiled(kernel, elbo.nelbo_integrand)(logits, x, z, jnp.array([t]))
+    dense = compiled(kernel, _dense_integrand)(logits[0], x[0], z[0], t)
     np.testing.assert_allclose(prod[0], dense, rtol=1e-5, atol=1e-9)   # float32 sums over V
+  prior_kl = compiled(kernel, _prior_kl)(jnp.arange(V))
   for x in range(V):
-    np.testing.assert_allclose(kernel.prior_kl(jnp.array(x)), reference.prior_kl(kernel, x),
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(prior_kl[x], reference.prior_kl(kernel, x), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", MARKOV + TOPK)
@@ -56,10 +83,10 @@ def test_gradients_are_finite(kernels, name):
   V = kernel.vocab_size
   x = jnp.asarray(np.random.default_rng(0).integers(0, V, size=(4, 16)))
   t = jnp.array([1e-3, 0.2, 0.7, 1.0])
-  z = kernel.sample_forward(jax.random.key(0), x, t)
+  z = forward(kernel, jax.random.key(0), x, t)
   logits = jax.random.normal(jax.random.key(1), (4, 16, V))
-  grad = jax.grad(lambda lg: elbo.nelbo_integrand(kernel, lg, x, z, t, jax.random.key(2)).sum())(
-      logits)
+  grad = jax.jit(jax.grad(
+      lambda lg: elbo.nelbo_integrand(kernel, lg, x, z, t, jax.random.key(2)).sum()))(logits)
   assert np.isfinite(np.asarray(grad)).all()
 
 
@@ -81,22 +108,27 @@ def test_rates_generate_the_marginal(kernels, name):
       np.testing.assert_allclose(dq, reference.marginal(kernel, jnp.asarray(x), t) @ gen, atol=1e-6)
 
 
+def _marginals(kernel, ts):
+  return jax.vmap(lambda t: reference.marginal(kernel, jnp.arange(kernel.vocab_size), t))(ts)
+
+
 def _toy_nelbo(kernel, p, x, n_quad=48):
   """L = 1: E_t E_z[integrand] + prior KL with the Bayes-optimal denoiser, by Gauss-Legendre
   quadrature in t (the nodes form the batch) and enumeration of z (the positions)."""
   V, n = kernel.vocab_size, kernel.input_vocab_size
   nodes, weights = np.polynomial.legendre.leggauss(n_quad)
   ts = 0.5 * (nodes + 1)
-  q = np.asarray(jax.vmap(lambda t: reference.marginal(kernel, jnp.arange(V), t))(jnp.asarray(ts)))
+  q = np.asarray(compiled(kernel, _marginals)(jnp.asarray(ts)))
   post = p[None, :, None] * q                                     # (T, x', z): p(x') q(z|x')
   post = post / np.maximum(post.sum(1, keepdims=True), 1e-300)
   logits = jnp.asarray(np.log(np.maximum(post, 1e-300)).transpose(0, 2, 1))   # (T, z, x')
-  integrand = np.asarray(elbo.nelbo_integrand(
-      kernel, logits, jnp.full((n_quad, n), x), jnp.broadcast_to(jnp.arange(n), (n_quad, n)),
+  integrand = np.asarray(compiled(kernel, elbo.nelbo_integrand)(
+      logits, jnp.full((n_quad, n), x), jnp.broadcast_to(jnp.arange(n), (n_quad, n)),
       jnp.asarray(ts), jax.random.key(0)))
   reachable = q[:, x] > 0                                         # z outside supp q_t(.|x) never occurs
   per_t = np.sum(np.where(reachable, q[:, x] * integrand, 0.0), 1)
-  return float(np.sum(0.5 * weights * per_t)) + float(kernel.prior_kl(jnp.asarray(x)))
+  prior_kl = compiled(kernel, _prior_kl)(jnp.asarray(x))
+  return float(np.sum(0.5 * weights * per_t)) + float(prior_kl)
 
 
 @pytest.fixture(scope="module")
@@ -170,9 +202,9 @@ def test_topk_bulk_estimate_is_unbiased(kernels):
   V = exact_kernel.vocab_size
   x = jnp.arange(V)[None] % V
   t = jnp.array([0.6])
-  z = exact_kernel.sample_forward(jax.random.key(0), x, t)
+  z = jax.jit(exact_kernel.sample_forward)(jax.random.key(0), x, t)
   logits = jax.random.normal(jax.random.key(1), (1, V, V))
-  exact = elbo.nelbo_integrand(exact_kernel, logits, x, z, t)
+  exact = jax.jit(lambda: elbo.nelbo_integrand(exact_kernel, logits, x, z, t))()  # eager: 10 s
   draws = jax.jit(jax.vmap(lambda k: elbo.nelbo_integrand(sampled, logits, x, z, t, k)))(
       jax.random.split(jax.random.key(2), 1000))
   mean, sem = draws.mean(0), draws.std(0) / np.sqrt(1000)

@@ -217,8 +217,10 @@ def _load_hf(name: str, config: str, split: str, cache_dir: str):
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   try:
     import datasets  # pylint: disable=g-import-not-at-top
+    from huggingface_hub import constants  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise UserError("data.source='hf' needs Hugging Face datasets: pip install datasets") from None
+  datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True   # if imported before us
   match = _SPLIT_SPEC.match(split.replace(" ", ""))
   if not match:
     raise UserError(f"bad Hugging Face split {split!r}: expected NAME or NAME[a:b] "
