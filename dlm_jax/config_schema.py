@@ -109,6 +109,7 @@ def get_config() -> config_dict.ConfigDict:
       keep_checkpoints=3,
       nonfinite="stop",             # NaN/Inf loss or gradient: stop | skip (the update)
       restore_fallback=False,       # unreadable latest checkpoint: error | fall back with a warning
+      resume_on_changed_data=False, # training files changed since the checkpoint: refuse | go on
   ))
 
   c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1))

@@ -7,6 +7,7 @@ checkpoint in the workdir. `python -m dlm_jax.train` is its command-line shell.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 import time
@@ -15,9 +16,11 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from dlm_jax import evaluation, experiment, objectives, parallel, steps
-from dlm_jax.checkpoint import Checkpointer
+from dlm_jax import configuration, evaluation, experiment, objectives, parallel, steps
+from dlm_jax.checkpoint import Checkpointer, checkpoint_dir
 from dlm_jax.data import pipeline
+from dlm_jax.data.rows import data_fingerprint
+from dlm_jax.errors import UserError
 from dlm_jax.metric_writers import MetricWriter
 
 class _StopRequest:
@@ -57,9 +60,33 @@ def _first_nonfinite(fetched, first_step: int):
   return None, None
 
 
+def check_same_data(config, saved_meta: dict, step: int) -> None:
+  """A resumed run reads the data it started with: refuse when the training files changed
+  (names, sizes, modification times) since `step` was saved, unless the config allows it."""
+  saved = saved_meta.get("data")
+  if saved is None or saved == data_fingerprint(config.data):
+    return
+  if config.train.resume_on_changed_data:
+    print(f"warning: the training data changed since step {step}; resuming on the new data "
+          "(train.resume_on_changed_data=True): the data order differs from the run's start",
+          flush=True)
+    return
+  raise UserError(f"the training data changed since step {step} was saved (files added, "
+                  "removed, resized or modified): a resumed run must read the data it started "
+                  "with. Restore the files, use a new workdir, or set "
+                  "train.resume_on_changed_data=True to go on with the new data")
+
+
 def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | None = None):
   """Runs training; returns (logged metric dicts, final state). `stop_after` ends the loop
   early (after saving), as an interrupted job would."""
+  configuration.validate_config(config)
+  if os.path.isdir(checkpoint_dir(workdir)):      # before anything is tokenized or compiled
+    existing = Checkpointer(workdir, create=False)
+    if existing.latest_step() is not None:
+      step = existing.readable_step(existing.latest_step(), config.train.restore_fallback)
+      check_same_data(config, existing.restore_json(step, "meta"), step)
+    existing.close()
   exp = experiment.build(config, workdir, devices)
   cfg = config
   process_index, process_count = jax.process_index(), jax.process_count()
@@ -68,8 +95,7 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
   data_iter = pipeline.train_iterator(train_rows, cfg.train.batch_size, cfg.seed, process_index,
                                       process_count, cfg.data.worker_count)
   ckpt = Checkpointer(workdir, keep=cfg.train.keep_checkpoints)
-  meta = exp.meta()
-
+  meta = {**exp.meta(), "data": data_fingerprint(cfg.data)}
   latest = ckpt.latest_step()
   if latest is None:
     state, start = exp.init_state(cfg.seed), 0

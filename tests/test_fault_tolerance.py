@@ -195,3 +195,23 @@ def test_full_disk_keeps_last_complete_checkpoint(tmp_path, config, monkeypatch)
                                       r"left on device.*last complete checkpoint is step 4"):
     training.train_and_evaluate(config, workdir)
   assert _steps(workdir) == [4]
+
+
+def test_resume_refuses_changed_training_files(tmp_path, config, capsys):
+  corpus = tmp_path / "corpus" / "topics.jsonl"
+  corpus.parent.mkdir()
+  shutil.copy(config.data.train_pattern, corpus)
+  config.data.train_pattern = str(corpus)
+  _constant_lr(config)
+  config.train.num_steps = 4
+  workdir = str(tmp_path / "run")
+  training.train_and_evaluate(config, workdir)
+  with open(corpus, "a", encoding="utf-8") as f:
+    f.write(json.dumps({"text": "seventy percent more text, appended later"}) + "\n")
+  config.train.num_steps = 8
+  with pytest.raises(UserError, match="training data changed since step 4"):
+    training.train_and_evaluate(config, workdir)
+  assert _steps(workdir) == [4]
+  config.train.resume_on_changed_data = True      # the explicit way on: a warning, no error
+  training.check_same_data(config, Checkpointer(workdir, create=False).restore_json(4, "meta"), 4)
+  assert "resuming on the new data" in capsys.readouterr().out

@@ -86,6 +86,20 @@ class Layout:
                       f"got {self.seq_len}")
 
 
+def data_fingerprint(data_cfg) -> str:
+  """What a resumed run must find unchanged: the prepared shards' descriptions when
+  data.prepared_dir is set, else the corpus files (corpus.fingerprint)."""
+  if not data_cfg.prepared_dir:
+    return corpus.fingerprint(data_cfg)
+  described = []
+  for split in corpus.SPLITS:
+    path = os.path.join(data_cfg.prepared_dir, f"{split}.json")
+    if os.path.exists(path):
+      with open(path, "rb") as f:
+        described.append(hashlib.sha256(f.read()).hexdigest())
+  return "prepared:" + hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
+
+
 def cache_key(data_cfg, split: str, tokenizer) -> str:
   relevant = {k: v for k, v in data_cfg.to_dict().items() if k not in ROW_INDEPENDENT}
   relevant.update(split=split, tokenizer=tokenizer.fingerprint(),
