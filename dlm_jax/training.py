@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 from dlm_jax import configuration, evaluation, experiment, objectives, parallel, steps
 from dlm_jax.checkpoint import Checkpointer, checkpoint_dir
 from dlm_jax.data import pipeline
-from dlm_jax.data.rows import data_fingerprint
+from dlm_jax.data.rows import data_fingerprint, pad_rule
 from dlm_jax.errors import UserError
 from dlm_jax.metric_writers import MetricWriter
 
@@ -109,6 +109,8 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
   if process_index == 0:
     print(f"model: {num_params / 1e6:.2f}M parameters | kernel: {meta['kernel']} "
           f"({meta['structure']}) | mesh: {dict(exp.mesh.shape)} | start step: {start}", flush=True)
+    print(f"data: {cfg.data.mode} rows of {cfg.data.seq_len}, convention {cfg.data.convention} | "
+          f"{pad_rule(cfg.data.convention)}", flush=True)
 
   train_fn, eval_fn = exp.jit_train_step(), exp.jit_eval_step()
   noise_fn = exp.jit_gradient_noise() if cfg.train.grad_noise_every > 0 else None

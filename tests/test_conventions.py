@@ -206,8 +206,8 @@ def test_loss_excludes_pad_under_mdlm(config):
 
 
 def test_zero_shot_suite_command(tmp_path):
-  """`evaluate --dataset=...` on local copies in the three formats (.txt, .jsonl,
-  save_to_disk), on a model imported from the MDLM fixture (ids tokenizer, L = 16)."""
+  """`evaluate --dataset=all` on local copies of every benchmark in the three formats (.txt,
+  .jsonl, save_to_disk), on a model imported from the MDLM fixture (ids tokenizer, L = 16)."""
   import json  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
@@ -224,16 +224,22 @@ def test_zero_shot_suite_command(tmp_path):
     f.writelines(json.dumps({"sentence": doc()}) + "\n" for _ in range(30))
   datasets.Dataset.from_dict({"text": [doc() for _ in range(20)]}).save_to_disk(
       str(data / "lambada"))
+  for name in ("wikitext103", "lm1b"):
+    (data / f"{name}.txt").write_text("".join(f"{doc()}\n" for _ in range(30)))
+  for name, column in (("ag_news", "text"), ("scientific_papers_pubmed", "article"),
+                       ("scientific_papers_arxiv", "article")):
+    with open(data / f"{name}.jsonl", "w") as f:
+      f.writelines(json.dumps({column: doc()}) + "\n" for _ in range(30))
   with pytest.raises(UserError, match="unknown zero-shot dataset 'wikitext'"):
     evaluation.zero_shot(workdir, ["wikitext"], str(data))
   run = subprocess.run(
       [sys.executable, "-m", "dlm_jax.evaluate", f"--workdir={workdir}",
-       "--dataset=wikitext2,ptb,lambada", f"--datasets_dir={data}"],
+       "--dataset=all", f"--datasets_dir={data}"],
       capture_output=True, text=True, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert run.returncode == 0, run.stderr[-2000:]
   report = json.loads((tmp_path / "w" / "eval" / "zero_shot_step0.json").read_text())
-  assert [r["dataset"] for r in report["results"]] == ["wikitext2", "ptb", "lambada"]
-  for r, name in zip(report["results"], ["wikitext2", "ptb", "lambada"]):
+  assert [r["dataset"] for r in report["results"]] == sorted(suite.SUITE)
+  for r, name in zip(report["results"], sorted(suite.SUITE)):
     docs, _ = suite.documents(name, str(data))
     expected = build_rows(docs, IdsTokenizer(64), Layout(16, "wrap", "mdlm", insert_eos=False))
     assert r["rows"] == len(expected) > 0 and r["tokens"] == 16 * len(expected)
