@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Any
 
 import flax.linen as nn
 import jax
 from jax.sharding import Mesh
 
-from dlm_jax import assets, configuration, objectives, parallel, steps
+from dlm_jax import assets, configuration, objectives, parallel, steps, workdirs
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.data.rows import token_rows
 from dlm_jax.data.tokenizer import get_tokenizer
@@ -117,12 +116,7 @@ def build(config, workdir: str, devices=None, restoring: bool = False) -> Experi
   `restoring`: the run exists already; a missing tokenizer or neighbour table is an error,
   never trained or rebuilt."""
   configuration.validate_config(config)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"cannot create workdir {workdir!r}: {e.strerror}") from None
-  if not os.access(workdir, os.W_OK):
-    raise UserError(f"workdir {workdir!r} is not writable")
+  workdirs.ensure(workdir)
   mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
   tokenizer = get_tokenizer(config.data, workdir, jax.process_index(), may_train=not restoring)
   objective = objectives.make_objective(

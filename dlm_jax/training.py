@@ -17,6 +17,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from dlm_jax import configuration, evaluation, experiment, objectives, parallel, steps
+from dlm_jax import workdirs
 from dlm_jax.checkpoint import Checkpointer, checkpoint_dir
 from dlm_jax.data import pipeline
 from dlm_jax.data.rows import data_fingerprint, pad_rule
@@ -79,8 +80,13 @@ def check_same_data(config, saved_meta: dict, step: int) -> None:
 
 def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | None = None):
   """Runs training; returns (logged metric dicts, final state). `stop_after` ends the loop
-  early (after saving), as an interrupted job would."""
+  early (after saving), as an interrupted job would. Holds the workdir's train lock."""
   configuration.validate_config(config)
+  with workdirs.train_lock(workdir):
+    return _train(config, workdir, devices, stop_after)
+
+
+def _train(config, workdir: str, devices, stop_after):
   if os.path.isdir(checkpoint_dir(workdir)):      # before anything is tokenized or compiled
     existing = Checkpointer(workdir, create=False)
     if existing.latest_step() is not None:

@@ -215,3 +215,66 @@ def test_resume_refuses_changed_training_files(tmp_path, config, capsys):
   config.train.resume_on_changed_data = True      # the explicit way on: a warning, no error
   training.check_same_data(config, Checkpointer(workdir, create=False).restore_json(4, "meta"), 4)
   assert "resuming on the new data" in capsys.readouterr().out
+
+
+def test_one_train_run_per_workdir_and_a_killed_holder_blocks_nothing(tmp_path, config):
+  from dlm_jax import workdirs  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "run")
+  with workdirs.train_lock(workdir):
+    with pytest.raises(UserError, match=r"in use by another train run \(host .*, pid \d+"):
+      training.train_and_evaluate(config, workdir)
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import sys, time\nfrom dlm_jax import workdirs\n"
+       "with workdirs.train_lock(sys.argv[1]):\n  print('held', flush=True)\n  time.sleep(120)",
+       workdir], stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(HERE),
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(UserError, match=f"pid {holder.pid},"):
+      with workdirs.train_lock(workdir):
+        pass
+  finally:
+    holder.kill()                                  # kill -9: no clean-up runs
+    holder.wait()
+  with workdirs.train_lock(workdir):               # the lock died with its holder
+    pass
+
+
+def test_restoring_commands_check_the_tokenizer_and_rebuild_damaged_caches(tmp_path, config,
+                                                                          shared_tokenizer,
+                                                                          capsys):
+  from dlm_jax import experiment, generation  # pylint: disable=g-import-not-at-top
+  from dlm_jax.data.tokenizer import train_sentencepiece  # pylint: disable=g-import-not-at-top
+  from dlm_jax.samplers.reverse import SamplerOptions  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  tokenizer = workdir / "tokenizer.model"
+  shutil.copy(shared_tokenizer, tokenizer)
+  config.data.tokenizer_path = ""                  # <workdir>/tokenizer.model
+  _constant_lr(config)
+  config.train.num_steps = 2
+  training.train_and_evaluate(config, str(workdir))
+  original = tokenizer.read_bytes()
+  opts = SamplerOptions(steps=4)
+  # A damaged token cache is rebuilt, with a warning.
+  for cache in glob.glob(str(workdir / "data_cache" / "validation-*.npy")):
+    with open(cache, "r+b") as f:
+      f.truncate(100)
+  assert np.isfinite(evaluation.evaluate(str(workdir), max_batches=1)["nats_per_token"])
+  assert "is damaged (ValueError); rebuilding" in capsys.readouterr().out
+  # Another valid tokenizer in its place: both restoring commands refuse, naming it.
+  train_sentencepiece(["the quick brown fox jumps over the lazy dog"] * 50, str(tokenizer), 40)
+  for command in (lambda: evaluation.evaluate(str(workdir), max_batches=1),
+                  lambda: generation.generate(str(workdir), 1, opts)):
+    with pytest.raises(UserError, match=r"does not match this config \(tokenizer: checkpoint"):
+      command()
+  # Random bytes: a one-line error naming the file. Missing: an error, nothing trained.
+  tokenizer.write_bytes(os.urandom(400))
+  with pytest.raises(UserError, match="tokenizer.model is damaged"):
+    generation.generate(str(workdir), 1, opts)
+  tokenizer.unlink()
+  with pytest.raises(UserError, match="never retrain it"):
+    generation.generate(str(workdir), 1, opts)
+  assert not tokenizer.exists()
+  tokenizer.write_bytes(original)
+  assert experiment.restore(str(workdir))[2] == 2

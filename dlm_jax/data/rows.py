@@ -240,6 +240,20 @@ def prepared_rows(data_cfg, split: str, tokenizer):
   return ArrayRecordRows(paths, data_cfg.seq_len)
 
 
+def _load_cache(path: str, mmap_mode=None):
+  """A cached array, or None when absent; a damaged one (truncated, empty, not .npy) is
+  removed with a warning, to be rebuilt from the corpus."""
+  if not os.path.exists(path):
+    return None
+  try:
+    return np.load(path, mmap_mode=mmap_mode)
+  except (ValueError, OSError, EOFError) as e:
+    print(f"warning: cache file {path} is damaged ({type(e).__name__}); rebuilding it from the "
+          "corpus", flush=True)
+    os.remove(path)
+    return None
+
+
 def token_rows(data_cfg, split: str, tokenizer, workdir: str) -> np.ndarray:
   """Rows of `split`: from data.prepared_dir (ArrayRecord) when set, else from the workdir cache
   (memory-mapped .npy), tokenizing the corpus into it the first time."""
@@ -247,8 +261,9 @@ def token_rows(data_cfg, split: str, tokenizer, workdir: str) -> np.ndarray:
     return prepared_rows(data_cfg, split, tokenizer)
   cache_dir = _cache_dir(data_cfg, workdir)
   path = os.path.join(cache_dir, f"{split}-{cache_key(data_cfg, split, tokenizer)}.npy")
-  if os.path.exists(path):
-    return np.load(path, mmap_mode="r")
+  cached = _load_cache(path, mmap_mode="r")
+  if cached is not None:
+    return cached
   rows = build_rows(corpus.documents(data_cfg, split), tokenizer, Layout.of(data_cfg), split)
   if len(rows) == 0:
     raise UserError(f"the {split} split has fewer than seq_len={data_cfg.seq_len} tokens: "
@@ -264,8 +279,9 @@ def unigram_counts(data_cfg, tokenizer, workdir: str) -> np.ndarray:
   """Token counts of the training split (V,), cached beside its rows."""
   cache_dir = _cache_dir(data_cfg, workdir)
   path = os.path.join(cache_dir, f"unigram-{cache_key(data_cfg, 'train', tokenizer)}.npy")
-  if os.path.exists(path):
-    return np.load(path)
+  cached = _load_cache(path)
+  if cached is not None:
+    return cached
   rows = token_rows(data_cfg, "train", tokenizer, workdir)
   counts = np.zeros((tokenizer.vocab_size,), np.int64)
   for start in range(0, len(rows), 65536):

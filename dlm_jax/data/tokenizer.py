@@ -65,7 +65,13 @@ class SentencePieceTokenizer:
       raise UserError(f"tokenizer file not found: {path}")
     with open(path, "rb") as f:
       self.model_proto = f.read()
-    self._sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+    try:
+      self._sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+    except (RuntimeError, ValueError, TypeError):   # sentencepiece: RuntimeError on bad bytes
+      raise UserError(f"tokenizer file {path} is damaged (not a SentencePiece model). A "
+                      "trained run's tokenizer cannot be rebuilt identically: restore the file; "
+                      "delete it only in a workdir without checkpoints (a new one is then "
+                      "trained)") from None
     self.path = path
     if (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id()) != (PAD_ID, BOS_ID, EOS_ID):
       raise UserError(
