@@ -63,6 +63,8 @@ def main(argv):
   f = flags.FLAGS
   if not f.workdir:
     sys.exit("dlm_jax.evaluate: error: --workdir is required")
+  if f.output:
+    cli.run("dlm_jax.evaluate", reports.check_writable, f.output)   # before any work
   if f.dataset:
     if f.num_samples > 0:
       sys.exit("dlm_jax.evaluate: error: --dataset and --num_samples are separate evaluations")

@@ -50,7 +50,9 @@ def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, l
   the text `prompt`."""
   if num_samples < 1 or batch_size < 1:
     raise UserError("num_samples and batch_size must be >= 1")
-  length = length or exp.config.data.seq_len
+  length = exp.config.data.seq_len if length is None else length
+  if length < 1:
+    raise UserError(f"length must be >= 1 (omit it for the trained seq_len), got {length}")
   if length > exp.config.data.seq_len:
     raise UserError(f"length {length} exceeds the trained seq_len {exp.config.data.seq_len}")
   batch_size = min(batch_size, num_samples)

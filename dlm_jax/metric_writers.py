@@ -8,16 +8,41 @@ import os
 from absl import logging
 
 
+def _keep_until(path: str, step: int) -> None:
+  """Rewrites the JSONL file at `path` with its whole lines of step <= `step` only."""
+  if not os.path.exists(path):
+    return
+  kept, dropped = [], 0
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for line in f:
+      try:
+        keep = line.endswith("\n") and json.loads(line)["step"] <= step
+      except (json.JSONDecodeError, KeyError, TypeError):
+        keep = False
+      if keep:
+        kept.append(line)
+      else:
+        dropped += 1
+  if dropped:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
+
+
 class MetricWriter:
   """Writes scalar dicts; a no-op on processes other than 0."""
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0):
+    """`resume_step`: the checkpoint a run resumes from; lines logged after it by the run
+    that was interrupted (and a line cut off by a kill) are dropped, so none is duplicated."""
     self.enabled = enabled
     self._tb = None
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+    path = os.path.join(workdir, "metrics.jsonl")
+    _keep_until(path, resume_step)
+    self._jsonl = open(path, "a", encoding="utf-8")
     try:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))

@@ -5,6 +5,21 @@ from __future__ import annotations
 import json
 import os
 
+from dlm_jax.errors import UserError
+
+
+def check_writable(stem: str) -> None:
+  """Fails now, before any work, when outputs cannot be written next to `stem` (its
+  directory cannot be created, e.g. a path through an existing file, or is read-only)."""
+  directory = os.path.dirname(os.path.abspath(stem))
+  try:
+    os.makedirs(directory, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot write outputs to {stem!r}: cannot create {directory!r} "
+                    f"({e.strerror})") from None
+  if not os.access(directory, os.W_OK):
+    raise UserError(f"cannot write outputs to {stem!r}: {directory!r} is not writable")
+
 
 def write(stem: str, report=None, markdown: str | None = None, plot=None) -> list[str]:
   """Writes whichever of the JSON report, markdown text and plot (a function of the PNG path)

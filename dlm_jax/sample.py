@@ -21,7 +21,7 @@ import sys
 
 from absl import flags
 
-from dlm_jax import cli, generation
+from dlm_jax import cli, generation, reports
 
 
 def define_flags():
@@ -37,6 +37,8 @@ def main(argv):
   f = flags.FLAGS
   if not f.workdir:
     sys.exit("dlm_jax.sample: error: --workdir is required")
+  if f.output:
+    cli.run("dlm_jax.sample", reports.check_writable, f.output)   # before any work
   texts, tokens, info = cli.run("dlm_jax.sample", generation.generate, f.workdir, f.num_samples,
                                 cli.sampler_options(f), f.length, f.prompt, f.suffix, f.seed,
                                 f.step, f.batch_size)

@@ -24,6 +24,7 @@ from dlm_jax.data.rows import data_fingerprint, pad_rule
 from dlm_jax.errors import UserError
 from dlm_jax.metric_writers import MetricWriter
 
+
 class _StopRequest:
   """Turns SIGTERM / SIGINT into a request the loop honours at the next step boundary."""
 
@@ -39,7 +40,13 @@ class _StopRequest:
 
   def _handle(self, signum, frame):
     del frame
+    if self.signal is not None:      # a second signal: stop now, without the final checkpoint
+      print(f"received a second {signal.Signals(signum).name}: exiting now (the last complete "
+            "checkpoint is kept)", flush=True)
+      os._exit(128 + signum)
     self.signal = signal.Signals(signum).name
+    print(f"received {self.signal}: stopping after this step and saving a checkpoint (send it "
+          "again to exit at once)", flush=True)
 
   def requested(self, process_count: int) -> bool:
     """True on every process as soon as any process got a signal (hosts stop at one step)."""
@@ -110,7 +117,7 @@ def _train(config, workdir: str, devices, stop_after):
     exp.check_compatible(ckpt.restore_json(latest, "meta"), latest)
     state, start = ckpt.restore(latest, exp.abstract_state, data_iter,
                                 fallback=cfg.train.restore_fallback)
-  writer = MetricWriter(workdir, enabled=process_index == 0)
+  writer = MetricWriter(workdir, enabled=process_index == 0, resume_step=start)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   if process_index == 0:
     print(f"model: {num_params / 1e6:.2f}M parameters | kernel: {meta['kernel']} "

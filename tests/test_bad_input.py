@@ -135,6 +135,11 @@ def test_cli_reports_one_line(tmp_path):
   out = _cli("dlm_jax.sample", f"--workdir={tmp_path / 'empty'}")
   assert out.returncode == 1 and "Traceback" not in out.stderr
   assert "no checkpoints in workdir" in out.stderr
+  (tmp_path / "a_file").write_text("x")               # --output through a file: refused first
+  out = _cli("dlm_jax.sample", f"--workdir={tmp_path / 'empty'}",
+             f"--output={tmp_path / 'a_file' / 'samples'}")
+  assert out.returncode == 1 and "Traceback" not in out.stderr
+  assert "cannot write outputs to" in out.stderr and "no checkpoints" not in out.stderr
 
 
 def test_table_for_another_vocabulary(config, tmp_path, no_compile):

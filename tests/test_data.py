@@ -213,3 +213,15 @@ def test_prepared_array_record_rows_train(tmp_path, config):
   config.data.seq_len = 16
   with pytest.raises(UserError, match="prepared with other settings seq_len: 32"):
     token_rows(config.data, "train", tok, str(tmp_path / "w"))
+
+
+def test_binary_files_warn_and_long_lines_train_a_tokenizer(tmp_path, capsys):
+  from dlm_jax.data.tokenizer import train_sentencepiece  # pylint: disable=g-import-not-at-top
+  (tmp_path / "blob.txt").write_bytes(b"text\x00\x01\x02 more text")
+  corpus.read_text_files(str(tmp_path / "blob.txt"), "file", "text")
+  assert "looks like a binary file" in capsys.readouterr().out
+  rng = np.random.default_rng(0)
+  words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa"]
+  docs = [" ".join(rng.choice(words, size=1500)) for _ in range(20)]   # ~9 KB lines only
+  tok = train_sentencepiece(docs, str(tmp_path / "long.model"), 24)
+  assert tok.vocab_size == 24 and tok.decode(tok.encode(["alpha beta"])[0]) == "alpha beta"

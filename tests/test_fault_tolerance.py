@@ -79,6 +79,10 @@ def test_kill_9_during_checkpoint_write(tmp_path, corpus_glob, shared_tokenizer,
   config.train.num_steps = 12
   _, state = training.train_and_evaluate(config, str(workdir))
   assert int(state.step) == 12 and _steps(workdir)[-1] == 12
+  # The killed run logged steps after checkpoint 4; the resumed run replaced them.
+  logged = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text()
+            .splitlines() if "train/loss" in line]
+  assert logged == sorted(set(logged)) and logged[-1] == 12
 
 
 @pytest.fixture
@@ -278,3 +282,16 @@ def test_restoring_commands_check_the_tokenizer_and_rebuild_damaged_caches(tmp_p
   assert not tokenizer.exists()
   tokenizer.write_bytes(original)
   assert experiment.restore(str(workdir))[2] == 2
+  with pytest.raises(UserError, match="length must be >= 1"):    # 0 never means "full length"
+    generation.generate(str(workdir), 1, opts, length=0)
+
+
+def test_a_second_stop_signal_exits_at_once(monkeypatch, capsys):
+  exits = []
+  monkeypatch.setattr(training.os, "_exit", exits.append)
+  request = training._StopRequest()
+  request._handle(signal.SIGINT, None)
+  assert request.requested(1) and not exits           # the first: stop at the step boundary
+  request._handle(signal.SIGINT, None)
+  assert exits == [128 + signal.SIGINT]                # the second: now
+  assert "exiting now (the last complete checkpoint is kept)" in capsys.readouterr().out

@@ -298,3 +298,7 @@ def test_bad_options_are_refused():
     reverse.check_options(reverse.SamplerOptions(block_size=3), kernel, 8)
   with pytest.raises(Exception, match="top_p"):
     reverse.check_options(reverse.SamplerOptions(top_p=0.0), kernel, 8)
+  for bad in (dict(temperature=float("nan")), dict(rho=float("inf")), dict(rho=float("nan")),
+              dict(eta=float("nan")), dict(top_p=float("nan"))):
+    with pytest.raises(Exception, match="must be a finite number"):
+      reverse.check_options(reverse.SamplerOptions(**bad), kernel, 8)

@@ -73,6 +73,9 @@ def _read_utf8(path: str) -> str:
   """The file's text; invalid UTF-8 is replaced by U+FFFD with a warning giving the count."""
   with open(path, "rb") as f:
     data = f.read()
+  if b"\x00" in data[:65536]:
+    print(f"warning: {path} looks like a binary file (NUL bytes): is it meant to be in the "
+          "corpus? (it is read as text)", flush=True)
   try:
     return data.decode("utf-8")
   except UnicodeDecodeError:

@@ -99,13 +99,26 @@ class SentencePieceTokenizer:
                         self._sp.decode)
 
 
+# SentencePiece skips training sentences over 4192 bytes: longer lines are cut at spaces.
+_MAX_SENTENCE_CHARS = 1000
+
+
+def _pieces(line: str) -> Iterator[str]:
+  while len(line.encode()) > 4 * _MAX_SENTENCE_CHARS:
+    cut = line.rfind(" ", 0, _MAX_SENTENCE_CHARS)
+    cut = cut if cut > 0 else _MAX_SENTENCE_CHARS
+    yield line[:cut]
+    line = line[cut:].lstrip()
+  if line:
+    yield line
+
+
 def _sentences(documents: Iterable[str], max_sentences: int) -> Iterator[str]:
   n = 0
   for doc in documents:
     for line in doc.splitlines():
-      line = line.strip()
-      if line:
-        yield line
+      for piece in _pieces(line.strip()):
+        yield piece
         n += 1
         if n >= max_sentences:
           return

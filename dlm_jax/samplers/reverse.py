@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +53,9 @@ class SamplerOptions:
 
 def check_options(opts: SamplerOptions, kernel, length: int):
   """Raises UserError for options that cannot run with this kernel and length."""
+  for name in ("temperature", "top_p", "eta", "rho"):
+    if not math.isfinite(getattr(opts, name)):
+      raise UserError(f"{name} must be a finite number, got {getattr(opts, name)}")
   if opts.steps < 1:
     raise UserError(f"steps must be >= 1, got {opts.steps}")
   if opts.temperature <= 0:
