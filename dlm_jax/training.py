@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 
 from dlm_jax import configuration, evaluation, experiment, objectives, parallel, steps
 from dlm_jax import workdirs
-from dlm_jax.checkpoint import Checkpointer, checkpoint_dir
+from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.data import pipeline
 from dlm_jax.data.rows import data_fingerprint, pad_rule
 from dlm_jax.errors import UserError
@@ -94,12 +94,12 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
 
 
 def _train(config, workdir: str, devices, stop_after):
-  if os.path.isdir(checkpoint_dir(workdir)):      # before anything is tokenized or compiled
-    existing = Checkpointer(workdir, create=False)
-    if existing.latest_step() is not None:
-      step = existing.readable_step(existing.latest_step(), config.train.restore_fallback)
-      check_same_data(config, existing.restore_json(step, "meta"), step)
-    existing.close()
+  ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  latest = ckpt.latest_step()
+  if latest is not None:           # before anything is tokenized or compiled
+    latest = ckpt.readable_step(latest, config.train.restore_fallback)
+    saved_meta = ckpt.restore_json(latest, "meta")
+    check_same_data(config, saved_meta, latest)
   exp = experiment.build(config, workdir, devices)
   cfg = config
   process_index, process_count = jax.process_index(), jax.process_count()
@@ -107,14 +107,11 @@ def _train(config, workdir: str, devices, stop_after):
   val_rows = exp.rows("validation")
   data_iter = pipeline.train_iterator(train_rows, cfg.train.batch_size, cfg.seed, process_index,
                                       process_count, cfg.data.worker_count)
-  ckpt = Checkpointer(workdir, keep=cfg.train.keep_checkpoints)
   meta = {**exp.meta(), "data": data_fingerprint(cfg.data)}
-  latest = ckpt.latest_step()
   if latest is None:
     state, start = exp.init_state(cfg.seed), 0
   else:
-    latest = ckpt.readable_step(latest, cfg.train.restore_fallback)
-    exp.check_compatible(ckpt.restore_json(latest, "meta"), latest)
+    exp.check_compatible(saved_meta, latest)
     state, start = ckpt.restore(latest, exp.abstract_state, data_iter,
                                 fallback=cfg.train.restore_fallback)
   writer = MetricWriter(workdir, enabled=process_index == 0, resume_step=start)
