@@ -254,13 +254,22 @@ def _load_cache(path: str, mmap_mode=None):
     return None
 
 
+def _save_cache(path: str, array: np.ndarray) -> None:
+  """Writes a cache file atomically (a temporary file renamed), creating its directory."""
+  directory = os.path.dirname(path)
+  os.makedirs(directory, exist_ok=True)
+  with tempfile.NamedTemporaryFile(dir=directory, suffix=".npy", delete=False) as f:
+    np.save(f, array)
+  os.replace(f.name, path)
+
+
 def token_rows(data_cfg, split: str, tokenizer, workdir: str) -> np.ndarray:
   """Rows of `split`: from data.prepared_dir (ArrayRecord) when set, else from the workdir cache
   (memory-mapped .npy), tokenizing the corpus into it the first time."""
   if data_cfg.prepared_dir:
     return prepared_rows(data_cfg, split, tokenizer)
-  cache_dir = _cache_dir(data_cfg, workdir)
-  path = os.path.join(cache_dir, f"{split}-{cache_key(data_cfg, split, tokenizer)}.npy")
+  path = os.path.join(_cache_dir(data_cfg, workdir),
+                      f"{split}-{cache_key(data_cfg, split, tokenizer)}.npy")
   cached = _load_cache(path, mmap_mode="r")
   if cached is not None:
     return cached
@@ -268,17 +277,14 @@ def token_rows(data_cfg, split: str, tokenizer, workdir: str) -> np.ndarray:
   if len(rows) == 0:
     raise UserError(f"the {split} split has fewer than seq_len={data_cfg.seq_len} tokens: "
                     "add text or lower data.seq_len")
-  os.makedirs(cache_dir, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".npy", delete=False) as f:
-    np.save(f, rows)
-  os.replace(f.name, path)
+  _save_cache(path, rows)
   return rows
 
 
 def unigram_counts(data_cfg, tokenizer, workdir: str) -> np.ndarray:
   """Token counts of the training split (V,), cached beside its rows."""
-  cache_dir = _cache_dir(data_cfg, workdir)
-  path = os.path.join(cache_dir, f"unigram-{cache_key(data_cfg, 'train', tokenizer)}.npy")
+  path = os.path.join(_cache_dir(data_cfg, workdir),
+                      f"unigram-{cache_key(data_cfg, 'train', tokenizer)}.npy")
   cached = _load_cache(path)
   if cached is not None:
     return cached
@@ -287,9 +293,7 @@ def unigram_counts(data_cfg, tokenizer, workdir: str) -> np.ndarray:
   for start in range(0, len(rows), 65536):
     counts += np.bincount(np.asarray(rows[start:start + 65536]).ravel(),
                           minlength=tokenizer.vocab_size)[: tokenizer.vocab_size]
-  with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".npy", delete=False) as f:
-    np.save(f, counts)
-  os.replace(f.name, path)
+  _save_cache(path, counts)
   return counts
 
 
