@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from dlm_jax import elbo, quality
-from dlm_jax.data.tokenizer import GPT2Tokenizer, tokenizer_json
+from dlm_jax.data.tokenizer import GPT2Tokenizer, encode_plain, tokenizer_json
 from dlm_jax.errors import UserError
 from dlm_jax.models import gpt2
 
@@ -53,7 +53,7 @@ class Judge:
 
 def _tokenizer_json(path: str):
   tok = tokenizer_json(path)
-  return lambda texts: [e.ids for e in tok.encode_batch(list(texts), add_special_tokens=False)]
+  return lambda texts: encode_plain(tok, texts)
 
 
 def load(spec: str, dtype: str = "float32") -> Judge:

@@ -85,7 +85,8 @@ def _read_utf8(path: str) -> str:
     return text
 
 
-def _jsonl_documents(path: str, text_field: str) -> list[str]:
+def jsonl_documents(path: str, text_field: str) -> list[str]:
+  """The non-empty `text_field` strings of a .jsonl file; a bad line is an error naming it."""
   docs = []
   for lineno, line in enumerate(_read_utf8(path).split("\n"), 1):
     if not line.strip():
@@ -140,7 +141,7 @@ def read_text_files(pattern: str, text_unit: str, text_field: str) -> list[str]:
   docs = []
   for path in paths:
     if path.endswith(".jsonl"):
-      docs.extend(_jsonl_documents(path, text_field))
+      docs.extend(jsonl_documents(path, text_field))
     else:
       docs.extend(_split_units(_read_utf8(path), text_unit))
   if not docs:

@@ -10,7 +10,8 @@ Each benchmark is read from a local copy when `datasets_dir` holds one, else fro
 Hugging Face cache (offline):
 - `<datasets_dir>/<name>/`: a `datasets` directory written by `save_to_disk` (a Dataset, or
   a DatasetDict with the benchmark's split);
-- `<datasets_dir>/<name>.jsonl`: one document per line in the benchmark's column;
+- `<datasets_dir>/<name>.jsonl`: one document per line in the benchmark's column (read as
+  the corpus reads .jsonl: empty texts skipped, a bad line is an error naming it);
 - `<datasets_dir>/<name>.txt`: one document per line, line endings kept (as the Hugging
   Face wikitext rows are).
 """
@@ -18,7 +19,6 @@ Hugging Face cache (offline):
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Iterator
 
@@ -64,20 +64,6 @@ def _lines(path: str) -> Iterator[str]:
     yield from f
 
 
-def _jsonl(path: str, column: str) -> Iterator[str]:
-  for lineno, line in enumerate(_lines(path), 1):
-    if not line.strip():
-      continue
-    try:
-      value = json.loads(line)[column]
-    except (json.JSONDecodeError, KeyError, TypeError):
-      raise UserError(f"{path}:{lineno}: expected a JSON object with a {column!r} "
-                      "field") from None
-    if not isinstance(value, str):
-      raise UserError(f"{path}:{lineno}: field {column!r} is not text")
-    yield value
-
-
 def raw_documents(name: str, datasets_dir: str = "") -> tuple[Iterator[str], str]:
   """(the benchmark's documents before detokenization, where they were read from)."""
   if name not in SUITE:
@@ -85,7 +71,7 @@ def raw_documents(name: str, datasets_dir: str = "") -> tuple[Iterator[str], str
   bench = SUITE[name]
   path = _local_copy(name, datasets_dir)
   if path.endswith(".jsonl"):
-    return _jsonl(path, bench.column), path
+    return iter(corpus.jsonl_documents(path, bench.column)), path
   if path.endswith(".txt"):
     return _lines(path), path
   hf_name = path or bench.hf_name

@@ -232,6 +232,11 @@ def tokenizer_json(path: str):
     raise UserError(f"{path} is not a valid tokenizer.json ({str(e)[:120]})") from None
 
 
+def encode_plain(tok, texts: Sequence[str]) -> list[list[int]]:
+  """Ids of each text under a `tokenizers.Tokenizer`, without its template's specials."""
+  return [e.ids for e in tok.encode_batch(list(texts), add_special_tokens=False)]
+
+
 class WordPieceTokenizer:
   """bert-base-uncased WordPiece from vocab.txt, through Hugging Face `tokenizers` (BERT's
   basic tokenisation: lower-casing, accent stripping, control-character cleaning, CJK
@@ -271,7 +276,7 @@ class WordPieceTokenizer:
     return self._fingerprint
 
   def encode(self, texts: Sequence[str]) -> list[list[int]]:
-    return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+    return encode_plain(self._tok, texts)
 
   def decode(self, ids: Sequence[int]) -> str:
     words = []
@@ -327,7 +332,7 @@ class HFTokenizer:
     return self._fingerprint
 
   def encode(self, texts: Sequence[str]) -> list[list[int]]:
-    return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+    return encode_plain(self._tok, texts)
 
   def decode(self, ids: Sequence[int]) -> str:
     return _decode_runs(ids, self.pad_id, self.vocab_size, self._names.get,
