@@ -68,6 +68,15 @@ def loss_profile(exp, profile_fn, params, rows, batch_size: int, batches: int, s
   return {f"loss_at_t/{t:.2f}": float(v) for t, v in zip(PROFILE_TIMES, total / max(n, 1))}
 
 
+def _nelbo_fields(exp, result: dict) -> dict:
+  """The report fields of a `nelbo` result: tokens, nats and bits per token, standard error
+  and the perplexity (a bound for diffusion objectives)."""
+  nats = result["nats_per_token"]
+  return {"tokens": int(result["tokens"]), "nats_per_token": nats,
+          "bits_per_token": nats / math.log(2), "std_error_nats": result["std_error_nats"],
+          exp.objective.perplexity_key: objectives.perplexity(nats)}
+
+
 def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batches: int = 0,
              use_ema: bool = True, seed: int = 1234, devices=None) -> dict:
   """The report of `python -m dlm_jax.evaluate`: NELBO (or NLL) of a split, with what it is."""
@@ -75,14 +84,10 @@ def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batche
   split = split or exp.config.eval.split
   result = nelbo(exp, exp.jit_eval_step(), params, exp.rows(split), exp.config.eval.batch_size,
                  max_batches, seed, passes=t_samples)
-  nats = result["nats_per_token"]
   return {
       "workdir": os.path.abspath(workdir), "step": step, "split": split,
       **exp.objective.describe(), "params": "ema" if use_ema else "raw",
-      "tokens": int(result["tokens"]), "t_samples": t_samples,
-      "nats_per_token": nats, "bits_per_token": nats / math.log(2),
-      "std_error_nats": result["std_error_nats"],
-      exp.objective.perplexity_key: objectives.perplexity(nats),
+      "t_samples": t_samples, **_nelbo_fields(exp, result),
       "what": exp.objective.what(),
       "pad": pad_rule(exp.config.data.convention),
   }
@@ -106,11 +111,8 @@ def zero_shot(workdir: str, names, datasets_dir: str = "", step=None, t_samples:
                       "no row of the model's length")
     result = nelbo(exp, eval_fn, params, rows, exp.config.eval.batch_size, max_batches, seed,
                    passes=t_samples)
-    nats = result["nats_per_token"]
     results.append({"dataset": name, "source": source, "rows": int(len(rows)),
-                    "tokens": int(result["tokens"]), "nats_per_token": nats,
-                    "bits_per_token": nats / math.log(2), "std_error_nats": result["std_error_nats"],
-                    exp.objective.perplexity_key: objectives.perplexity(nats),
+                    **_nelbo_fields(exp, result),
                     "complete": not max_batches or max_batches * exp.config.eval.batch_size
                                 >= len(rows)})
   return {"workdir": os.path.abspath(workdir), "step": step, **exp.objective.describe(),

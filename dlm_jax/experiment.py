@@ -92,8 +92,8 @@ class Experiment:
 
   def jit_gradient_noise(self):
     return self._jit(steps.gradient_noise,
-                     (self.param_sharding, self.batch_sharding, self.replicated), self.replicated, t_min=self.config.train.t_min,
-                     pad_id=self.tokenizer.pad_id)
+                     (self.param_sharding, self.batch_sharding, self.replicated), self.replicated,
+                     t_min=self.config.train.t_min, pad_id=self.tokenizer.pad_id)
 
   def jit_loss_at_times(self):
     fn = functools.partial(self.objective.loss_at_times, model=self.model,
