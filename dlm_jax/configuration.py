@@ -90,6 +90,14 @@ def validate_config(cfg) -> None:
   if d.source == "hf" and not d.hf_name:
     raise UserError("data.source='hf' needs data.hf_name (a Hugging Face dataset name in the "
                     "local cache, or a save_to_disk directory)")
+  if (d.source == "synthetic") != (d.tokenizer == "planted"):
+    raise UserError("data.source='synthetic' and data.tokenizer='planted' go together (the "
+                    f"planted language's rows are its words' ids); got source={d.source!r}, "
+                    f"tokenizer={d.tokenizer!r}")
+  if d.source == "synthetic" and min(d.synthetic_train_rows, d.synthetic_validation_rows,
+                                     d.synthetic_topics) < 1:
+    raise UserError("data.synthetic_train_rows, synthetic_validation_rows and synthetic_topics "
+                    "must be >= 1")
   if not 0.0 < d.validation_fraction < 1.0:
     raise UserError(f"data.validation_fraction must be in (0, 1), got {d.validation_fraction}")
   if d.validation_documents < 0:

@@ -23,8 +23,9 @@ import numpy as np
 
 from dlm_jax import assets, elbo, experiment, generation, judge as judges, objectives, parallel
 from dlm_jax import quality
-from dlm_jax.data import pipeline, suite
-from dlm_jax.data.rows import Layout, build_rows, pad_rule
+from dlm_jax.data import pipeline, planted, suite
+from dlm_jax.data.tokenizer import sample_prefix
+from dlm_jax.data.rows import Layout, build_rows, pad_rule, unigram_counts
 from dlm_jax.errors import UserError
 
 PROFILE_TIMES = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
@@ -54,18 +55,66 @@ def nelbo(exp, eval_fn, params, rows, batch_size: int, max_batches: int = 0, see
           "std_error_nats": stderr}
 
 
-def loss_profile(exp, profile_fn, params, rows, batch_size: int, batches: int, seed: int):
+def loss_profile(exp, profile_fn, params, rows, batch_size: int, batches: int, seed: int,
+                 times=PROFILE_TIMES):
   """{'loss_at_t/0.05': nats per token, ...}: the NELBO integrand at fixed t, averaged over
   `batches` validation batches (prior term excluded)."""
-  times = jnp.asarray(PROFILE_TIMES, jnp.float32)
-  total, n = np.zeros(len(PROFILE_TIMES)), 0
+  profile_times = times
+  times = jnp.asarray(profile_times, jnp.float32)
+  total, n = np.zeros(len(profile_times)), 0
   for i, local in enumerate(pipeline.eval_batches(rows, batch_size, jax.process_index(),
                                                   jax.process_count(), batches,
                                                   exp.tokenizer.pad_id)):
     batch = parallel.global_batch(local, exp.mesh)
     total += np.asarray(profile_fn(params, batch, jax.random.key(seed + i), times))
     n += 1
-  return {f"loss_at_t/{t:.2f}": float(v) for t, v in zip(PROFILE_TIMES, total / max(n, 1))}
+  return {f"loss_at_t/{t:.2f}": float(v) for t, v in zip(profile_times, total / max(n, 1))}
+
+
+def unigram_baseline_nats(exp, rows) -> float:
+  """Cross-entropy (nats per non-PAD token) of `rows` under the training rows' add-one unigram:
+  what a model that learned the token frequencies and nothing else scores."""
+  counts = unigram_counts(exp.config.data, exp.tokenizer, exp.workdir).astype(np.float64) + 1.0
+  seen = np.zeros_like(counts)
+  for start in range(0, len(rows), 65536):
+    seen += np.bincount(np.asarray(rows[start:start + 65536]).ravel(),
+                        minlength=len(counts))[: len(counts)]
+  pad = exp.tokenizer.pad_id
+  if 0 <= pad < len(counts):
+    counts[pad] = seen[pad] = 0.0
+  log_q = np.log(np.where(counts > 0, counts, 1.0) / counts.sum())
+  return float(-(seen @ log_q) / seen.sum())
+
+
+def learning_summary(exp, params, rows, nelbo_nats: float, batch_size: int, batches: int,
+                     seed: int) -> dict:
+  """What a finished run learned, in numbers a reader can check: the validation NELBO next
+  to the unigram baseline on the same rows, the integrand at small and large t (context helps
+  only if the first is clearly lower), and for the planted language its exact entropy."""
+  bits = 1.0 / math.log(2)
+  unigram = unigram_baseline_nats(exp, rows)
+  out = {"nelbo_bits_per_token": nelbo_nats * bits, "unigram_bits_per_token": unigram * bits,
+         "below_unigram_bits": (unigram - nelbo_nats) * bits}
+  if exp.objective.is_bound:
+    out.update(loss_profile(exp, exp.jit_loss_at_times(), params, rows, batch_size, batches,
+                            seed, times=(0.05, 0.95)))
+  if exp.config.data.source == "synthetic":
+    lang = planted.config_language(exp.config.data)
+    out["true_entropy_bits_per_token"] = planted.entropy_per_token(lang, exp.config.data.seq_len) * bits
+  return out
+
+
+def summary_line(summary: dict) -> str:
+  text = (f"validation NELBO {summary['nelbo_bits_per_token']:.3f} bits/token (an upper bound) "
+          f"vs unigram {summary['unigram_bits_per_token']:.3f} on the same rows: "
+          f"{summary['below_unigram_bits']:.3f} below")
+  if "loss_at_t/0.05" in summary:
+    text += (f" | loss at t=0.05: {summary['loss_at_t/0.05']:.3f} nats/token, at t=0.95: "
+             f"{summary['loss_at_t/0.95']:.3f}")
+  if "true_entropy_bits_per_token" in summary:
+    text += (f" | exact entropy of these rows {summary['true_entropy_bits_per_token']:.3f} "
+             "bits/token")
+  return text
 
 
 def _nelbo_fields(exp, result: dict) -> dict:
@@ -174,6 +223,37 @@ def judge_nll(judge_exp, judge_params, rows, tokenizer, score_from: int = 1,
   return total, count
 
 
+ORACLE_SMOOTHING = 1e-3
+
+
+def oracle_metrics(lang, rows, prompt_tokens: int = 0) -> dict:
+  """Samples of the planted language scored by the true model: `oracle_nll_nats`, the exact
+  NLL per generated token of the generated part given the prompt, under the true law mixed
+  per token with eps = ORACLE_SMOOTHING of uniform (so invalid samples score finitely);
+  `oracle_ppl` = exp of it; `valid_share`, the share of rows the unsmoothed law can produce;
+  `cluster_share`, the mean share of a row's generated tokens in its most used true cluster.
+  `*_se`: standard errors over rows (of the unigram entropy of each row's generated part too)."""
+  rows = np.asarray(rows)
+  generated = rows[:, prompt_tokens:]
+  whole = planted.log_prob(lang, rows, ORACLE_SMOOTHING)
+  given = (planted.log_prob(lang, rows[:, :prompt_tokens], ORACLE_SMOOTHING)
+           if prompt_tokens else 0.0)
+  nll = (given - whole) / generated.shape[1]
+  cluster = planted.clusters(lang)
+  in_range = np.where(generated < len(cluster), generated, 0)
+  shares = np.array([np.bincount(cluster[r]).max() / len(r) for r in in_range])
+  entropy = np.array([quality.unigram_entropy(r) for r in generated])
+
+  def se(x):
+    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+  return {"oracle_nll_nats": float(nll.mean()), "oracle_nll_se": se(nll),
+          "oracle_ppl": math.exp(float(nll.mean())),
+          "valid_share": float(np.mean(np.isfinite(planted.log_prob(lang, rows)))),
+          "cluster_share": float(shares.mean()), "cluster_share_se": se(shares),
+          "unigram_entropy_se": se(entropy)}
+
+
 def _basin_table(exp):
   """The top-k neighbour ids used by the basin metric: the same k for every kernel."""
   config = exp.config.copy_and_resolve_references()
@@ -202,14 +282,19 @@ def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
   if len(real) < num_samples:
     raise UserError(f"the {split} split has {len(real)} rows; lower --num_samples")
   real = real.copy()
-  real[:, 0] = tok.bos_id
-  skip = max(prompt_tokens, 1)
+  prefix = sample_prefix(tok)
+  real[:, : len(prefix)] = prefix
+  skip = max(prompt_tokens, len(prefix))
   prompts = real[:, :prompt_tokens] if prompt_tokens > 0 else None
   ids = _basin_table(exp)
   special = {tok.pad_id, tok.bos_id, tok.eos_id}
+  lang = (planted.config_language(exp.config.data) if exp.config.data.source == "synthetic"
+          else None)
 
   def measure(rows):
     m = quality.summarize(quality.content_tokens(rows, special, skip), ids)
+    if lang is not None:
+      m.update(oracle_metrics(lang, rows, skip))
     if judge_run is not None:
       total, count = judge_nll(judge_run[0], judge_run[1], rows, tok, skip)
       m.update(judge_nll_nats=total / count, gen_ppl=math.exp(total / count))

@@ -13,20 +13,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlm_jax import experiment
+from dlm_jax.data.tokenizer import sample_prefix
 from dlm_jax.errors import UserError
 from dlm_jax.samplers import reverse
 
 
 def conditioning(tokenizer, num: int, length: int, prompt=None, suffix=None):
   """(fixed tokens, fixed mask): BOS + prompt at the start, suffix at the end."""
-  prefix = [tokenizer.bos_id] + (tokenizer.encode([prompt])[0] if prompt else [])
+  prefix = sample_prefix(tokenizer) + (tokenizer.encode([prompt])[0] if prompt else [])
   tail = tokenizer.encode([suffix])[0] if suffix else []
   if len(prefix) + len(tail) >= length:
     raise UserError(f"prompt + suffix are {len(prefix) + len(tail)} tokens, not shorter than "
                     f"the length {length}")
   fixed = np.zeros((num, length), np.int32)
   mask = np.zeros((num, length), bool)
-  fixed[:, : len(prefix)], mask[:, : len(prefix)] = prefix, True
+  if prefix:
+    fixed[:, : len(prefix)], mask[:, : len(prefix)] = prefix, True
   if tail:
     fixed[:, length - len(tail):], mask[:, length - len(tail):] = tail, True
   return fixed, mask

@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 from dlm_jax import configuration, evaluation, experiment, objectives, parallel, steps
 from dlm_jax import workdirs
 from dlm_jax.checkpoint import Checkpointer
-from dlm_jax.data import pipeline
+from dlm_jax.data import pipeline, planted
 from dlm_jax.data.rows import data_fingerprint, pad_rule
 from dlm_jax.errors import UserError
 from dlm_jax.metric_writers import MetricWriter
@@ -85,6 +85,16 @@ def check_same_data(config, saved_meta: dict, step: int) -> None:
                   "train.resume_on_changed_data=True to go on with the new data")
 
 
+def _describe_rows(data_cfg) -> str:
+  if data_cfg.source == "synthetic":
+    lang = planted.config_language(data_cfg)
+    bits = planted.entropy_per_token(lang, data_cfg.seq_len) / math.log(2)
+    return (f"rows of {data_cfg.seq_len} drawn from the planted language (data/planted.py, "
+            f"V = {lang.vocab_size}): exact entropy {bits:.3f} bits/token")
+  return (f"{data_cfg.mode} rows of {data_cfg.seq_len}, convention {data_cfg.convention} | "
+          f"{pad_rule(data_cfg.convention)}")
+
+
 def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | None = None):
   """Runs training; returns (logged metric dicts, final state). `stop_after` ends the loop
   early (after saving), as an interrupted job would. Holds the workdir's train lock."""
@@ -119,8 +129,7 @@ def _train(config, workdir: str, devices, stop_after):
   if process_index == 0:
     print(f"model: {num_params / 1e6:.2f}M parameters | kernel: {meta['kernel']} "
           f"({meta['structure']}) | mesh: {dict(exp.mesh.shape)} | start step: {start}", flush=True)
-    print(f"data: {cfg.data.mode} rows of {cfg.data.seq_len}, convention {cfg.data.convention} | "
-          f"{pad_rule(cfg.data.convention)}", flush=True)
+    print(f"data: {_describe_rows(cfg.data)}", flush=True)
 
   train_fn, eval_fn = exp.jit_train_step(), exp.jit_eval_step()
   noise_fn = exp.jit_gradient_noise() if cfg.train.grad_noise_every > 0 else None
@@ -147,6 +156,16 @@ def _train(config, workdir: str, devices, stop_after):
                                              cfg.train.loss_profile_batches, cfg.seed + 3))
     writer.write(step, metrics, prefix="val/")
     history.append({"step": step, **{f"val/{k}": v for k, v in metrics.items()}})
+
+  def summarize(step):
+    summary = evaluation.learning_summary(exp, state.ema_params, val_rows,
+                                          history[-1]["val/nelbo_nats_per_token"],
+                                          cfg.eval.batch_size, cfg.train.eval_batches,
+                                          cfg.seed + 3)
+    writer.write(step, summary, prefix="final/")
+    history.append({"step": step, **{f"final/{k}": v for k, v in summary.items()}})
+    if process_index == 0:
+      print(f"step {step} (EMA weights): {evaluation.summary_line(summary)}", flush=True)
 
   def flush(done):
     """Fetches pending metrics; enforces the non-finite policy; logs at log steps."""
@@ -195,6 +214,8 @@ def _train(config, workdir: str, devices, stop_after):
         flush(done)
       if done % cfg.train.eval_every == 0 or done == cfg.train.num_steps:
         run_eval(done)
+      if done == cfg.train.num_steps:
+        summarize(done)
       if done % cfg.train.checkpoint_every == 0 or done == end or interrupted:
         flush(done)                       # never save past an unchecked non-finite step
         ckpt.save(done, state, data_iter, cfg, meta)

@@ -59,6 +59,11 @@ def test_train_learns_then_evaluate_and_sample(tmp_path, config):
   assert len(profile) == 3 and all(h["val/loss_at_t/0.05"] > 0 for h in profile)
   assert len(val) == 3
   assert val[-1] < val[0] - 1.0, val               # starts at log2(256) = 8 bits
+  final = [h for h in history if "final/unigram_bits_per_token" in h]
+  assert len(final) == 1 and final[0]["final/nelbo_bits_per_token"] == val[-1]
+  assert final[0]["final/below_unigram_bits"] == pytest.approx(
+      final[0]["final/unigram_bits_per_token"] - val[-1])
+  assert final[0]["final/loss_at_t/0.95"] > 0
   assert os.path.exists(os.path.join(workdir, "metrics.jsonl"))
   assert os.listdir(os.path.join(workdir, "tensorboard"))
 

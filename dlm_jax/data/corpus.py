@@ -23,7 +23,7 @@ from dlm_jax.data import detokenizers
 from dlm_jax.errors import UserError
 
 SPLITS = ("train", "validation")
-SOURCES = ("quickstart", "files", "hf", "tfds")
+SOURCES = ("quickstart", "files", "hf", "tfds", "synthetic")
 TEXT_UNITS = ("file", "paragraph", "line")
 
 
@@ -124,6 +124,9 @@ def fingerprint(data_cfg) -> str:
       st = os.stat(path)
       stats.append((os.path.abspath(path), st.st_size, st.st_mtime_ns))
     described = stats
+  elif data_cfg.source == "synthetic":
+    described = [data_cfg.source, data_cfg.synthetic_topics, data_cfg.synthetic_seed,
+                 data_cfg.synthetic_train_rows, data_cfg.synthetic_validation_rows]
   elif data_cfg.source == "hf":
     described = [data_cfg.hf_name, data_cfg.hf_config, data_cfg.hf_train_split,
                  data_cfg.hf_validation_split, _tree_stats(data_cfg.hf_name)]
@@ -191,6 +194,9 @@ def _raw_documents(data_cfg, split: str) -> Iterator[str] | list[str]:
                         data_cfg.hf_cache_dir)
   if source == "tfds":
     return _tfds_documents(data_cfg, "train" if split == "all" else split)
+  if source == "synthetic":
+    raise UserError("data.source='synthetic' has no text documents: its rows are drawn from "
+                    "the planted language (dlm_jax/data/planted.py) when a run starts")
   raise UserError(f"unknown data.source {source!r}; expected one of {list(SOURCES)}")
 
 

@@ -30,7 +30,7 @@ from typing import Iterable, Iterator
 import grain
 import numpy as np
 
-from dlm_jax.data import corpus
+from dlm_jax.data import corpus, planted
 from dlm_jax.errors import UserError
 
 _ENCODE_CHUNK = 8192
@@ -268,6 +268,8 @@ def token_rows(data_cfg, split: str, tokenizer, workdir: str) -> np.ndarray:
   (memory-mapped .npy), tokenizing the corpus into it the first time."""
   if data_cfg.prepared_dir:
     return prepared_rows(data_cfg, split, tokenizer)
+  if data_cfg.source == "synthetic":
+    return planted.split_rows(data_cfg, split)
   path = os.path.join(_cache_dir(data_cfg, workdir),
                       f"{split}-{cache_key(data_cfg, split, tokenizer)}.npy")
   cached = _load_cache(path, mmap_mode="r")

@@ -29,7 +29,7 @@ import jax
 import sentencepiece as spm
 from jax.experimental import multihost_utils
 
-from dlm_jax.data import corpus
+from dlm_jax.data import corpus, planted
 from dlm_jax.errors import UserError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -394,18 +394,29 @@ NOMINAL_VOCAB_SIZES = {"gpt2": 50258, "bert": 30522}
 
 def nominal_vocab_size(data_cfg) -> int:
   """The vocabulary a config's tokenizer will have, without loading it."""
+  if data_cfg.tokenizer == "planted":
+    return planted.config_language(data_cfg).vocab_size
   return NOMINAL_VOCAB_SIZES.get(data_cfg.tokenizer, data_cfg.vocab_size)
 
 
 SENTENCEPIECE_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 TOKENIZERS = {"sentencepiece": SentencePieceTokenizer, "gpt2": GPT2Tokenizer,
-              "bert": WordPieceTokenizer, "hf": HFTokenizer, "ids": IdsTokenizer}
+              "bert": WordPieceTokenizer, "hf": HFTokenizer, "ids": IdsTokenizer,
+              "planted": planted.PlantedTokenizer}
+BUILT_FROM_CONFIG = ("ids", "planted")      # no file: get_tokenizer builds them
+
+
+def sample_prefix(tok) -> list[int]:
+  """The tokens every sample starts with: BOS, except for the planted language, whose rows
+  hold no special tokens (a clamped BOS would be a context the model never saw)."""
+  return [] if tok.kind == "planted" else [tok.bos_id]
 
 
 def load_tokenizer(kind: str, path: str):
   """A tokenizer read from a file (`ids` has none: get_tokenizer builds it from the config)."""
-  if kind not in TOKENIZERS or kind == "ids":
-    raise UserError(f"data.tokenizer must be one of {sorted(set(TOKENIZERS) - {'ids'})} to "
+  if kind not in TOKENIZERS or kind in BUILT_FROM_CONFIG:
+    loadable = sorted(set(TOKENIZERS) - set(BUILT_FROM_CONFIG))
+    raise UserError(f"data.tokenizer must be one of {loadable} to "
                     f"load from a file, got {kind!r}")
   return TOKENIZERS[kind](path)
 
@@ -423,6 +434,8 @@ def get_tokenizer(data_cfg, workdir: str, process_index: int = 0, may_train: boo
   (unless `may_train` is False: commands that restore a run never create files in it)."""
   if data_cfg.tokenizer == "ids":
     return IdsTokenizer(data_cfg.vocab_size)
+  if data_cfg.tokenizer == "planted":
+    return planted.PlantedTokenizer(planted.config_language(data_cfg))
   path = tokenizer_path(data_cfg, workdir)
   if data_cfg.tokenizer != "sentencepiece":
     return load_tokenizer(data_cfg.tokenizer, path)
