@@ -43,7 +43,9 @@ def define_sampler_flags(steps: bool = True):
                     "eta_t = eta (constant) or eta * t (linear).")
   flags.DEFINE_float("rho", 0.0, "SemDLM+ semantic-frequency penalty.")
   flags.DEFINE_enum("unmasking", "ancestral", list(unmasking.LAWS),
-                    "Unmasking-size law (masking kernel).")
+                    "Unmasking law (masking kernel): sizes, and random or confidence order.")
+  flags.DEFINE_float("threshold", 0.9, "--unmasking=threshold: reveal every position whose "
+                     "drawn token has at least this probability (at least one per step).")
   flags.DEFINE_integer("block_size", 0, "Semi-autoregressive block length (0: off).")
   flags.DEFINE_bool("no_cache", False, "Call the network at every step.")
   flags.DEFINE_bool("float64", False, "Sample in float64.")
@@ -55,7 +57,8 @@ def sampler_options(f, steps=None) -> reverse.SamplerOptions:
   """SamplerOptions from the flags of `define_sampler_flags`."""
   return reverse.SamplerOptions(
       steps=steps or f.steps, temperature=f.temperature, top_p=f.top_p, eta=f.eta,
-      eta_schedule=f.eta_schedule, rho=f.rho, unmasking=f.unmasking, block_size=f.block_size,
+      eta_schedule=f.eta_schedule, rho=f.rho, unmasking=f.unmasking, threshold=f.threshold,
+      block_size=f.block_size,
       cache=not f.no_cache, float64=f.float64)
 
 

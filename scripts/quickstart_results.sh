@@ -23,7 +23,7 @@ train qs_semdlm_A quickstart_semdlm
 train qs_semdlm_B quickstart_semdlm --config.kernel.neighbors=topk
 train qs_semdlm_plus_uniform_A quickstart_semdlm_plus
 train qs_semdlm_plus_mask_A quickstart_semdlm_plus --config.kernel.global_kind=mask
-train qs_ar quickstart_ar --config.train.num_steps=600
+train qs_ar quickstart_ar
 
 # SemDLM+ controls (eta, rho): chosen on validation prompts only.
 for run in qs_semdlm_plus_uniform_A qs_semdlm_plus_mask_A; do

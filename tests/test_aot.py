@@ -49,3 +49,22 @@ def test_batch_search_summary():
   assert fit.parse_batches("16, 8,8") == [8, 16]
   with pytest.raises(UserError, match="per_chip_batch"):
     fit.parse_batches("eight")
+
+
+# The quickstart's training compute, as XLA counts it: 1200 steps x 11.46 GFLOP = 13.8 TFLOP,
+# which trains in about 5 minutes on 2 CPU cores (README "Quickstart"). A change that makes the
+# quickstart costlier (a larger model, vocabulary, batch, rows or more steps) must move this
+# budget and the README's measured times together.
+QUICKSTART_TRAIN_TFLOP = 15.0
+
+
+def test_quickstart_training_stays_within_its_compute_budget():
+  c = quickstart.get_config()
+  target = fit.Target.make(c, "local")
+  per_chip = c.train.batch_size // len(target.devices)
+  row = fit.compile_train_step(target, target.experiment(per_chip))
+  total = row["tflop_per_chip_step"] * len(target.devices) * c.train.num_steps
+  assert 0.5 * QUICKSTART_TRAIN_TFLOP < total <= QUICKSTART_TRAIN_TFLOP, total
+  # Diagnostics that cost extra steps are off; evaluation is a few batches.
+  assert c.train.grad_noise_every == 0 and c.train.loss_profile_batches == 0
+  assert c.train.eval_batches * c.eval.batch_size * (c.train.num_steps // c.train.eval_every) <= 2048

@@ -220,6 +220,56 @@ def test_unmasking_plans():
   assert (np.sort(ranks[:, 4:], 1) == np.arange(28)).all() and (ranks[:, :4] >= 28).all()
 
 
+def test_confidence_scores_and_ordered_reveals():
+  logits = jnp.log(jnp.array([[[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.5, 0.5, 0.0]]]))
+  x = jnp.array([[0, 1, 1]])
+  conf = np.asarray(unmasking.confidence_scores("confidence", logits, x))
+  np.testing.assert_allclose(conf, [[0.7, 0.35, 0.5]], rtol=1e-6)
+  margin = np.asarray(unmasking.confidence_scores("margin", logits, x))
+  np.testing.assert_allclose(margin, [[0.5, 0.05, 0.0]], atol=1e-6)
+  neg_h = np.asarray(unmasking.confidence_scores("entropy", logits, x))
+  p = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.5, 0.5, 0.0]])
+  np.testing.assert_allclose(neg_h[0], [np.sum(r[r > 0] * np.log(r[r > 0])) for r in p], rtol=1e-5)
+  # The k most confident masked positions; unmasked positions are never chosen.
+  masked = jnp.array([[True, True, False, True]])
+  c = jnp.array([[0.2, 0.9, 0.99, 0.5]])
+  pick = lambda n: np.asarray(unmasking.most_confident(c, masked, jnp.array([n])))[0].tolist()
+  assert pick(1) == [False, True, False, False] and pick(2) == [False, True, False, True]
+  assert pick(0) == [False] * 4 and pick(5) == [True, True, False, True]
+  # Sizes of the ordered laws are the fixed law's: target 3 revealed of 4, 1 already done.
+  got = unmasking.ordered_reveal("confidence", c, masked, jnp.array([3]), jnp.array([4]), 0.9,
+                                 False)
+  assert np.asarray(got)[0].tolist() == [False, True, False, True]
+  # Threshold: every masked position at or above it, at least the best one, all at the end.
+  rule = lambda tau, last=False: np.asarray(unmasking.ordered_reveal(
+      "threshold", c, masked, jnp.array([0]), jnp.array([3]), tau, last))[0].tolist()
+  assert rule(0.4) == [False, True, False, True]
+  assert rule(0.95) == [False, True, False, False]
+  assert rule(0.95, last=True) == [True, True, False, True]
+
+
+@pytest.mark.parametrize("law", ["confidence", "margin", "entropy", "threshold"])
+def test_ordered_laws_unmask_everything_in_order(law):
+  """Confidence-ordered decoding with the exact oracle: every position is revealed, the step
+  sizes are the fixed law's (threshold: as many as are sure), and with one position per step
+  the most confident goes first."""
+  kernel, joint = KERNELS["masking"], _coupled_joint(V)
+  cfg = TransformerConfig(vocab_in=kernel.input_vocab_size, vocab_out=V, num_layers=0,
+                          d_model=2, num_heads=1, time_conditioning=True)
+  for steps in (1, 2, 4):
+    opts = reverse.SamplerOptions(steps=steps, unmasking=law, threshold=0.5)
+    out, nfe = reverse.jit_sample(_Oracle(joint, kernel, cfg), kernel, opts)(
+        {}, jax.random.key(steps), jnp.zeros((256, 2), jnp.int32), jnp.zeros((256, 2), bool))
+    out = np.asarray(out)
+    assert (out < V).all()
+    assert 1 <= int(nfe) <= steps
+  # Not exact samplers (which position goes first depends on the drawn tokens), but one
+  # position per step captures the pair's coupling that one joint step (T = 1) misses.
+  one = _oracle_tv(kernel, joint, 1, unmasking=law)
+  two = _oracle_tv(kernel, joint, 2, unmasking=law, threshold=0.99)
+  assert two < one - 0.3, (one, two)
+
+
 # ------------------------------------------------------------------ with a real network
 def _tiny_model(vocab_in, vocab_out, time_conditioning=False):
   cfg = TransformerConfig(vocab_in=vocab_in, vocab_out=vocab_out, num_layers=1, d_model=16,

@@ -21,7 +21,7 @@ from absl import app, flags
 from dlm_jax import reports
 from dlm_jax.analysis import synthetic
 
-from dlm_jax.samplers.unmasking import LAWS  # noqa: E402
+from dlm_jax.samplers.unmasking import RANDOM_ORDER_LAWS as LAWS  # noqa: E402
 
 
 def define_flags():

@@ -46,6 +46,8 @@ class SamplerOptions:
   eta_schedule: str = "constant"  # constant: eta_t = eta; linear: eta_t = eta * t
   rho: float = 0.0                # SemDLM+ semantic-frequency penalty
   unmasking: str = "ancestral"    # masking kernel: ancestral (binomial) | fixed | random
+                                  # | confidence | margin | entropy | threshold (unmasking.py)
+  threshold: float = 0.9          # unmasking=threshold: reveal where p(drawn token) >= this
   block_size: int = 0             # semi-autoregressive blocks (0: the whole sequence at once)
   cache: bool = True              # masking kernel, time-independent denoiser: skip unchanged steps
   float64: bool = False           # sample in float64 (float32 Gumbel noise is truncated)
@@ -53,7 +55,7 @@ class SamplerOptions:
 
 def check_options(opts: SamplerOptions, kernel, length: int):
   """Raises UserError for options that cannot run with this kernel and length."""
-  for name in ("temperature", "top_p", "eta", "rho"):
+  for name in ("temperature", "top_p", "eta", "rho", "threshold"):
     if not math.isfinite(getattr(opts, name)):
       raise UserError(f"{name} must be a finite number, got {getattr(opts, name)}")
   if opts.steps < 1:
@@ -69,6 +71,8 @@ def check_options(opts: SamplerOptions, kernel, length: int):
                     f"{opts.eta_schedule!r}")
   if opts.rho < 0:
     raise UserError(f"rho must be >= 0, got {opts.rho}")
+  if not 0 < opts.threshold <= 1:
+    raise UserError(f"threshold must be in (0, 1], got {opts.threshold}")
   if opts.unmasking not in unmasking.LAWS:
     raise UserError(f"unmasking must be one of {list(unmasking.LAWS)}, got {opts.unmasking!r}")
   if opts.unmasking != "ancestral":
@@ -121,8 +125,9 @@ def reverse_step(kernel, opts: SamplerOptions, key, z, logits, t, s, reveal=None
   """One step z_t -> z_s of the model's reverse process for scalar times s < t.
 
   logits: (B, L, V) denoiser output (any float dtype; the step runs in logits.dtype).
-  reveal: for the masking size laws, the (B, L) positions to reveal by the end of this step
-  (None: the exact ancestral posterior).
+  reveal: for the masking unmasking laws, the (B, L) positions to reveal by the end of this
+  step, or a function (x, scores) -> those positions (the ordered laws choose by the drawn
+  tokens' confidence); None: the exact ancestral posterior.
   """
   batch = z.shape[0]
   k_x, k_post, k_eta, k_glob, k_fwd = jax.random.split(key, 5)
@@ -134,6 +139,8 @@ def reverse_step(kernel, opts: SamplerOptions, key, z, logits, t, s, reveal=None
   if reveal is None:
     z_next = kernel.structure.posterior_sample(kernel, k_post, z, x, t, s)
   else:
+    if callable(reveal):
+      reveal = reveal(x, scores)
     z_next = jnp.where((z == kernel.mask_id) & reveal, x, z)
   if opts.eta > 0:
     eta_t = opts.eta * (t if opts.eta_schedule == "linear" else 1.0)
@@ -165,8 +172,19 @@ def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: Sample
     key, k_plan, k_steps = jax.random.split(key, 3)
     active = (position // block == b)[None, :] & ~fixed_mask
     plan = None
+    to_reveal = active & (z == kernel.mask_id)
     if opts.unmasking != "ancestral":
-      plan = unmasking.plan(opts.unmasking, k_plan, kernel, times, active & (z == kernel.mask_id))
+      plan = unmasking.plan(opts.unmasking, k_plan, kernel, times, to_reveal)
+
+    def reveal_at(z, i):
+      if plan is None:
+        return None
+      if opts.unmasking not in unmasking.ORDERED_LAWS:
+        return plan.reveal(i)
+      masked = active & (z == kernel.mask_id)
+      return lambda x, scores: unmasking.ordered_reveal(
+          opts.unmasking, unmasking.confidence_scores(opts.unmasking, scores, x), masked,
+          plan.revealed[:, i], to_reveal.sum(-1), opts.threshold, i == opts.steps - 1)
 
     def body(carry, i):
       z, logits, stale, nfe = carry
@@ -177,7 +195,7 @@ def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: Sample
       else:
         logits, nfe = denoise(z, t), nfe + 1
       z_next = reverse_step(kernel, opts, jax.random.fold_in(k_steps, i), z, logits, t, s,
-                            None if plan is None else plan.reveal(i))
+                            reveal_at(z, i))
       z_next = jnp.where(active, z_next, z)
       return (z_next, logits, jnp.any(z_next != z), nfe), None
 

@@ -14,6 +14,15 @@
 
 Which positions are revealed is a uniformly random order (a random priority per position,
 fixed for the whole loop); the tokens come from the denoiser as in every step.
+
+Ordered laws (heuristics, not exact samplers of the model): each step draws a token for every
+masked position, then reveals the most confident ones, with step sizes from `fixed`:
+- `confidence`: the probability of the drawn token (LLaDA's low-confidence remasking);
+- `margin`: top-1 minus top-2 probability (Dream's `topk_margin`, MaskGIT-plus);
+- `entropy`: minus the entropy of the position's distribution (Dream's `entropy`);
+- `threshold`: every masked position whose drawn token's probability is at least
+  `threshold`, and at least the most confident one (Fast-dLLM's parallel decoding): sizes
+  follow the model's confidence, so it usually needs far fewer than `steps` network calls.
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-LAWS = ("ancestral", "fixed", "random")
+RANDOM_ORDER_LAWS = ("ancestral", "fixed", "random")
+ORDERED_LAWS = ("confidence", "margin", "entropy", "threshold")
+LAWS = RANDOM_ORDER_LAWS + ORDERED_LAWS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +62,7 @@ def plan(law: str, key, kernel, times, masked) -> Plan:
   rank = jnp.argsort(jnp.argsort(priority, -1), -1)
   total = masked.sum(-1, keepdims=True).astype(times.dtype)
   steps = times.shape[0] - 1
-  if law == "fixed":
+  if law in ("fixed",) + ORDERED_LAWS:
     tau = jnp.broadcast_to(times[1:], (batch, steps))
     revealed = jnp.round(total * share_revealed(kernel, tau)).astype(jnp.int32)
     revealed = revealed.at[:, -1].set(total[:, 0].astype(jnp.int32))
@@ -82,3 +93,37 @@ def random_composition(key, total, steps: int, max_size: int):
     return left - n, left - n
   _, left_after = jax.lax.scan(body, total, jnp.arange(steps))
   return (total[None, :] - left_after).T.astype(jnp.int32)
+
+
+def confidence_scores(law: str, scores, x):
+  """(B, L) confidence of each position's drawn token x under softmax(scores) (B, L, V):
+  higher is revealed first."""
+  logp = jax.nn.log_softmax(scores.astype(jnp.float32), -1)
+  if law in ("confidence", "threshold"):
+    return jnp.exp(jnp.take_along_axis(logp, x[..., None], -1)[..., 0])
+  if law == "margin":
+    top2 = jax.lax.top_k(logp, 2)[0]
+    return jnp.exp(top2[..., 0]) - jnp.exp(top2[..., 1])
+  if law == "entropy":
+    p = jnp.exp(logp)
+    return jnp.sum(jnp.where(p > 0, p * logp, 0.0), -1)
+  raise ValueError(f"no confidence score for law {law!r}")
+
+
+def most_confident(confidence, masked, count):
+  """(B, L) True at the `count` (B,) most confident masked positions of each row."""
+  score = jnp.where(masked, confidence, -jnp.inf)
+  rank = jnp.argsort(jnp.argsort(-score, -1, stable=True), -1, stable=True)
+  return masked & (rank < count[:, None])
+
+
+def ordered_reveal(law: str, confidence, masked, target_revealed, initially_masked,
+                   threshold: float, last_step):
+  """(B, L) positions an ordered law reveals this step. `target_revealed` (B,): how many of
+  the `initially_masked` (B,) positions the `fixed` sizes have revealed after this step."""
+  if law == "threshold":
+    sure = masked & (confidence >= threshold)
+    best = most_confident(confidence, masked, jnp.ones(masked.shape[:1], jnp.int32))
+    return jnp.where(last_step, masked, sure | best)
+  count = target_revealed - (initially_masked - masked.sum(-1))
+  return most_confident(confidence, masked, jnp.maximum(count, 0))
