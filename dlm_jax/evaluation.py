@@ -307,7 +307,9 @@ def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
   for steps in steps_list:
     run_opts = dataclasses.replace(opts, steps=int(steps))
     tokens, info = generation.generate_with(exp, params, num_samples, run_opts, seed=seed,
-                                        batch_size=batch_size, prompt_rows=prompts,
+                                        batch_size=batch_size,
+                                        rows=None if prompts is None else
+                                        (prompts, np.ones(prompts.shape, bool)),
                                         progress=f"T={steps}")
     results.append({"name": "samples", "steps": int(steps), **measure(tokens),
                     "network_evaluations": info["network_evaluations"],

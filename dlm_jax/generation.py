@@ -5,6 +5,7 @@ left to right for the AR baseline), timings. `python -m dlm_jax.sample` is its s
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
@@ -34,6 +35,48 @@ def conditioning(tokenizer, num: int, length: int, prompt=None, suffix=None):
   return fixed, mask
 
 
+_MASK_SPAN = re.compile(r"<mask:(\d+)>")
+
+
+def template_conditioning(tokenizer, templates, length: int):
+  """(fixed tokens, fixed mask), (N, length), one row per template: the sample prefix (BOS),
+  then the template's text clamped and each `<mask:K>` span left as K free positions; the
+  row after the template is free (a continuation). Text pieces are tokenized one by one."""
+  fixed = np.zeros((len(templates), length), np.int32)
+  mask = np.zeros((len(templates), length), bool)
+  for row, line in enumerate(templates):
+    ids, keep, pos = list(sample_prefix(tokenizer)), [], 0
+    keep = [True] * len(ids)
+    pieces = [(m.start(), m.end(), int(m.group(1))) for m in _MASK_SPAN.finditer(line)]
+    for start, end, free in pieces + [(len(line), len(line), 0)]:
+      text = line[pos:start].strip()
+      encoded = tokenizer.encode([text])[0] if text else []
+      ids += encoded + [0] * free
+      keep += [True] * len(encoded) + [False] * free
+      pos = end
+    if len(ids) > length:
+      raise UserError(f"prompt {row + 1} ({line[:40]!r}) needs {len(ids)} tokens with its "
+                      f"spans, more than the length {length}")
+    fixed[row, :len(ids)], mask[row, :len(ids)] = ids, keep
+  return fixed, mask
+
+
+def windows(length: int, window: int, stride: int) -> list[tuple[int, int]]:
+  """Sliding semi-autoregressive windows for generating `length` > `window` tokens with a
+  model of length `window`: (start, context) per window, where the window covers
+  [start, start + window) and its first `context` tokens are already generated (clamped as a
+  prompt). The first window has no context; each later one moves by `stride` new tokens, and
+  the last is aligned to the end (its context is whatever is already there)."""
+  if not 0 < stride <= window:
+    raise UserError(f"the window stride must be in [1, {window}], got {stride}")
+  plan, produced, start = [(0, 0)], window, 0
+  while produced < length:
+    start = min(start + stride, length - window)
+    plan.append((start, produced - start))
+    produced = start + window
+  return plan
+
+
 def _progress(done: int, total: int, what: str):
   if sys.stderr.isatty() or os.environ.get("DLM_PROGRESS"):
     bar = "#" * int(30 * done / total)
@@ -45,48 +88,63 @@ def _progress(done: int, total: int, what: str):
 
 def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, length=None,
                   prompt=None, suffix=None, seed: int = 0, batch_size: int = 16,
-                  progress: str | None = None, prompt_rows=None):
+                  progress: str | None = None, rows=None):
   """Samples from a restored experiment. Returns (token array (N, L), info dict).
 
-  prompt_rows: optional (N, P) token ids, one prefix per sample (BOS included), instead of
-  the text `prompt`."""
+  rows: optional (fixed tokens, fixed mask), each (N, P) with P <= length, the conditioning
+  of each sample (`template_conditioning`; prefixes of real rows), instead of the text
+  `prompt` / `suffix`."""
   if num_samples < 1 or batch_size < 1:
     raise UserError("num_samples and batch_size must be >= 1")
   length = exp.config.data.seq_len if length is None else length
   if length < 1:
     raise UserError(f"length must be >= 1 (omit it for the trained seq_len), got {length}")
-  if length > exp.config.data.seq_len:
-    raise UserError(f"length {length} exceeds the trained seq_len {exp.config.data.seq_len}")
+  window = exp.config.data.seq_len
+  if length > window and (suffix or rows is not None or opts.block_size):
+    raise UserError(f"length {length} > the trained seq_len {window} generates in sliding "
+                    "windows, which take a text --prompt only (no suffix, prompt rows or "
+                    "block_size)")
   batch_size = min(batch_size, num_samples)
-  fixed, mask = conditioning(exp.tokenizer, batch_size, length, prompt, suffix)
-  if prompt_rows is not None and (len(prompt_rows) < num_samples
-                                  or np.shape(prompt_rows)[1] >= length):
-    raise UserError(f"need {num_samples} prompts shorter than {length} tokens, got "
-                    f"{np.shape(prompt_rows)}")
-  fn = exp.objective.sampler(exp.model, opts, length)
+  fixed, mask = conditioning(exp.tokenizer, batch_size, min(length, window), prompt, suffix)
+  if rows is not None and (len(rows[0]) < num_samples or np.shape(rows[0])[1] > length):
+    raise UserError(f"need {num_samples} conditioning rows of at most {length} tokens, got "
+                    f"{np.shape(rows[0])}")
+  fn = exp.objective.sampler(exp.model, opts, min(length, window))
+  plan = windows(length, window, max(window // 2, 1)) if length > window else [(0, 0)]
   sampler = (f"reverse/{exp.objective.name}" if exp.objective.is_bound
              else exp.objective.name)
-  rows, nfes, seconds = [], [], []
+  generated, nfes, seconds = [], [], []
   n_batches = -(-num_samples // batch_size)
   for b in range(n_batches):
-    if prompt_rows is not None:
-      chunk = np.asarray(prompt_rows)[b * batch_size:(b + 1) * batch_size]
-      fixed[: len(chunk), : chunk.shape[1]] = chunk
-      mask[: len(chunk), : chunk.shape[1]] = True
+    if rows is not None:
+      part = slice(b * batch_size, (b + 1) * batch_size)
+      tokens_part, mask_part = np.asarray(rows[0])[part], np.asarray(rows[1])[part]
+      fixed[:], mask[:] = 0, False
+      fixed[: len(tokens_part), : tokens_part.shape[1]] = tokens_part
+      mask[: len(tokens_part), : tokens_part.shape[1]] = mask_part
     start = time.time()
-    tokens, nfe = fn(params, jax.random.fold_in(jax.random.key(seed), b), jnp.asarray(fixed),
-                     jnp.asarray(mask))
-    rows.append(np.asarray(jax.device_get(tokens)))
-    nfes.append(int(nfe))
+    out, nfe = np.zeros((batch_size, max(length, window)), np.int32), 0
+    for w, (begin, context) in enumerate(plan):
+      w_fixed, w_mask = (fixed, mask) if w == 0 else (np.zeros_like(fixed), np.zeros_like(mask))
+      if context:             # the already generated part of a later window: a prompt
+        w_fixed[:, :context], w_mask[:, :context] = out[:, begin:begin + context], True
+      key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), b), w)
+      tokens = fn(params, key, jnp.asarray(w_fixed), jnp.asarray(w_mask))
+      tokens, calls = np.asarray(jax.device_get(tokens[0])), tokens[1]
+      out[:, begin:begin + tokens.shape[1]] = tokens
+      nfe += int(calls)
+    generated.append(out[:, :length])
+    nfes.append(nfe)
     seconds.append(time.time() - start)
     if progress:
       _progress(b + 1, n_batches, progress)
-  tokens = np.concatenate(rows)[:num_samples]
+  tokens = np.concatenate(generated)[:num_samples]
   steady = seconds[1:] or seconds                # the first call includes compilation
   per_batch = float(np.mean(steady))
-  total_steps = exp.objective.sampler_steps(opts, length)
+  total_steps = exp.objective.sampler_steps(opts, min(length, window)) * len(plan)
   info = {"sampler": sampler, "options": opts.__dict__, "length": length,
           "num_samples": num_samples, "batch_size": batch_size, "prompt": prompt,
+          "windows": [{"start": s, "context": c} for s, c in plan],
           "suffix": suffix, "network_evaluations": float(np.mean(nfes)),
           "seconds_first_call_with_compile": seconds[0],
           "seconds_per_batch": per_batch, "timing_includes_compile": len(seconds) == 1,
@@ -96,10 +154,18 @@ def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, l
 
 
 def generate(workdir: str, num_samples: int, opts: reverse.SamplerOptions, length=None,
-             prompt=None, suffix=None, seed: int = 0, step=None, batch_size: int = 16):
-  """Restores `workdir` and samples. Returns (texts, tokens, info)."""
+             prompt=None, suffix=None, seed: int = 0, step=None, batch_size: int = 16,
+             templates=None):
+  """Restores `workdir` and samples. Returns (texts, tokens, info). `templates`: one per
+  sample (template_conditioning), instead of `prompt` / `suffix`."""
   exp, params, ckpt_step = experiment.restore(workdir, step)
+  rows = None
+  if templates is not None:
+    if prompt or suffix:
+      raise UserError("a prompts file replaces --prompt and --suffix; give one or the other")
+    rows = template_conditioning(exp.tokenizer, templates, length or exp.config.data.seq_len)
+    num_samples = len(templates)
   tokens, info = generate_with(exp, params, num_samples, opts, length, prompt, suffix, seed,
-                               batch_size, progress="sampling")
+                               batch_size, progress="sampling", rows=rows)
   info["step"] = ckpt_step
   return [exp.tokenizer.decode(row) for row in tokens], tokens, info

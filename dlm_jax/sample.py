@@ -3,7 +3,15 @@ r"""Generate text from a trained model with the exact reverse sampler of its ker
   python -m dlm_jax.sample --workdir=/tmp/dlm --num_samples=4 --steps=128 \
       [--length=128] [--prompt="ROMEO."] [--suffix="Exeunt."] [--temperature=1.0] \
       [--top_p=1.0] [--eta=0.0 --eta_schedule=constant|linear] [--rho=0.0] \
-      [--unmasking=ancestral|fixed|random] [--block_size=0] [--no_cache] [--float64]
+      [--unmasking=ancestral|fixed|random|confidence|margin|entropy|threshold] \
+      [--threshold=0.9] [--block_size=0] [--no_cache] [--float64] [--prompts_file=FILE]
+
+--prompts_file: one sample per line, each line a template: its text is clamped, every
+`<mask:K>` leaves K positions to generate (several infill spans), and the row after the
+template is generated (e.g. `ROMEO. <mask:12> JULIET. <mask:12> Exeunt.`).
+--length above the trained seq_len generates in sliding windows of seq_len moved by half of
+it, each clamping what the previous ones generated (generation.windows; exact conditioning
+for the masking kernel only).
 
 --eta / --rho are SemDLM+'s global transition and semantic-frequency penalty (any kernel
 accepts them); --unmasking other than ancestral and caching apply to the masking kernel;
@@ -22,6 +30,7 @@ import sys
 from absl import flags
 
 from dlm_jax import cli, generation, reports
+from dlm_jax.errors import UserError
 
 
 def define_flags():
@@ -29,7 +38,20 @@ def define_flags():
   flags.DEFINE_integer("num_samples", 4, "Number of samples.")
   flags.DEFINE_string("output", None, "Output stem (default <workdir>/samples/step<N>_T<T>).")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+  flags.DEFINE_string("prompts_file", None, "One template per line, one sample each: text "
+                      "clamped, <mask:K> spans generated (replaces --prompt/--suffix).")
   cli.define_sampler_flags()
+
+
+def _read_templates(path: str) -> list[str]:
+  try:
+    with open(path, encoding="utf-8") as fh:
+      lines = [line.rstrip("\n") for line in fh if line.strip()]
+  except (OSError, UnicodeDecodeError) as e:
+    raise UserError(f"cannot read --prompts_file {path}: {e}") from None
+  if not lines:
+    raise UserError(f"--prompts_file {path} has no non-empty line")
+  return lines
 
 
 def main(argv):
@@ -39,9 +61,11 @@ def main(argv):
     sys.exit("dlm_jax.sample: error: --workdir is required")
   if f.output:
     cli.run("dlm_jax.sample", reports.check_writable, f.output)   # before any work
+  templates = (cli.run("dlm_jax.sample", _read_templates, f.prompts_file) if f.prompts_file
+               else None)
   texts, tokens, info = cli.run("dlm_jax.sample", generation.generate, f.workdir, f.num_samples,
                                 cli.sampler_options(f), f.length, f.prompt, f.suffix, f.seed,
-                                f.step, f.batch_size)
+                                f.step, f.batch_size, templates)
   for i, text in enumerate(texts):
     print(f"=== sample {i} ===\n{text}\n")
   print(json.dumps(info))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from dlm_jax.errors import UserError
 from dlm_jax.kernels import family, reference
 from dlm_jax.models.transformer import Transformer, TransformerConfig
 from dlm_jax.samplers import reverse, unmasking
@@ -352,3 +353,38 @@ def test_bad_options_are_refused():
               dict(eta=float("nan")), dict(top_p=float("nan"))):
     with pytest.raises(Exception, match="must be a finite number"):
       reverse.check_options(reverse.SamplerOptions(**bad), kernel, 8)
+
+
+def test_sliding_windows_cover_the_length_and_stitch_on_generated_context():
+  from dlm_jax.generation import windows
+  assert windows(128, 64, 32) == [(0, 0), (32, 32), (64, 32)]
+  assert windows(100, 64, 32) == [(0, 0), (32, 32), (36, 60)]     # the last aligned to the end
+  assert windows(65, 64, 64) == [(0, 0), (1, 63)]
+  for length, window, stride in [(128, 64, 32), (300, 64, 16), (70, 64, 64), (129, 32, 7)]:
+    plan = windows(length, window, stride)
+    produced = window
+    for start, context in plan[1:]:
+      assert context == produced - start > 0 and start + window <= length
+      assert start + window - produced <= stride            # at most `stride` new tokens
+      produced = start + window
+    assert produced == length
+  with pytest.raises(UserError):
+    windows(128, 64, 0)
+
+
+def test_templates_clamp_text_and_leave_spans_free():
+  from dlm_jax.data import planted
+  from dlm_jax.data.tokenizer import IdsTokenizer
+  from dlm_jax.generation import template_conditioning
+  fixed, mask = template_conditioning(IdsTokenizer(16), ["5 6 <mask:2> 7", "9", "<mask:3> 4"], 8)
+  assert fixed[0].tolist() == [2, 5, 6, 0, 0, 7, 0, 0]
+  assert mask[0].tolist() == [True, True, True, False, False, True, False, False]
+  assert mask[1].tolist() == [True, True] + [False] * 6 and fixed[1, 1] == 9
+  assert mask[2].tolist() == [True, False, False, False, True, False, False, False]
+  with pytest.raises(UserError, match="prompt 1"):
+    template_conditioning(IdsTokenizer(16), ["1 <mask:9>"], 8)
+  # The planted language has no BOS: templates start at position 0.
+  tok = planted.PlantedTokenizer(planted.language())
+  fixed, mask = template_conditioning(tok, ["the <mask:1> of"], 4)
+  assert mask[0].tolist() == [True, False, True, False]
+  assert tok.decode(fixed[0][mask[0]]) == "the of"

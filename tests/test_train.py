@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from dlm_jax import evaluation, generation, training
+from dlm_jax import evaluation, experiment, generation, training
 from dlm_jax.samplers import reverse
 
 
@@ -77,6 +77,20 @@ def test_train_learns_then_evaluate_and_sample(tmp_path, config):
   assert (tokens < 256).all()                       # no mask left
   assert all(t.startswith("<s>the") for t in texts)
   assert 1 <= info["network_evaluations"] <= 16
+  # Twice the trained length: sliding windows, each later one clamps what is generated.
+  texts, tokens, info = generation.generate(workdir, 2, reverse.SamplerOptions(steps=8),
+                                            length=64, prompt="the")
+  assert tokens.shape == (2, 64) and (tokens < 256).all()
+  assert all(t.startswith("<s>the") for t in texts)
+  assert [w["start"] for w in info["windows"]] == [0, 16, 32]
+  # One template per sample: clamped text, free spans.
+  templates = ["the <mask:3> and", "of"]
+  _, tokens, _ = generation.generate(workdir, 1, reverse.SamplerOptions(steps=8),
+                                     templates=templates)
+  fixed, mask = generation.template_conditioning(
+      experiment.restore(workdir)[0].tokenizer, templates, 32)
+  assert tokens.shape == (2, 32) and (tokens[mask] == fixed[mask]).all()
+  assert (tokens[~mask] < 256).all()
 
 
 def test_autoregressive_baseline_learns(tmp_path, config):
