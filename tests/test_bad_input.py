@@ -140,6 +140,12 @@ def test_cli_reports_one_line(tmp_path):
              f"--output={tmp_path / 'a_file' / 'samples'}")
   assert out.returncode == 1 and "Traceback" not in out.stderr
   assert "cannot write outputs to" in out.stderr and "no checkpoints" not in out.stderr
+  (tmp_path / "blank.txt").write_text("\n\n")        # a prompts file: read before the run
+  for path, message in [(tmp_path / "missing.txt", "cannot read --prompts_file"),
+                        (tmp_path / "blank.txt", "has no non-empty line")]:
+    out = _cli("dlm_jax.sample", f"--workdir={tmp_path / 'empty'}", f"--prompts_file={path}")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert message in out.stderr and "no checkpoints" not in out.stderr
 
 
 def test_table_for_another_vocabulary(config, tmp_path, no_compile):

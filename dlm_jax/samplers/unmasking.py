@@ -5,8 +5,11 @@
 - `fixed`: deterministic sizes. After step k exactly round(M F(s_k)) of the M initially
   masked positions are revealed, F(tau) = (alpha_tau - alpha_1) / (1 - alpha_1) the share
   the schedule has revealed by time tau (equal sizes M / K for the log-linear schedule).
-- `random`: randomized sizes (proposed by work on distribution-agnostic unmasking schedules;
-  its exact law was not available to us, this is our law): (n_1, ..., n_K) is a uniformly random composition of M into K
+- `random`: randomized sizes, this project's own law. *Adaptation to Intrinsic Dependence in
+  Diffusion Language Models* (Zhao, Cai; arXiv 2602.20126) randomizes the sizes too and
+  proves KL rates O~(TC/K) and O~(DTC/K) for "two specific parameter choices"; what is public
+  to us is its abstract, which does not give them, so their law is not implemented here and
+  this one must not be cited as theirs: (n_1, ..., n_K) is a uniformly random composition of M into K
   nonnegative parts, drawn step by step: with r positions left and m steps to go,
   P(n) = C(r - n + m - 2, m - 2) / C(r + m - 1, m - 1). The mean size is r / m, as in
   `fixed` with the log-linear schedule, and the law is Markov in the count (so the schedule
