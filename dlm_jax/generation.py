@@ -128,7 +128,8 @@ def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, l
       w_fixed, w_mask = (fixed, mask) if w == 0 else (np.zeros_like(fixed), np.zeros_like(mask))
       if context:             # the already generated part of a later window: a prompt
         w_fixed[:, :context], w_mask[:, :context] = out[:, begin:begin + context], True
-      key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), b), w)
+      key = jax.random.fold_in(jax.random.key(seed), b)    # window 0: the seeds of old
+      key = jax.random.fold_in(key, w) if w else key
       tokens = fn(params, key, jnp.asarray(w_fixed), jnp.asarray(w_mask))
       tokens, calls = np.asarray(jax.device_get(tokens[0])), tokens[1]
       out[:, begin:begin + tokens.shape[1]] = tokens
