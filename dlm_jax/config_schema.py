@@ -88,6 +88,9 @@ def get_config() -> config_dict.ConfigDict:
       remat="none",                 # none | dots | full: what each block keeps for backward
       logits_chunk=0,               # > 0: the loss computes logits this many positions at a
                                     # time (never all B x L x V at once); must divide seq_len
+      clean_flag=False,             # the denoiser reads which positions are clean prompt
+                                    # tokens: exact conditioning for non-masking kernels
+                                    # (learned from train.prompt_rate)
   ))
 
   c.optim = config_dict.ConfigDict(dict(
@@ -106,6 +109,9 @@ def get_config() -> config_dict.ConfigDict:
       batch_size=512,               # global, in sequences
       num_steps=1_000_000,
       t_min=1e-3,                   # training t ~ U[t_min, 1] (MDLM); evaluation always uses (0, 1]
+      prompt_rate=0.0,              # share of training rows given a random clean prompt span
+                                    # (prefix, or prefix + suffix), flagged and left out of the
+                                    # loss; needs model.clean_flag
       log_every=100,
       eval_every=10_000,
       eval_batches=16,              # validation batches per periodic evaluation (0: whole split)

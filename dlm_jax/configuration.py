@@ -121,6 +121,15 @@ def validate_config(cfg) -> None:
     raise UserError(f"optim.learning_rate must be > 0, got {o.learning_rate}")
   if cfg.eval.batch_size < 1:
     raise UserError(f"eval.batch_size must be >= 1, got {cfg.eval.batch_size}")
+  if not 0.0 <= t.prompt_rate <= 1.0:
+    raise UserError(f"train.prompt_rate must be in [0, 1], got {t.prompt_rate}")
+  if (t.prompt_rate > 0) != cfg.model.clean_flag:
+    raise UserError("model.clean_flag and train.prompt_rate > 0 go together (the flag is learned "
+                    f"from rows with random clean prompt spans); got clean_flag="
+                    f"{cfg.model.clean_flag}, prompt_rate={t.prompt_rate}")
+  if cfg.model.clean_flag and cfg.model.causal:
+    raise UserError("model.clean_flag is for diffusion denoisers; the autoregressive baseline "
+                    "conditions on a prefix exactly already")
 
 
 def check_fits_mesh(cfg, mesh, process_count: int, d_model: int) -> None:

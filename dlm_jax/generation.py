@@ -77,6 +77,14 @@ def windows(length: int, window: int, stride: int) -> list[tuple[int, int]]:
   return plan
 
 
+def conditioning_is_exact(exp) -> bool:
+  """Whether clamped tokens condition this model exactly: always for the masking kernel (a
+  real token is clean there) and the AR baseline; for a kernel that corrupts tokens into
+  tokens only when the denoiser reads which positions are clean (model.clean_flag)."""
+  kernel = exp.objective.kernel
+  return kernel is None or kernel.is_absorbing or exp.model.cfg.clean_flag
+
+
 def _progress(done: int, total: int, what: str):
   if sys.stderr.isatty() or os.environ.get("DLM_PROGRESS"):
     bar = "#" * int(30 * done / total)
@@ -111,6 +119,13 @@ def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, l
                     f"{np.shape(rows[0])}")
   fn = exp.objective.sampler(exp.model, opts, min(length, window))
   plan = windows(length, window, max(window // 2, 1)) if length > window else [(0, 0)]
+  clamped = mask.any() or rows is not None or len(plan) > 1
+  exact = conditioning_is_exact(exp) or not clamped
+  if not exact:
+    print(f"note: kernel {exp.objective.name!r} with a model trained without model.clean_flag "
+          "reads the clamped tokens as possibly noisy ones, so the samples are not from the exact "
+          "conditional (docs/design.md §5); train with model.clean_flag=True and "
+          "train.prompt_rate > 0 for exact conditioning", file=sys.stderr)
   sampler = (f"reverse/{exp.objective.name}" if exp.objective.is_bound
              else exp.objective.name)
   generated, nfes, seconds = [], [], []
@@ -146,7 +161,8 @@ def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, l
   info = {"sampler": sampler, "options": opts.__dict__, "length": length,
           "num_samples": num_samples, "batch_size": batch_size, "prompt": prompt,
           "windows": [{"start": s, "context": c} for s, c in plan],
-          "suffix": suffix, "network_evaluations": float(np.mean(nfes)),
+          "suffix": suffix, "conditioning_exact": bool(exact),
+          "network_evaluations": float(np.mean(nfes)),
           "seconds_first_call_with_compile": seconds[0],
           "seconds_per_batch": per_batch, "timing_includes_compile": len(seconds) == 1,
           "steps_per_sec": total_steps / per_batch,

@@ -49,21 +49,38 @@ def _weights(tokens, valid, pad_id: int, pad_in_loss: bool):
   return (jnp.broadcast_to(valid[:, None], tokens.shape) if pad_in_loss else counted), counted
 
 
-def _features_and_head(model, params, tokens, t, train: bool, key):
+def _features_and_head(model, params, tokens, t, train: bool, key, clean=None):
   """The network's final hidden states and the head that maps a chunk of them to logits."""
+  extra = {} if clean is None else {"clean": clean}
   features = model.apply({"params": params}, tokens, t, deterministic=not train,
-                         rngs={"dropout": key}, features_only=True)
+                         rngs={"dropout": key}, features_only=True, **extra)
   return features, lambda h: head_logits(params, h, model.cfg.dtype)
+
+
+def prompt_spans(key, shape, rate: float):
+  """(B, L) bool: the clean prompt positions of training rows. A share `rate` of the rows gets
+  one: a prefix of uniform length (half of them), or a prefix and a suffix around a uniform
+  free window (the other half, as infilling asks); the other rows have none."""
+  batch, length = shape
+  k_row, k_cut, k_kind = jax.random.split(key, 3)
+  cuts = jnp.sort(jax.random.randint(k_cut, (batch, 2), 0, length + 1), axis=-1)
+  prefix_only = jax.random.bernoulli(k_kind, 0.5, (batch,))
+  end = jnp.where(prefix_only, length, cuts[:, 1])
+  position = jnp.arange(length)[None, :]
+  spans = (position < cuts[:, :1]) | (position >= end[:, None])
+  return spans & jax.random.bernoulli(k_row, rate, (batch,))[:, None]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Diffusion:
   """A diffusion LM under `kernel`; its number is a bound. `logits_chunk`: positions per
   chunk of logits in the loss (0: all at once; elbo.over_position_chunks); `pad_in_loss`:
-  the PAD rule of the data convention."""
+  the PAD rule of the data convention; `prompt_rate`: the share of training rows given clean
+  prompt spans (`prompt_spans`), which the denoiser sees flagged and the loss leaves out."""
   kernel: Any
   logits_chunk: int = 0
   pad_in_loss: bool = True
+  prompt_rate: float = 0.0
   is_bound = True
   perplexity_key = "perplexity_bound"
 
@@ -100,8 +117,13 @@ class Diffusion:
     k_t, k_z, k_drop, k_bulk = jax.random.split(key, 4)
     t = sample_times(k_t, tokens.shape[0], t_min)
     z = self.kernel.sample_forward(k_z, tokens, t)
+    clean = None
+    if train and self.prompt_rate > 0:      # the rows' conditional NELBO given their prompts
+      clean = prompt_spans(jax.random.fold_in(key, 4), tokens.shape, self.prompt_rate)
+      z = jnp.where(clean, tokens, z)
+      summed, counted = summed * ~clean, counted * ~clean
     features, head = _features_and_head(model, params, z, time_input(model.cfg, self.kernel, t),
-                                        train, k_drop)
+                                        train, k_drop, clean)
     per_token = elbo.chunked_nelbo_per_token(self.kernel, head, features, tokens, z, t, k_bulk,
                                              self.logits_chunk)
     return jnp.sum(per_token * summed), jnp.sum(counted)
@@ -178,7 +200,8 @@ def make_objective(config, build_kernel):
   the kernel `build_kernel()` returns (called only then: it may build tables)."""
   chunk, pad = config.model.logits_chunk, rows.pad_in_loss(config.data.convention)
   return (Autoregressive(chunk, pad_in_loss=pad) if config.model.causal
-          else Diffusion(build_kernel(), logits_chunk=chunk, pad_in_loss=pad))
+          else Diffusion(build_kernel(), logits_chunk=chunk, pad_in_loss=pad,
+                         prompt_rate=config.train.prompt_rate))
 
 
 def require_diffusion(objective, command: str):

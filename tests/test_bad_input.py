@@ -171,6 +171,14 @@ def test_bad_kernel_settings(config, tmp_path, no_compile):
   _expect(config, str(tmp_path), "kernel.global_power must be > 0")
 
 
+def test_clean_flag_and_prompt_rate_go_together(config, tmp_path, no_compile):
+  config.kernel.name = "uniform"
+  config.model.clean_flag = True
+  _expect(config, str(tmp_path), "model.clean_flag and train.prompt_rate > 0 go together")
+  config.train.prompt_rate = 1.5
+  _expect(config, str(tmp_path), "train.prompt_rate must be in")
+
+
 def test_checkpoint_configs_from_older_versions(config):
   """A saved config without keys added since gets their defaults; a removed key is refused."""
   from dlm_jax.configuration import from_saved  # pylint: disable=g-import-not-at-top

@@ -141,6 +141,9 @@ def test_other_kernels_train_and_report(tmp_path, config, name, neighbors, globa
   config.model.time_conditioning = True
   config.train.num_steps = 4
   config.train.eval_every = 4
+  flagged = neighbors == "partition"          # trained for exact conditioning
+  config.model.clean_flag = flagged
+  config.train.prompt_rate = 0.5 if flagged else 0.0
   workdir = str(tmp_path / name)
   history, _ = training.train_and_evaluate(config, workdir)
   val = [h["val/nelbo_bits_per_token"] for h in history if "val/nelbo_bits_per_token" in h]
@@ -148,3 +151,6 @@ def test_other_kernels_train_and_report(tmp_path, config, name, neighbors, globa
   report = evaluation.evaluate(workdir, max_batches=1)
   assert report["kernel"] == name and report["structure"] == neighbors
   assert ("loose" in report["what"]) == (neighbors == "topk")
+  _, tokens, info = generation.generate(workdir, 2, reverse.SamplerOptions(steps=4),
+                                        prompt="the")
+  assert info["conditioning_exact"] == flagged and tokens.shape[0] == 2

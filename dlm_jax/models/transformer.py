@@ -64,6 +64,7 @@ class TransformerConfig:
   dtype: str = "bfloat16"
   remat: str = "none"          # none | dots | full (REMAT_POLICIES)
   variant: str = "dlm"         # dlm | mdlm (VARIANTS)
+  clean_flag: bool = False     # a learned vector marks positions that hold clean prompt tokens
 
   @property
   def head_dim(self) -> int:
@@ -80,7 +81,7 @@ def model_config(cfg, vocab_in: int, vocab_out: int) -> TransformerConfig:
       num_layers=cfg.num_layers or layers, d_model=cfg.d_model or width,
       num_heads=cfg.num_heads or heads, mlp_ratio=cfg.mlp_ratio, cond_dim=cfg.cond_dim,
       dropout=cfg.dropout, causal=cfg.causal, time_conditioning=cfg.time_conditioning,
-      dtype=cfg.dtype, remat=cfg.remat, variant=cfg.variant)
+      dtype=cfg.dtype, remat=cfg.remat, variant=cfg.variant, clean_flag=cfg.clean_flag)
   if mc.d_model % mc.num_heads or mc.head_dim % 2:
     raise UserError(f"model.d_model={mc.d_model} must split into {mc.num_heads} heads of even size")
   if mc.remat not in REMAT_POLICIES:
@@ -164,10 +165,12 @@ def time_input(model_cfg: TransformerConfig, kernel, t):
   return kernel.noise_level(t) if model_cfg.variant == "mdlm" else t
 
 
-def denoiser_logits(model, params, kernel, z, t):
-  """fp32 logits of the denoiser on z_t (B, L) at diffusion times t (B,)."""
+def denoiser_logits(model, params, kernel, z, t, clean=None):
+  """fp32 logits of the denoiser on z_t (B, L) at diffusion times t (B,); `clean` (B, L):
+  the positions that hold clean prompt tokens (read by models with `clean_flag`)."""
   t = jnp.asarray(t, jnp.float32)
-  return model.apply({"params": params}, z, time_input(model.cfg, kernel, t))
+  extra = {} if clean is None else {"clean": clean}
+  return model.apply({"params": params}, z, time_input(model.cfg, kernel, t), **extra)
 
 
 def _rope(x, positions):
@@ -221,11 +224,16 @@ class Block(nn.Module):
 
 class Transformer(nn.Module):
   """Maps tokens (B, T) and times t (B,) to fp32 logits (B, T, vocab_out), or to the final
-  hidden states (B, T, d_model) with `features_only=True`."""
+  hidden states (B, T, d_model) with `features_only=True`.
+
+  With `cfg.clean_flag`, `clean` (B, T) marks positions that hold clean tokens (a prompt):
+  a learned vector is added to their embedding, so a kernel that corrupts tokens into other
+  tokens can tell a given prompt token from a possibly-noisy one (None: no position is)."""
   cfg: TransformerConfig
 
   @nn.compact
-  def __call__(self, tokens, t=None, deterministic: bool = True, features_only: bool = False):
+  def __call__(self, tokens, t=None, deterministic: bool = True, features_only: bool = False,
+               clean=None):
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     if t is None or not cfg.time_conditioning:
       t = jnp.zeros((tokens.shape[0],), jnp.float32)
@@ -233,6 +241,11 @@ class Transformer(nn.Module):
                      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
                                                                  ("vocab", "embed")))
     x = embed(tokens)
+    if cfg.clean_flag:
+      flag = self.param("clean_embed", nn.with_logical_partitioning(
+          nn.initializers.normal(0.02), ("embed",)), (cfg.d_model,), jnp.float32)
+      if clean is not None:
+        x = x + jnp.where(clean[..., None], flag.astype(dt), jnp.zeros((), dt))
     cond = _dense(cfg.cond_dim, "time_in", ("time", "cond"), dtype=jnp.float32)(
         timestep_embedding(t, 256, scale=1000.0 if cfg.variant == "dlm" else 1.0))
     cond = _dense(cfg.cond_dim, "time_out", ("cond", "cond_out"), dtype=jnp.float32)(nn.silu(cond))

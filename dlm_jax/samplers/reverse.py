@@ -154,17 +154,23 @@ def reverse_step(kernel, opts: SamplerOptions, key, z, logits, t, s, reveal=None
 # ---------------------------------------------------------------------------- the loop
 def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: SamplerOptions):
   """Generates (B, L) tokens. Positions where `fixed_mask` is True keep `fixed_tokens`
-  (prefix prompts, infilling). Returns (tokens, network evaluations per sequence)."""
+  (prefix prompts, infilling). Returns (tokens, network evaluations per sequence).
+
+  A model with `clean_flag` is told which positions are fixed, so its x_hat is the
+  conditional posterior given clean tokens there: exact conditioning for every kernel. A
+  model without it reads a fixed token as a possibly-noisy z_t, which is exact only for the
+  masking kernel (a real token is clean there); docs/design.md §5."""
   batch, length = fixed_tokens.shape
   ftype = jnp.float64 if opts.float64 else jnp.float32
   block = opts.block_size or length
   times = jnp.linspace(1.0, 0.0, opts.steps + 1, dtype=ftype)
   cache = opts.cache and kernel.is_absorbing and not model.cfg.time_conditioning
   position = jnp.arange(length)
+  clean = fixed_mask if model.cfg.clean_flag else None
 
   def denoise(z, t):
     logits = denoiser_logits(model, params, kernel, z.astype(jnp.int32),
-                             jnp.full((batch,), t, jnp.float32))
+                             jnp.full((batch,), t, jnp.float32), clean)
     return logits.astype(ftype)
 
   def run_block(carry, b):
