@@ -55,8 +55,10 @@ class Experiment:
 
   def check_compatible(self, saved: dict, step: int) -> None:
     mine = self.meta()
-    if "model" in saved:
-      saved = {**saved, "model": _architecture(saved["model"])}
+    if "model" in saved:      # fields added since the checkpoint have their defaults there
+      defaults = {f.name: f.default for f in dataclasses.fields(self.model.cfg)
+                  if f.default is not dataclasses.MISSING}
+      saved = {**saved, "model": _architecture({**defaults, **saved["model"]})}
     diff = [k for k in mine if k in saved and saved[k] != mine[k]]
     if diff:
       detail = "; ".join(f"{k}: checkpoint {saved[k]!r} vs config {mine[k]!r}" for k in diff)

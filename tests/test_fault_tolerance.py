@@ -177,6 +177,19 @@ def test_checkpoint_from_another_model_is_refused(two_checkpoints, monkeypatch):
     training.train_and_evaluate(config, workdir)
 
 
+def test_checkpoint_from_before_a_model_field_existed_is_accepted(two_checkpoints):
+  """A model field added since the checkpoint was saved (clean_flag) takes its default there."""
+  from dlm_jax import experiment  # pylint: disable=g-import-not-at-top
+  config, workdir = two_checkpoints
+  exp = experiment.build(config, workdir, restoring=True)
+  saved = exp.meta()
+  del saved["model"]["clean_flag"]
+  exp.check_compatible(saved, 1)
+  saved["model"]["clean_flag"] = True
+  with pytest.raises(UserError, match="clean_flag"):
+    exp.check_compatible(saved, 1)
+
+
 def test_unwritable_workdir(tmp_path, config):
   blocker = tmp_path / "file"
   blocker.write_text("not a directory")
