@@ -231,7 +231,8 @@ def oracle_metrics(lang, rows, prompt_tokens: int = 0) -> dict:
   NLL per generated token of the generated part given the prompt, under the true law mixed
   per token with eps = ORACLE_SMOOTHING of uniform (so invalid samples score finitely);
   `oracle_ppl` = exp of it; `valid_share`, the share of rows the unsmoothed law can produce;
-  `cluster_share`, the mean share of a row's generated tokens in its most used true cluster.
+  `cluster_share`, the mean share of a row's generated tokens in its most used true cluster;
+  with a prompt, `topic_agreement` (planted.topic_agreement: does the sample follow it).
   `*_se`: standard errors over rows (of the unigram entropy of each row's generated part too)."""
   rows = np.asarray(rows)
   generated = rows[:, prompt_tokens:]
@@ -247,11 +248,15 @@ def oracle_metrics(lang, rows, prompt_tokens: int = 0) -> dict:
   def se(x):
     return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
 
-  return {"oracle_nll_nats": float(nll.mean()), "oracle_nll_se": se(nll),
-          "oracle_ppl": math.exp(float(nll.mean())),
-          "valid_share": float(np.mean(np.isfinite(planted.log_prob(lang, rows)))),
-          "cluster_share": float(shares.mean()), "cluster_share_se": se(shares),
-          "unigram_entropy_se": se(entropy)}
+  out = {"oracle_nll_nats": float(nll.mean()), "oracle_nll_se": se(nll),
+         "oracle_ppl": math.exp(float(nll.mean())),
+         "valid_share": float(np.mean(np.isfinite(planted.log_prob(lang, rows)))),
+         "cluster_share": float(shares.mean()), "cluster_share_se": se(shares),
+         "unigram_entropy_se": se(entropy)}
+  agreement = planted.topic_agreement(lang, rows, prompt_tokens) if prompt_tokens else []
+  if len(agreement):
+    out.update(topic_agreement=float(agreement.mean()), topic_agreement_se=se(agreement))
+  return out
 
 
 def _basin_table(exp):
@@ -338,16 +343,18 @@ def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
 
 QUALITY_COLUMNS = ("steps", "gen_ppl", "unigram_entropy", "distinct_1", "distinct_2",
                    "distinct_3", "self_bleu", "basin_share", "top5_share")
+ORACLE_COLUMNS = ("oracle_nll_nats", "topic_agreement")      # the planted language only
 
 
 def quality_markdown(report: dict, label: str | None = None) -> str:
   """Markdown table rows of a sample_quality report."""
   label = label or report["kernel"]
-  lines = ["| run | " + " | ".join(QUALITY_COLUMNS) + " |",
-           "|---" * (len(QUALITY_COLUMNS) + 1) + "|"]
+  columns = QUALITY_COLUMNS + tuple(c for c in ORACLE_COLUMNS
+                                    if any(c in r for r in report["results"]))
+  lines = ["| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
   for r in report["results"]:
     cells = []
-    for c in QUALITY_COLUMNS:
+    for c in columns:
       v = r.get(c)
       cells.append("—" if v is None else (str(v) if isinstance(v, int) else f"{v:.3g}"))
     lines.append(f"| {label if r['name'] == 'samples' else 'data'} | " + " | ".join(cells) + " |")

@@ -149,3 +149,14 @@ def test_oracle_metrics_condition_on_the_prompt():
   assert m["oracle_nll_nats"] == pytest.approx(expected)
   assert m["valid_share"] == 1.0
 
+
+def test_topic_agreement_tells_a_followed_prompt_from_an_ignored_one():
+  lang = planted.language(topics=4, seed=0)
+  rows = planted.sample(lang, 400, 32, seed=1)
+  assert (planted.topic_agreement(lang, rows, 8) == 1.0).all()     # one topic per row
+  shuffled = np.concatenate([rows[:, :8], np.roll(rows[:, 8:], 1, axis=0)], 1)
+  assert abs(planted.topic_agreement(lang, shuffled, 8).mean() - 0.25) < 0.08
+  topics = planted.word_topics(lang)
+  assert (topics[:planted.NUM_SPECIAL] == -1).all() and topics[-1] == -1
+  assert set(np.unique(topics)) == {-1, 0, 1, 2, 3}
+

@@ -193,6 +193,32 @@ def clusters(lang: Language) -> np.ndarray:
   return np.concatenate([np.arange(NUM_SPECIAL), NUM_SPECIAL + lang.word_cluster])
 
 
+def word_topics(lang: Language) -> np.ndarray:
+  """(V + 1,) the topic of every content word's id, -1 for function words, specials and the
+  one id past the vocabulary (the mask)."""
+  topic = np.full(lang.vocab_size + 1, -1)
+  for z in range(lang.num_topics):
+    content = lang.emission[z][list(CONTENT_ROLES)].sum(0) > 0
+    topic[NUM_SPECIAL + np.nonzero(content)[0]] = z
+  return topic
+
+
+def topic_agreement(lang: Language, rows, prompt_tokens: int) -> np.ndarray:
+  """Per row with content words on both sides: the share of the generated part's content
+  words in the prompt's most used topic (1 for real rows, ~1/topics when the prompt is
+  ignored). A row of the language has one topic, so this is how far a conditional sampler
+  follows its prompt."""
+  topic = word_topics(lang)
+  rows = np.minimum(np.asarray(rows), lang.vocab_size)
+  out = []
+  for row in rows:
+    given, generated = topic[row[:prompt_tokens]], topic[row[prompt_tokens:]]
+    given, generated = given[given >= 0], generated[generated >= 0]
+    if len(given) and len(generated):
+      out.append(np.mean(generated == np.bincount(given).argmax()))
+  return np.asarray(out)
+
+
 def cluster_embeddings(lang: Language) -> np.ndarray:
   """(V, #clusters) one-hot rows: equal for words of one cluster, orthogonal otherwise, so the
   partition and top-k neighbour tables built from them are the true clusters."""
