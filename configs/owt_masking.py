@@ -25,6 +25,7 @@ def get_config():
   c.model.size = "small"
   c.model.variant = "mdlm"         # MDLM's DiT exactly: its checkpoints load and export
   c.model.dropout = 0.1
+  c.model.logits_chunk = 128       # the loss never holds B x L x V logits (exact; elbo.py)
   c.optim.learning_rate = 3e-4
   c.optim.warmup_steps = 2500
   c.optim.lr_schedule = "constant"
