@@ -127,9 +127,6 @@ def validate_config(cfg) -> None:
     raise UserError("model.clean_flag and train.prompt_rate > 0 go together (the flag is learned "
                     f"from rows with random clean prompt spans); got clean_flag="
                     f"{cfg.model.clean_flag}, prompt_rate={t.prompt_rate}")
-  if cfg.model.clean_flag and cfg.model.causal:
-    raise UserError("model.clean_flag is for diffusion denoisers; the autoregressive baseline "
-                    "conditions on a prefix exactly already")
 
 
 def check_fits_mesh(cfg, mesh, process_count: int, d_model: int) -> None:

@@ -77,14 +77,6 @@ def windows(length: int, window: int, stride: int) -> list[tuple[int, int]]:
   return plan
 
 
-def conditioning_is_exact(exp) -> bool:
-  """Whether clamped tokens condition this model exactly: always for the masking kernel (a
-  real token is clean there) and the AR baseline; for a kernel that corrupts tokens into
-  tokens only when the denoiser reads which positions are clean (model.clean_flag)."""
-  kernel = exp.objective.kernel
-  return kernel is None or kernel.is_absorbing or exp.model.cfg.clean_flag
-
-
 def _progress(done: int, total: int, what: str):
   if sys.stderr.isatty() or os.environ.get("DLM_PROGRESS"):
     bar = "#" * int(30 * done / total)
@@ -120,7 +112,7 @@ def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, l
   fn = exp.objective.sampler(exp.model, opts, min(length, window))
   plan = windows(length, window, max(window // 2, 1)) if length > window else [(0, 0)]
   clamped = mask.any() or rows is not None or len(plan) > 1
-  exact = conditioning_is_exact(exp) or not clamped
+  exact = exp.objective.conditions_exactly(exp.model) or not clamped
   if not exact:
     print(f"note: kernel {exp.objective.name!r} with a model trained without model.clean_flag "
           "reads the clamped tokens as possibly noisy ones, so the samples are not from the exact "

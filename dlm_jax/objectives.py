@@ -153,6 +153,11 @@ class Diffusion:
   def sampler_steps(self, opts: reverse.SamplerOptions, length: int) -> int:
     return opts.steps * (length // (opts.block_size or length))
 
+  def conditions_exactly(self, model) -> bool:
+    """Whether clamped tokens condition the sampler exactly: for the masking kernel (a real
+    token is clean there), else only if the denoiser reads which positions are clean."""
+    return self.kernel.is_absorbing or model.cfg.clean_flag
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Autoregressive:
@@ -194,11 +199,18 @@ class Autoregressive:
   def sampler_steps(self, opts: reverse.SamplerOptions, length: int) -> int:
     return length - 1
 
+  def conditions_exactly(self, model) -> bool:
+    del model
+    return True
+
 
 def make_objective(config, build_kernel):
   """The objective of `config`: autoregressive when model.causal, else the diffusion NELBO of
   the kernel `build_kernel()` returns (called only then: it may build tables)."""
   chunk, pad = config.model.logits_chunk, rows.pad_in_loss(config.data.convention)
+  if config.model.causal and config.model.clean_flag:
+    raise UserError("model.clean_flag is for diffusion denoisers; the autoregressive baseline "
+                    "conditions on a prefix exactly already")
   return (Autoregressive(chunk, pad_in_loss=pad) if config.model.causal
           else Diffusion(build_kernel(), logits_chunk=chunk, pad_in_loss=pad,
                          prompt_rate=config.train.prompt_rate))
