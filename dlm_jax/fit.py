@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 import jax
@@ -34,6 +35,9 @@ def topology_devices(name: str):
   """The devices of a TPU topology (compile-only), or this host's for `local`."""
   if name == "local":
     return jax.devices()
+  # Compile-only: no TPU is opened, so libtpu's one-process-per-host lock (which makes a
+  # second check, or a test run beside one, fail) does not apply.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   try:
     from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
     return topologies.get_topology_desc(platform="tpu", topology_name=name).devices
