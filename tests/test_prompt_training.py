@@ -1,6 +1,8 @@
 """Training for exact conditioning: random prompt spans, the conditional loss that leaves them
 out, and the clean flag the denoiser reads (docs/design.md §5)."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -47,22 +49,22 @@ def test_the_conditional_loss_leaves_the_prompt_out_and_trains_the_flag():
   key = jax.random.key(3)
   objective = objectives.Diffusion(kernel, prompt_rate=1.0)
 
+  @functools.partial(jax.jit, static_argnums=1)
   def loss(p, train):
     nll, count = objective.loss_terms(p, {"tokens": tokens}, key, model=model, t_min=0.0,
                                       train=train, pad_id=-1)
     return nll / count, count
-  (_, count), grads = jax.value_and_grad(loss, has_aux=True)(params, True)
+  (_, count), grads = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)(
+      params, True)
   spans = np.asarray(objectives.prompt_spans(jax.random.fold_in(key, 4), tokens.shape, 1.0))
   assert int(count) == (~spans).sum() < tokens.size
   assert float(jnp.abs(grads["clean_embed"]).max()) > 0
   # Evaluation is the unconditional NELBO: every token counted, no span drawn.
   assert int(loss(params, False)[1]) == tokens.size
   # Without prompts the objective is the one of before, to the bit.
-  plain = objectives.Diffusion(kernel)
-  a = plain.loss_terms(params, {"tokens": tokens}, key, model=model, t_min=0.0, train=True,
-                       pad_id=-1)
-  b = objectives.Diffusion(kernel, prompt_rate=0.0).loss_terms(
-      params, {"tokens": tokens}, key, model=model, t_min=0.0, train=True, pad_id=-1)
+  terms = lambda o: jax.jit(lambda p: o.loss_terms(p, {"tokens": tokens}, key, model=model,
+                                                    t_min=0.0, train=True, pad_id=-1))(params)
+  a, b = terms(objectives.Diffusion(kernel)), terms(objectives.Diffusion(kernel, prompt_rate=0.0))
   assert float(a[0]) == float(b[0])
 
 
@@ -72,7 +74,8 @@ def test_the_flag_is_read_only_by_models_that_have_it():
   clean = jnp.zeros((1, L), bool).at[0, :4].set(True)
   for enabled in (False, True):
     model, params = _model(clean_flag=enabled)
-    apply = lambda c: np.asarray(model.apply({"params": params}, tokens, t, clean=c))
+    forward = jax.jit(lambda c, m=model, p=params: m.apply({"params": p}, tokens, t, clean=c))
+    apply = lambda c: np.asarray(forward(c))
     assert ("clean_embed" in params) == enabled
     np.testing.assert_array_equal(apply(None), apply(jnp.zeros((1, L), bool)))
     assert (np.abs(apply(clean) - apply(None)).max() > 1e-4) == enabled
