@@ -146,8 +146,11 @@ class Diffusion:
     return jax.lax.map(at, times)
 
   def sampler(self, model, opts: reverse.SamplerOptions, length: int):
-    """A jitted fn(params, key, fixed_tokens, fixed_mask) -> (tokens, network calls)."""
+    """A jitted fn(params, key, fixed_tokens, fixed_mask) -> (tokens, network calls); the
+    logits are drawn in the run's `logits_chunk` unless the options choose another."""
     reverse.check_options(opts, self.kernel, length)
+    if not opts.logits_chunk and self.logits_chunk:
+      opts = dataclasses.replace(opts, logits_chunk=self.logits_chunk)
     return reverse.jit_sample(model, self.kernel, opts)
 
   def sampler_steps(self, opts: reverse.SamplerOptions, length: int) -> int:

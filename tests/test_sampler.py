@@ -382,6 +382,27 @@ def test_cache_is_exact_and_saves_calls():
   assert (np.asarray(a) < Vm).all()                       # nothing left masked
 
 
+@pytest.mark.parametrize("name,options", [
+    ("masking", dict(steps=8)),                                     # with the cache
+    ("masking", dict(steps=4, unmasking="confidence")),
+    ("uniform", dict(steps=4, top_p=0.9)),
+    ("semdlm_plus_uniform_A", dict(steps=4, eta=0.3, rho=2.0, temperature=0.8)),
+])
+def test_chunked_logits_give_the_same_samples(name, options):
+  """Logits made and drawn a chunk of positions at a time (never B x L x V at once): the
+  same samples, token for token, as all positions at once."""
+  kernel = KERNELS[name] if name != "masking" else _masking(V)
+  model, params = _tiny_model(kernel.input_vocab_size, V, time_conditioning=name != "masking")
+  fixed = jnp.zeros((3, 8), jnp.int32).at[:, 0].set(2)
+  mask = jnp.zeros((3, 8), bool).at[:, 0].set(True)
+  run = lambda chunk: np.asarray(reverse.jit_sample(
+      model, kernel, reverse.SamplerOptions(logits_chunk=chunk, **options))(
+          params, jax.random.key(4), fixed, mask)[0])
+  np.testing.assert_array_equal(run(3), run(0))      # 3 does not divide 8: chunks of 2
+  assert reverse.position_chunk(8, 3) == 2 and reverse.position_chunk(8, 8) == 0
+  assert reverse.position_chunk(1024, 128) == 128 and reverse.position_chunk(100, 0) == 0
+
+
 def test_infill_blocks_and_controls_with_a_network():
   kernel = KERNELS["semdlm_plus_mask_B"]
   model, params = _tiny_model(kernel.input_vocab_size, V, time_conditioning=True)

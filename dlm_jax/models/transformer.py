@@ -165,11 +165,14 @@ def time_input(model_cfg: TransformerConfig, kernel, t):
   return kernel.noise_level(t) if model_cfg.variant == "mdlm" else t
 
 
-def denoiser_logits(model, params, kernel, z, t, clean=None):
-  """fp32 logits of the denoiser on z_t (B, L) at diffusion times t (B,); `clean` (B, L):
-  the positions that hold clean prompt tokens (read by models with `clean_flag`)."""
+def denoiser_logits(model, params, kernel, z, t, clean=None, features_only: bool = False):
+  """fp32 logits of the denoiser on z_t (B, L) at diffusion times t (B,) (or, with
+  `features_only`, the final hidden states for `head_logits`); `clean` (B, L): the positions
+  that hold clean prompt tokens (read by models with `clean_flag`)."""
   t = jnp.asarray(t, jnp.float32)
   extra = {} if clean is None else {"clean": clean}
+  if features_only:
+    extra["features_only"] = True
   return model.apply({"params": params}, z, time_input(model.cfg, kernel, t), **extra)
 
 

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from dlm_jax.errors import UserError
-from dlm_jax.models.transformer import denoiser_logits
+from dlm_jax.models.transformer import denoiser_logits, head_logits
 from dlm_jax.samplers import unmasking
 
 ETA_SCHEDULES = ("constant", "linear")
@@ -50,6 +50,8 @@ class SamplerOptions:
   threshold: float = 0.9          # unmasking=threshold: reveal where p(drawn token) >= this
   block_size: int = 0             # semi-autoregressive blocks (0: the whole sequence at once)
   cache: bool = True              # masking kernel, time-independent denoiser: skip unchanged steps
+  logits_chunk: int = 0           # > 0: logits made and drawn this many positions at a time
+                                  # (never B x L x V at once; the same samples as 0)
   float64: bool = False           # sample in float64 (float32 Gumbel noise is truncated)
 
 
@@ -60,6 +62,8 @@ def check_options(opts: SamplerOptions, kernel, length: int):
       raise UserError(f"{name} must be a finite number, got {getattr(opts, name)}")
   if opts.steps < 1:
     raise UserError(f"steps must be >= 1, got {opts.steps}")
+  if opts.logits_chunk < 0:
+    raise UserError(f"logits_chunk must be >= 0, got {opts.logits_chunk}")
   if opts.temperature <= 0:
     raise UserError(f"temperature must be > 0, got {opts.temperature}")
   if not 0 < opts.top_p <= 1:
@@ -121,34 +125,61 @@ def draw_tokens(key, logits, allowed, top_p: float = 1.0, gumbel=None):
   return jnp.argmax(logits + gumbel, axis=-1)
 
 
-def reverse_step(kernel, opts: SamplerOptions, key, z, logits, t, s, reveal=None):
-  """One step z_t -> z_s of the model's reverse process for scalar times s < t.
+def position_gumbel(key, batch: int, positions, vocab: int, dtype):
+  """Gumbel noise (B, P, V) for the given positions, drawn per position: a position gets the
+  same noise whichever chunk of positions it is drawn in (chunked == unchunked sampling)."""
+  noise = jax.vmap(lambda p: jax.random.gumbel(jax.random.fold_in(key, p), (batch, vocab),
+                                               dtype))(positions)
+  return jnp.swapaxes(noise, 0, 1)
 
-  logits: (B, L, V) denoiser output (any float dtype; the step runs in logits.dtype).
-  reveal: for the masking unmasking laws, the (B, L) positions to reveal by the end of this
-  step, or a function (x, scores) -> those positions (the ordered laws choose by the drawn
-  tokens' confidence); None: the exact ancestral posterior.
-  """
-  batch = z.shape[0]
-  k_x, k_post, k_eta, k_glob, k_fwd = jax.random.split(key, 5)
+
+def draw(kernel, opts: SamplerOptions, key, z, logits, t, penalty, positions):
+  """The per-position half of a step, on any chunk of positions: z (B, P), logits (B, P, V).
+
+  Returns x ~ x_hat restricted to C(z_t); with eta > 0 the unrestricted draw for the global
+  transition (the same noise: one of the two is used per position, by an independent coin);
+  for the ordered unmasking laws each drawn token's confidence. `penalty`: the frequency
+  penalty f (B, V) of the whole sequence, or None."""
   scores = logits / opts.temperature
-  if opts.rho > 0:
-    scores = scores - opts.rho * frequency_penalty(kernel, z).astype(scores.dtype)[:, None, :]
-  gumbel = jax.random.gumbel(k_x, scores.shape, scores.dtype)
-  x = draw_tokens(k_x, scores, kernel.structure.candidates(kernel, z, t), opts.top_p, gumbel)
+  if penalty is not None:
+    scores = scores - opts.rho * penalty.astype(scores.dtype)[:, None, :]
+  gumbel = position_gumbel(key, z.shape[0], positions, scores.shape[-1], scores.dtype)
+  x = draw_tokens(None, scores, kernel.structure.candidates(kernel, z, t), opts.top_p, gumbel)
+  x_glob = draw_tokens(None, scores, True, opts.top_p, gumbel) if opts.eta > 0 else None
+  confidence = (unmasking.confidence_scores(opts.unmasking, scores, x)
+                if opts.unmasking in unmasking.ORDERED_LAWS else None)
+  return x, x_glob, confidence
+
+
+def transition(kernel, opts: SamplerOptions, key, z, drawn, t, s, reveal=None):
+  """The other half: z_t -> z_s (B, L) given the draws of `draw` for every position."""
+  x, x_glob, confidence = drawn
+  k_post, k_eta, k_fwd = jax.random.split(key, 3)
   if reveal is None:
     z_next = kernel.structure.posterior_sample(kernel, k_post, z, x, t, s)
   else:
     if callable(reveal):
-      reveal = reveal(x, scores)
+      reveal = reveal(x, confidence)
     z_next = jnp.where((z == kernel.mask_id) & reveal, x, z)
   if opts.eta > 0:
     eta_t = opts.eta * (t if opts.eta_schedule == "linear" else 1.0)
-    x_glob = draw_tokens(k_glob, scores, True, opts.top_p, gumbel)
-    renoised = kernel.sample_forward(k_fwd, x_glob, jnp.full((batch,), s))
-    z_next = jnp.where(jax.random.uniform(k_eta, z.shape, scores.dtype) < eta_t, renoised,
-                       z_next)
+    renoised = kernel.sample_forward(k_fwd, x_glob, jnp.full((z.shape[0],), s))
+    z_next = jnp.where(jax.random.uniform(k_eta, z.shape) < eta_t, renoised, z_next)
   return z_next
+
+
+def reverse_step(kernel, opts: SamplerOptions, key, z, logits, t, s, reveal=None):
+  """One step z_t -> z_s of the model's reverse process for scalar times s < t.
+
+  logits: (B, L, V) denoiser output (any float dtype; the draws run in logits.dtype).
+  reveal: for the masking unmasking laws, the (B, L) positions to reveal by the end of this
+  step, or a function (x, confidence) -> those positions (the ordered laws choose by the
+  drawn tokens' confidence); None: the exact ancestral posterior.
+  """
+  k_draw, k_rest = jax.random.split(key)
+  penalty = frequency_penalty(kernel, z) if opts.rho > 0 else None
+  drawn = draw(kernel, opts, k_draw, z, logits, t, penalty, jnp.arange(z.shape[1]))
+  return transition(kernel, opts, k_rest, z, drawn, t, s, reveal)
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -167,11 +198,29 @@ def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: Sample
   cache = opts.cache and kernel.is_absorbing and not model.cfg.time_conditioning
   position = jnp.arange(length)
   clean = fixed_mask if model.cfg.clean_flag else None
+  chunk = position_chunk(length, opts.logits_chunk)
 
-  def denoise(z, t):
-    logits = denoiser_logits(model, params, kernel, z.astype(jnp.int32),
-                             jnp.full((batch,), t, jnp.float32), clean)
-    return logits.astype(ftype)
+  def network(z, t):
+    """The denoiser's output on z_t: logits (B, L, V), or with chunks the final hidden states
+    (B, L, d), from which each chunk's logits are made when it is drawn."""
+    out = denoiser_logits(model, params, kernel, z.astype(jnp.int32),
+                          jnp.full((batch,), t, jnp.float32), clean, features_only=chunk > 0)
+    return out if chunk else out.astype(ftype)
+
+  def step(key, z, out, t, s, reveal):
+    if not chunk:
+      return reverse_step(kernel, opts, key, z, out, t, s, reveal)
+    k_draw, k_rest = jax.random.split(key)
+    penalty = frequency_penalty(kernel, z) if opts.rho > 0 else None
+
+    def one_chunk(c):           # never more than (B, chunk, V) logits at once
+      part = lambda a: jax.lax.dynamic_slice_in_dim(a, c * chunk, chunk, 1)
+      logits = head_logits(params, part(out), model.cfg.dtype).astype(ftype)
+      return draw(kernel, opts, k_draw, part(z), logits, t, penalty,
+                  c * chunk + jnp.arange(chunk))
+    drawn = jax.lax.map(one_chunk, jnp.arange(length // chunk))
+    drawn = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1).reshape(batch, length), drawn)
+    return transition(kernel, opts, k_rest, z, drawn, t, s, reveal)
 
   def run_block(carry, b):
     z, nfe, key = carry
@@ -188,25 +237,25 @@ def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: Sample
       if opts.unmasking not in unmasking.ORDERED_LAWS:
         return plan.reveal(i)
       masked = active & (z == kernel.mask_id)
-      return lambda x, scores: unmasking.ordered_reveal(
-          opts.unmasking, unmasking.confidence_scores(opts.unmasking, scores, x), masked,
-          plan.revealed[:, i], to_reveal.sum(-1), opts.threshold, i == opts.steps - 1)
+      return lambda x, confidence: unmasking.ordered_reveal(
+          opts.unmasking, confidence, masked, plan.revealed[:, i], to_reveal.sum(-1),
+          opts.threshold, i == opts.steps - 1)
 
     def body(carry, i):
-      z, logits, stale, nfe = carry
+      z, out, stale, nfe = carry
       t, s = times[i], times[i + 1]
-      if cache:
-        logits = jax.lax.cond(stale, lambda: denoise(z, t), lambda: logits)
+      if cache:                  # the carried output is reused while nothing changed
+        out = jax.lax.cond(stale, lambda: network(z, t), lambda: out)
         nfe = nfe + stale.astype(jnp.int32)
       else:
-        logits, nfe = denoise(z, t), nfe + 1
-      z_next = reverse_step(kernel, opts, jax.random.fold_in(k_steps, i), z, logits, t, s,
-                            reveal_at(z, i))
+        out, nfe = network(z, t), nfe + 1
+      z_next = step(jax.random.fold_in(k_steps, i), z, out, t, s, reveal_at(z, i))
       z_next = jnp.where(active, z_next, z)
-      return (z_next, logits, jnp.any(z_next != z), nfe), None
+      return (z_next, out if cache else None, jnp.any(z_next != z), nfe), None
 
-    logits0 = jnp.zeros((batch, length, model.cfg.vocab_out), ftype)
-    (z, _, _, nfe), _ = jax.lax.scan(body, (z, logits0, jnp.array(True), nfe),
+    out0 = (jax.eval_shape(network, z, times[0]) if cache else None)
+    out0 = None if out0 is None else jnp.zeros(out0.shape, out0.dtype)
+    (z, _, _, nfe), _ = jax.lax.scan(body, (z, out0, jnp.array(True), nfe),
                                      jnp.arange(opts.steps))
     return (z, nfe, key), None
 
@@ -214,6 +263,14 @@ def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: Sample
   z = jnp.where(fixed_mask, fixed_tokens, kernel.sample_prior(k_prior, (batch, length)))
   (z, nfe, _), _ = jax.lax.scan(run_block, (z, jnp.array(0), key), jnp.arange(length // block))
   return z, nfe
+
+
+def position_chunk(length: int, chunk: int) -> int:
+  """Positions per chunk of logits when sampling: the largest divisor of `length` that is at
+  most `chunk`; 0 (all at once) when `chunk` is 0 or covers the length."""
+  if chunk <= 0 or chunk >= length:
+    return 0
+  return max(d for d in range(1, chunk + 1) if length % d == 0)
 
 
 def jit_sample(model, kernel, opts: SamplerOptions):
