@@ -75,6 +75,24 @@ def test_production_matches_dense_reference(kernels, name):
     np.testing.assert_allclose(prior_kl[x], reference.prior_kl(kernel, x), rtol=1e-5, atol=1e-7)
 
 
+def test_pure_semdlm_integrand_on_the_cluster_equals_the_full_vocabulary_one(kernels):
+  """The O(k) path of pure SemDLM (markov.within_cluster_integrand) against the general
+  O(V) one: values and gradients, at t from near 0 to 1."""
+  kernel = kernels["semdlm_A"]
+  V = kernel.vocab_size
+  x = jnp.asarray(np.random.default_rng(3).integers(0, V, size=(5, 16)))
+  t = jnp.array([1e-3, 0.1, 0.5, 0.9, 1.0])
+  z = forward(kernel, jax.random.key(3), x, t)
+  logits = jax.random.normal(jax.random.key(4), (5, 16, V))
+  value_and_grad = lambda fn: jax.jit(jax.value_and_grad(
+      lambda lg: fn(kernel, lg, x, z, t).sum()))(logits)
+  (fast, d_fast), (full, d_full) = (value_and_grad(markov.within_cluster_integrand),
+                                    value_and_grad(markov.full_vocabulary_integrand))
+  np.testing.assert_allclose(fast, full, rtol=1e-6)
+  scale = float(np.abs(np.asarray(d_full)).max())          # float32 rounding of the largest
+  np.testing.assert_allclose(d_fast, d_full, rtol=1e-4, atol=1e-6 * scale)
+
+
 @pytest.mark.parametrize("name", MARKOV + TOPK)
 def test_gradients_are_finite(kernels, name):
   """Both branches of every integrand are evaluated under jnp.where: no NaN may leak into the

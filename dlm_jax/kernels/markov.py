@@ -145,12 +145,53 @@ def absorbing_integrand(kernel, logits, x, z, t):
   return jnp.where(z == kernel.mask_id, weight[:, None] * nll, 0.0)
 
 
+def within_cluster_integrand(kernel, logits, x, z, t):
+  """Pure SemDLM on a partition (no global part, no mask): z stays in x's cluster, so x, the
+  candidates C(z) and every y with r(y -> z) > 0 lie in c(z), and the integrand of
+  `integrand` is computed on the k members of c(z) alone: one gather of the logits, then
+  O(k) per token (no pass over V). (B, L) nats."""
+  table = kernel.table
+  e3 = lambda c: jnp.reshape(c, (-1, 1, 1))
+  A, B, _, _ = kernel.coefficients(t)
+  s_sem = kernel.rates(t)[0]
+  members = table.members[table.cluster[z]]                           # (B, L, k), -1 pad
+  valid = members >= 0
+  y = jnp.where(valid, members, 0)
+  n = table.size[z][..., None]
+  is_z, is_x = y == z[..., None], y == x[..., None]
+  candidate = valid & (is_z | (e3(B) > 0))
+  picked = jnp.take_along_axis(logits.astype(jnp.float32), y, -1)
+  log_x_hat = jax.nn.log_softmax(jnp.where(candidate, picked, logspace.NEG), -1)
+  # Within one cluster q~(y | x') = A [y = x'] + B / n.
+  q_z = e3(A) * is_z + e3(B) / n                                       # q~(z | x') over x'
+  log_w = jnp.where(candidate, log_x_hat - logspace.log(q_z), logspace.NEG)
+  log_rho_hat = logspace.logsumexp_stack([
+      e3(logspace.log(A)) + log_w,
+      e3(logspace.log(B)) - jnp.log(n) + jax.nn.logsumexp(log_w, -1, keepdims=True)])
+  q_x = e3(A) * is_x + e3(B) / n                                       # q~(y | x) over y
+  log_q_x = logspace.log(q_x)
+  log_rho = log_q_x - jnp.sum(jnp.where(is_z, log_q_x, 0.0), -1, keepdims=True)
+  rho = jnp.where(q_x > 0, jnp.exp(log_rho), 0.0)
+  term = (jnp.exp(log_rho_hat) - rho
+          + jnp.where(q_x > 0, rho * (log_rho - log_rho_hat), 0.0))
+  live = valid & ~is_z & (e3(s_sem) > 0)
+  return jnp.sum(jnp.where(live, e3(s_sem) / n * term, 0.0), -1)
+
+
 def integrand(kernel, logits, x, z, t, key=None):
-  """Exact per-token NELBO integrand (docs/design.md §3), O(V) per token, in log space so
-  that a confidently wrong denoiser gets a large loss and a gradient. (B, L) nats."""
+  """Exact per-token NELBO integrand (docs/design.md §3), O(V) per token (O(k) for pure
+  SemDLM), in log space so that a confidently wrong denoiser gets a large loss and a
+  gradient. (B, L) nats."""
   del key
   if kernel.is_absorbing:
     return absorbing_integrand(kernel, logits, x, z, t)
+  if kernel.table is not None and kernel.glob is None and not kernel.has_mask:
+    return within_cluster_integrand(kernel, logits, x, z, t)
+  return full_vocabulary_integrand(kernel, logits, x, z, t)
+
+
+def full_vocabulary_integrand(kernel, logits, x, z, t):
+  """`integrand` for every Markov kernel, over the whole vocabulary. (B, L) nats."""
   V = kernel.vocab_size
   e3 = lambda c: c[:, None, None]
   A, B, C, kappa = kernel.coefficients(t)
