@@ -54,7 +54,7 @@ def _features_and_head(model, params, tokens, t, train: bool, key, clean=None):
   extra = {} if clean is None else {"clean": clean}
   features = model.apply({"params": params}, tokens, t, deterministic=not train,
                          rngs={"dropout": key}, features_only=True, **extra)
-  return features, lambda h: head_logits(params, h, model.cfg.dtype)
+  return features, lambda h, columns=None: head_logits(params, h, model.cfg.dtype, columns)
 
 
 def prompt_spans(key, shape, rate: float):

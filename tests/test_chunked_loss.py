@@ -50,8 +50,10 @@ def test_chunked_nelbo_equals_full_logits(name):
   @jax.jit
   def run(w, f):
     z = kernel.sample_forward(jax.random.key(0), x, t)
+    head = lambda w: lambda h, columns=None: head_logits(      # the columns a kernel asks for
+        {"head": {"kernel": w, "bias": jnp.zeros(V)}}, h, "float32", columns)
     loss = lambda w, f, chunk: elbo.chunked_nelbo_per_token(
-        kernel, lambda h: h @ w, f, x, z, t, jax.random.key(1), chunk).sum()
+        kernel, head(w), f, x, z, t, jax.random.key(1), chunk).sum()
     direct = elbo.nelbo_per_token(kernel, f @ w, x, z, t).sum()
     return direct, [jax.value_and_grad(loss, (0, 1))(w, f, c) for c in (0, 4)]
   direct, (full, chunked) = run(weights, features)

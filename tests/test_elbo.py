@@ -75,20 +75,27 @@ def test_production_matches_dense_reference(kernels, name):
     np.testing.assert_allclose(prior_kl[x], reference.prior_kl(kernel, x), rtol=1e-5, atol=1e-7)
 
 
-def test_pure_semdlm_integrand_on_the_cluster_equals_the_full_vocabulary_one(kernels):
-  """The O(k) path of pure SemDLM (markov.within_cluster_integrand) against the general
-  O(V) one: values and gradients, at t from near 0 to 1."""
-  kernel = kernels["semdlm_A"]
+@pytest.mark.parametrize("name,fast", [
+    ("semdlm_A", markov.within_cluster_integrand),
+    ("semdlm_plus_mask_A", markov.masked_semantic_integrand),
+    ("semdlm_plus_uniform_A", markov.global_jump_integrand),
+    ("uniform", markov.global_jump_integrand)])
+def test_structured_integrands_equal_the_full_vocabulary_one(kernels, name, fast):
+  """The O(k) and one-pass paths (pure SemDLM on its cluster, SemDLM+ mask on c(x), the
+  uniform jump as special set + bulk) against the general O(V) form: values and gradients,
+  at t from near 0 to 1, for confident (large) logits as well."""
+  kernel = kernels[name]
   V = kernel.vocab_size
-  x = jnp.asarray(np.random.default_rng(3).integers(0, V, size=(5, 16)))
-  t = jnp.array([1e-3, 0.1, 0.5, 0.9, 1.0])
+  x = jnp.asarray(np.random.default_rng(3).integers(0, V, size=(6, 16)))
+  t = jnp.array([1e-3, 0.1, 0.5, 0.9, 1.0, 0.3])
   z = forward(kernel, jax.random.key(3), x, t)
-  logits = jax.random.normal(jax.random.key(4), (5, 16, V))
-  value_and_grad = lambda fn: jax.jit(jax.value_and_grad(
-      lambda lg: fn(kernel, lg, x, z, t).sum()))(logits)
-  (fast, d_fast), (full, d_full) = (value_and_grad(markov.within_cluster_integrand),
+  logits = jax.random.normal(jax.random.key(4), (6, 16, V)) * jnp.array([1, 1, 1, 1, 1, 8.0])[
+      :, None, None]
+  value_and_grad = lambda fn: jax.jit(jax.vmap(jax.value_and_grad(
+      lambda lg, x, z, t: fn(kernel, lg[None], x[None], z[None], t[None]).sum())))(logits, x, z, t)
+  (fast, d_fast), (full, d_full) = (value_and_grad(fast),
                                     value_and_grad(markov.full_vocabulary_integrand))
-  np.testing.assert_allclose(fast, full, rtol=1e-6)
+  np.testing.assert_allclose(fast, full, rtol=2e-6)
   scale = float(np.abs(np.asarray(d_full)).max())          # float32 rounding of the largest
   np.testing.assert_allclose(d_fast, d_full, rtol=1e-4, atol=1e-6 * scale)
 

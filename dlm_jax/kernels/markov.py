@@ -86,9 +86,12 @@ def _group_logsumexp(kernel, log_v):
 def _member_grid(table, v, fill):
   """v (..., V) laid out on the (n_clusters, k_max) member grid; padding slots = fill."""
   flat = v.reshape(-1, v.shape[-1])      # 2-D: XLA:CPU gathers a 3-D minor axis ~8x slower
-  padded = jnp.concatenate([flat, jnp.full((flat.shape[0], 1), fill, v.dtype)], -1)
-  idx = jnp.where(table.members >= 0, table.members, v.shape[-1])
-  return jnp.take(padded, idx, axis=-1).reshape(v.shape[:-1] + idx.shape)
+  valid = table.members >= 0
+  # Clipped ids and a select, not a padding column: concatenating one copies all of v, and
+  # XLA:CPU fuses that copy into the gather's reduction at ~4x the cost.
+  grid = jnp.take(flat, jnp.where(valid, table.members, 0).reshape(-1), axis=-1)
+  grid = jnp.where(valid.reshape(-1), grid, jnp.asarray(fill, v.dtype))
+  return grid.reshape(v.shape[:-1] + valid.shape)
 
 
 def _per_member(table, per_cluster):
@@ -100,6 +103,26 @@ def _per_member(table, per_cluster):
 def _cluster_sum(table, g):
   """For every y, sum_{y' in c(y)} g(y'): two gathers, no scatter."""
   return _per_member(table, _member_grid(table, g, 0.0).sum(-1))
+
+
+# The two adjoint linear maps between (..., V) and (..., n_clusters), each with the other as
+# its backward pass: both directions are gathers (autodiff would scatter-add over V).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _cluster_totals(table, v):
+  """(..., V) -> (..., n_clusters): sum_{y in c} v(y)."""
+  return _member_grid(table, v, 0.0).sum(-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _spread(table, per_cluster):
+  """(..., n_clusters) -> (..., V): each y gets its cluster's value."""
+  return _per_member(table, per_cluster)
+
+
+_cluster_totals.defvjp(lambda table, v: (_cluster_totals(table, v), None),
+                       lambda table, _, g: (_spread(table, g),))
+_spread.defvjp(lambda table, c: (_spread(table, c), None),
+               lambda table, _, g: (_cluster_totals(table, g),))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -178,6 +201,149 @@ def within_cluster_integrand(kernel, logits, x, z, t):
   return jnp.sum(jnp.where(live, e3(s_sem) / n * term, 0.0), -1)
 
 
+def masked_semantic_integrand(kernel, logits, x, z, t):
+  """SemDLM+ with the mask as its global part, on a partition (C = 0): a real z stays in x's
+  cluster (`within_cluster_integrand`); for z = m the KL between q~(. | x) and
+  q~(. | x_hat) lives on c(x), where q~(y | x_hat) = A x_hat(y) + B / n x_hat(c(x)). One
+  log-sum-exp over V, then O(k) per token. (B, L) nats."""
+  table = kernel.table
+  e3 = lambda c: jnp.reshape(c, (-1, 1, 1))
+  A, B, _, kappa = kernel.coefficients(t)
+  masked = z == kernel.mask_id
+  real = within_cluster_integrand(kernel, logits, x, jnp.where(masked, x, z), t)
+  logits = logits.astype(jnp.float32)
+  members = table.members[table.cluster[x]]
+  valid = members >= 0
+  y = jnp.where(valid, members, 0)
+  n = table.size[x][..., None]
+  log_p = jnp.where(valid, jnp.take_along_axis(logits, y, -1)
+                    - jax.nn.logsumexp(logits, -1, keepdims=True), logspace.NEG)
+  log_q_hat = logspace.logsumexp_stack([
+      e3(logspace.log(A)) + log_p,
+      e3(logspace.log(B)) - jnp.log(n) + jax.nn.logsumexp(log_p, -1, keepdims=True)])
+  q_x = e3(A) * (y == x[..., None]) + e3(B) / n
+  kl = jnp.sum(jnp.where(valid & (q_x > 0), q_x * (logspace.log(q_x) - log_q_hat), 0.0), -1)
+  one_minus = kernel.mask.one_minus_alpha(t)
+  weight = jnp.where(one_minus > 0, kernel.rates(t)[2] * kappa
+                     / jnp.where(one_minus > 0, one_minus, 1.0), 0.0)
+  return jnp.where(masked, weight[:, None] * kl, real)
+
+
+def _rows(kernel):
+  """The clusters as rows: (ids (R, K) -1 padded, row of each token (V,), row sizes (R,)).
+  Without a table every token is a row of one."""
+  if kernel.table is None:
+    V = kernel.vocab_size
+    return jnp.arange(V)[:, None], jnp.arange(V), jnp.ones((V,), jnp.float32)
+  members = kernel.table.members
+  return members, kernel.table.cluster, jnp.sum(members >= 0, -1).astype(jnp.float32)
+
+
+def logit_columns(kernel):
+  """The vocabulary order in which `integrand_on_columns` wants the logits (-1: a padding
+  column), or None for the vocabulary's own. The uniform jump on a partition reads logits
+  cluster by cluster: the output head emits them in that order (its weight columns
+  permuted), so that no (B, L, V) gather is ever needed."""
+  if isinstance(kernel.table, PartitionTable) and kernel.glob is not None and not kernel.has_mask:
+    return kernel.table.members.reshape(-1)
+  return None
+
+
+def integrand_on_columns(kernel, logits, x, z, t):
+  """`integrand` from logits laid out in `logit_columns(kernel)` order. (B, L) nats."""
+  ids = _rows(kernel)[0]
+  return _global_jump_on_rows(kernel, logits.reshape(logits.shape[:-1] + ids.shape), x, z, t)
+
+
+def global_jump_integrand(kernel, logits, x, z, t):
+  """Uniform, and SemDLM+ with the uniform jump on a partition (no mask): the integrand of
+  `integrand` summed exactly over the special set S = c(z) u c(x) (O(k), log space) plus the
+  bulk y outside S in one pass over V. There r(y -> z) = s_glob' / V and rho(y) = rho0 =
+  (C / V) / q~(z | x) are constants and rho^(y) = (V / C) (A x_hat(y) + B / n(y)
+  x_hat(c(y))) + (C / V) W, W = sum_x' x_hat(x') / q~(z | x'), so the bulk is
+  s_glob' / V rho0 sum_y f(rho^(y) / rho0), f(u) = u - 1 - log u. Logits in vocabulary
+  order. (B, L) nats."""
+  grid = (logits[..., None] if kernel.table is None
+          else _member_grid(kernel.table, logits, logspace.NEG))
+  return _global_jump_on_rows(kernel, grid, x, z, t)
+
+
+def _global_jump_on_rows(kernel, grid, x, z, t):
+  """`global_jump_integrand` from logits on the (R, K) rows of `_rows`. (B, L) nats."""
+  V = kernel.vocab_size
+  ids, row_of, row_size = _rows(kernel)
+  e3 = lambda c: jnp.reshape(c, (-1, 1, 1))
+  e4 = lambda c: jnp.reshape(c, (-1, 1, 1, 1))
+  A, B, C, _ = kernel.coefficients(t)
+  s_sem, s_glob, _ = kernel.rates(t)
+  grid = grid.astype(jnp.float32)              # (B, L, R, K); padding slots hold NEG
+  rz, rx = row_of[z], row_of[x]
+  # S as two rows: c(z), and c(x) when it is another cluster.
+  rows = jnp.stack([rz, rx], -1)
+  y_ids = ids[rows]                                                      # (B, L, 2, K)
+  second = jnp.arange(2) == 1
+  valid = (y_ids >= 0) & ~(second[:, None] & (rx == rz)[..., None, None])
+  y = jnp.where(valid, y_ids, 0)
+  in_z = ~second[:, None] & valid
+  in_x = (second[:, None] | (rx == rz)[..., None, None]) & valid
+  is_z, is_x = y == z[..., None, None], y == x[..., None, None]
+  n_z, n_x = row_size[rz][..., None, None], row_size[rx][..., None, None]
+  size = jnp.where(second[:, None], n_x, n_z)
+  picked = jnp.take_along_axis(grid, rows[..., None], -2)
+  # x_hat over the candidates C(z): all of V when C > 0, else z and (if B > 0) c(z).
+  candidate = valid & ((e4(C) > 0) | is_z | ((e4(B) > 0) & in_z))
+  lse_all = jax.nn.logsumexp(grid.reshape(grid.shape[:2] + (-1,)), -1)  # XLA:CPU: one axis
+  lse_z = jax.nn.logsumexp(jnp.where(candidate, picked, logspace.NEG), (-2, -1))
+  lse = jnp.where((C > 0)[:, None], lse_all, lse_z)
+  log_p = jnp.where(candidate, picked - lse[..., None, None], logspace.NEG)
+  q_z = e4(A) * is_z + e4(B) / n_z * in_z + e4(C) / V                 # q~(z | y) over S
+  log_w = jnp.where(candidate, log_p - logspace.log(q_z), logspace.NEG)
+  log_w_row = jax.nn.logsumexp(log_w, -1, keepdims=True)                # log W(c) per row
+
+  # The bulk: rows other than c(x), c(z); x_hat(c) from one exp pass over V.
+  safe_c = jnp.where(C > 0, C, 1.0)
+  p = jnp.exp(grid - lse_all[..., None, None])
+  totals = jnp.sum(p, -1)                                               # x_hat(c): (B, L, R)
+  row_ids = jnp.arange(ids.shape[0])
+  outside = (row_ids != rz[..., None]) & (row_ids != rx[..., None])
+  p_out = jnp.sum(jnp.where(outside, totals, 0.0), -1)
+  log_bulk_w = jnp.where((C > 0)[:, None], jnp.log(V / safe_c)[:, None] + logspace.log(p_out),
+                         logspace.NEG)
+  log_w_total = jax.nn.logsumexp(jnp.concatenate(
+      [log_w_row[..., 0], log_bulk_w[..., None]], -1), -1)                # log W
+
+  # Special set, in log space.
+  log_rho_hat = logspace.logsumexp_stack([
+      e4(logspace.log(A)) + log_w,
+      e4(logspace.log(B)) - jnp.log(size) + log_w_row,
+      e4(logspace.log(C / V)) + log_w_total[..., None, None]])
+  q_zx = A[:, None] * (z == x) + B[:, None] / n_z[..., 0, 0] * (rz == rx) + C[:, None] / V
+  q_x = e4(A) * is_x + e4(B) / n_x * in_x + e4(C) / V                 # q~(y | x) over S
+  log_rho = logspace.log(q_x) - jnp.log(q_zx)[..., None, None]
+  rho = jnp.where(q_x > 0, jnp.exp(log_rho), 0.0)
+  r = e4(s_sem) * in_z / n_z + e4(s_glob) / V
+  term = jnp.exp(log_rho_hat) - rho + jnp.where(q_x > 0, rho * (log_rho - log_rho_hat), 0.0)
+  special = jnp.sum(jnp.where(valid & ~is_z & (r > 0), r * term, 0.0), (-2, -1))
+
+  # u - 1 = (rho^ - rho0) / rho0 without cancellation: g / rho0 - 1 = W q~(z|x) - 1 =
+  # sum_x' x_hat(x') (q~(z|x) / q~(z|x') - 1), over S and (q~(z|x') = C / V) the bulk.
+  rho0 = (safe_c / V)[:, None] / q_zx
+  p_s = jnp.where(candidate, jnp.exp(log_p), 0.0)
+  ratio = q_zx[..., None, None] / jnp.where(candidate, q_z, 1.0)
+  offset = (jnp.sum(p_s * (ratio - 1.0), (-2, -1))
+            + p_out * (q_zx * (V / safe_c)[:, None] - 1.0))
+  # d = alpha x_hat(y) + beta(c(y)); a padding slot has x_hat = 0: its f(beta) is taken
+  # back out per row (a (B, L, R, K) mask costs XLA:CPU more than the whole pass).
+  scale = q_zx * (V / safe_c)[:, None] ** 2
+  alpha = scale * A[:, None]
+  beta = scale[..., None] * (e3(B) / row_size) * totals + offset[..., None]   # (B, L, R)
+  f = lambda d: d - jnp.log1p(d)
+  d = alpha[..., None, None] * p + beta[..., None]
+  per_row = jnp.sum(f(d), -1) - (ids.shape[1] - row_size) * f(beta)
+  bulk = jnp.sum(jnp.where(outside, per_row, 0.0), -1)
+  return special + jnp.where((C > 0)[:, None], s_glob[:, None] / V * rho0 * bulk, 0.0)
+
+
 def integrand(kernel, logits, x, z, t, key=None):
   """Exact per-token NELBO integrand (docs/design.md §3), O(V) per token (O(k) for pure
   SemDLM), in log space so that a confidently wrong denoiser gets a large loss and a
@@ -185,8 +351,11 @@ def integrand(kernel, logits, x, z, t, key=None):
   del key
   if kernel.is_absorbing:
     return absorbing_integrand(kernel, logits, x, z, t)
-  if kernel.table is not None and kernel.glob is None and not kernel.has_mask:
-    return within_cluster_integrand(kernel, logits, x, z, t)
+  if kernel.table is not None and kernel.glob is None:
+    return (masked_semantic_integrand if kernel.has_mask else within_cluster_integrand)(
+        kernel, logits, x, z, t)
+  if not kernel.has_mask:
+    return global_jump_integrand(kernel, logits, x, z, t)
   return full_vocabulary_integrand(kernel, logits, x, z, t)
 
 

@@ -65,6 +65,12 @@ def candidates(kernel, z, t):
           | ((e3(B) > 0) & (_incoming(kernel, zr) > 0)))
 
 
+def logit_columns(kernel):
+  """The integrand reads logits in the vocabulary's order."""
+  del kernel
+  return None
+
+
 def integrand(kernel, logits, x, z, t, key=None):
   """(B) integrand in log space. With a uniform part and kernel.bulk_samples > 0 the bulk of
   the target sum is an unbiased Monte Carlo estimate (uniform targets); otherwise every term

@@ -269,8 +269,15 @@ class Transformer(nn.Module):
     return head(h).astype(jnp.float32)
 
 
-def head_logits(params, features, dtype):
+def head_logits(params, features, dtype, columns=None):
   """The output head of `Transformer` on hidden states (..., d_model): fp32 logits, equal to
-  what the full forward returns at those positions."""
+  what the full forward returns at those positions. `columns` (n,): emit the logits of these
+  ids in this order instead (-1: a padding column, logit -1e30), permuting the head's weight
+  columns, not the (..., V) logits."""
   head = params["head"]
-  return _matmul(features, head["kernel"], head["bias"], 1, jnp.dtype(dtype)).astype(jnp.float32)
+  kernel, bias = head["kernel"], head["bias"]
+  if columns is not None:
+    ids = jnp.where(columns >= 0, columns, 0)
+    kernel, bias = jnp.take(kernel, ids, axis=1), jnp.take(bias, ids)
+  logits = _matmul(features, kernel, bias, 1, jnp.dtype(dtype)).astype(jnp.float32)
+  return logits if columns is None else jnp.where(columns >= 0, logits, -1e30)
