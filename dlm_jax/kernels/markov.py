@@ -268,6 +268,57 @@ def global_jump_integrand(kernel, logits, x, z, t):
   return _global_jump_on_rows(kernel, grid, x, z, t)
 
 
+def _log1p_gap(d):
+  """f(1 + d) = d - log(1 + d) for u = 1 + d, d > -1."""
+  return d - jnp.log1p(d)
+
+
+def _bulk_forward(grid, lse, alpha, c1, offset, kappa, outside, n_pad):
+  p = jnp.exp(grid - lse[..., None, None])                   # x_hat on the rows
+  totals = jnp.sum(p, -1)                                      # x_hat(c): (B, L, R)
+  p_out = jnp.sum(jnp.where(outside, totals, 0.0), -1)
+  beta = c1 * totals + (offset + kappa * p_out)[..., None]
+  d = alpha[..., None, None] * p + beta[..., None]
+  # A padding slot has x_hat = 0, so d = beta: its f is taken back out per row (a mask over
+  # (B, L, R, K) costs XLA:CPU more than the whole pass).
+  per_row = jnp.sum(_log1p_gap(d), -1) - n_pad * _log1p_gap(beta)
+  return (jnp.sum(jnp.where(outside, per_row, 0.0), -1), p_out), (p, totals, p_out, beta)
+
+
+@jax.custom_vjp
+def _bulk(grid, lse, alpha, c1, offset, kappa, outside, n_pad):
+  """(sum_{r outside} [sum_k f(d_rk) - n_pad_r f(beta_r)], p_out) on the (B, L, R, K) rows,
+  where f(d) = d - log(1 + d), d_rk = alpha x_hat_rk + beta_r, x_hat = exp(grid - lse),
+  beta_r = c1_r T_r + offset + kappa p_out, T_r = sum_k x_hat_rk, p_out = sum_{r outside} T_r.
+  Its backward pass is two passes over the rows (autodiff would take several)."""
+  return _bulk_forward(grid, lse, alpha, c1, offset, kappa, outside, n_pad)[0]
+
+
+def _bulk_fwd(grid, lse, alpha, c1, offset, kappa, outside, n_pad):
+  out, (p, totals, p_out, beta) = _bulk_forward(grid, lse, alpha, c1, offset, kappa, outside,
+                                                n_pad)
+  return out, (p, totals, p_out, beta, alpha, c1, kappa, outside, n_pad)
+
+
+def _bulk_bwd(residuals, cotangents):
+  p, totals, p_out, beta, alpha, c1, kappa, outside, n_pad = residuals
+  ct_value, ct_p_out = cotangents
+  slope = lambda d: d / (1.0 + d)                              # f'(d)
+  d = alpha[..., None, None] * p + beta[..., None]
+  live = jnp.where(outside, ct_value[..., None], 0.0)          # (B, L, R)
+  g = live * (jnp.sum(slope(d), -1) - n_pad * slope(beta))     # d value / d beta_r
+  g_offset = jnp.sum(g, -1)
+  d_alpha = jnp.sum(live * jnp.sum(slope(d) * p, -1), -1)
+  d_totals = g * c1 + jnp.where(outside, (kappa * g_offset + ct_p_out)[..., None], 0.0)
+  d_p = (live * alpha[..., None])[..., None] * slope(d) + d_totals[..., None]
+  d_grid = p * d_p
+  return (d_grid, -jnp.sum(d_grid.reshape(d_grid.shape[:2] + (-1,)), -1), d_alpha, g * totals, g_offset, g_offset * p_out,
+          None, None)
+
+
+_bulk.defvjp(_bulk_fwd, _bulk_bwd)
+
+
 def _global_jump_on_rows(kernel, grid, x, z, t):
   """`global_jump_integrand` from logits on the (R, K) rows of `_rows`. (B, L) nats."""
   V = kernel.vocab_size
@@ -300,13 +351,21 @@ def _global_jump_on_rows(kernel, grid, x, z, t):
   log_w = jnp.where(candidate, log_p - logspace.log(q_z), logspace.NEG)
   log_w_row = jax.nn.logsumexp(log_w, -1, keepdims=True)                # log W(c) per row
 
-  # The bulk: rows other than c(x), c(z); x_hat(c) from one exp pass over V.
+  # The bulk y outside S, in one pass over the rows (`_bulk`), from u - 1 = (rho^ - rho0) /
+  # rho0 = alpha x_hat(y) + beta(c(y)) written without cancellation: g / rho0 - 1 =
+  # W q~(z|x) - 1 = sum_x' x_hat(x') (q~(z|x) / q~(z|x') - 1), over S and (q~(z|x') = C / V)
+  # the bulk.
   safe_c = jnp.where(C > 0, C, 1.0)
-  p = jnp.exp(grid - lse_all[..., None, None])
-  totals = jnp.sum(p, -1)                                               # x_hat(c): (B, L, R)
+  q_zx = A[:, None] * (z == x) + B[:, None] / n_z[..., 0, 0] * (rz == rx) + C[:, None] / V
+  ratio = q_zx[..., None, None] / jnp.where(candidate, q_z, 1.0)
+  offset = jnp.sum(jnp.where(candidate, jnp.exp(log_p), 0.0) * (ratio - 1.0), (-2, -1))
+  scale = q_zx * (V / safe_c)[:, None] ** 2
   row_ids = jnp.arange(ids.shape[0])
   outside = (row_ids != rz[..., None]) & (row_ids != rx[..., None])
-  p_out = jnp.sum(jnp.where(outside, totals, 0.0), -1)
+  f32 = lambda a: a.astype(jnp.float32)
+  bulk, p_out = _bulk(grid, f32(lse_all), f32(scale * A[:, None]),
+                      f32(scale[..., None] * (e3(B) / row_size)), f32(offset),
+                      f32(q_zx * (V / safe_c)[:, None] - 1.0), outside, ids.shape[1] - row_size)
   log_bulk_w = jnp.where((C > 0)[:, None], jnp.log(V / safe_c)[:, None] + logspace.log(p_out),
                          logspace.NEG)
   log_w_total = jax.nn.logsumexp(jnp.concatenate(
@@ -317,30 +376,13 @@ def _global_jump_on_rows(kernel, grid, x, z, t):
       e4(logspace.log(A)) + log_w,
       e4(logspace.log(B)) - jnp.log(size) + log_w_row,
       e4(logspace.log(C / V)) + log_w_total[..., None, None]])
-  q_zx = A[:, None] * (z == x) + B[:, None] / n_z[..., 0, 0] * (rz == rx) + C[:, None] / V
   q_x = e4(A) * is_x + e4(B) / n_x * in_x + e4(C) / V                 # q~(y | x) over S
   log_rho = logspace.log(q_x) - jnp.log(q_zx)[..., None, None]
   rho = jnp.where(q_x > 0, jnp.exp(log_rho), 0.0)
   r = e4(s_sem) * in_z / n_z + e4(s_glob) / V
   term = jnp.exp(log_rho_hat) - rho + jnp.where(q_x > 0, rho * (log_rho - log_rho_hat), 0.0)
   special = jnp.sum(jnp.where(valid & ~is_z & (r > 0), r * term, 0.0), (-2, -1))
-
-  # u - 1 = (rho^ - rho0) / rho0 without cancellation: g / rho0 - 1 = W q~(z|x) - 1 =
-  # sum_x' x_hat(x') (q~(z|x) / q~(z|x') - 1), over S and (q~(z|x') = C / V) the bulk.
   rho0 = (safe_c / V)[:, None] / q_zx
-  p_s = jnp.where(candidate, jnp.exp(log_p), 0.0)
-  ratio = q_zx[..., None, None] / jnp.where(candidate, q_z, 1.0)
-  offset = (jnp.sum(p_s * (ratio - 1.0), (-2, -1))
-            + p_out * (q_zx * (V / safe_c)[:, None] - 1.0))
-  # d = alpha x_hat(y) + beta(c(y)); a padding slot has x_hat = 0: its f(beta) is taken
-  # back out per row (a (B, L, R, K) mask costs XLA:CPU more than the whole pass).
-  scale = q_zx * (V / safe_c)[:, None] ** 2
-  alpha = scale * A[:, None]
-  beta = scale[..., None] * (e3(B) / row_size) * totals + offset[..., None]   # (B, L, R)
-  f = lambda d: d - jnp.log1p(d)
-  d = alpha[..., None, None] * p + beta[..., None]
-  per_row = jnp.sum(f(d), -1) - (ids.shape[1] - row_size) * f(beta)
-  bulk = jnp.sum(jnp.where(outside, per_row, 0.0), -1)
   return special + jnp.where((C > 0)[:, None], s_glob[:, None] / V * rho0 * bulk, 0.0)
 
 
