@@ -55,6 +55,21 @@ def _incoming(kernel, zr):
       jnp.where(in_ids >= 0, in_ids, V)].add(in_w)[..., :V]
 
 
+def _log_pushed(table, log_v):
+  """log sum_x' v(x') N_x'(y) for every y, from log v: (B, L, V). A scan over the k_in
+  in-neighbour slots gathers one (B, L, V) array at a time."""
+  top = jax.lax.stop_gradient(jnp.max(log_v, -1, keepdims=True))
+  flat = jnp.exp(log_v - top).reshape(-1, log_v.shape[-1])
+
+  def add(acc, slot):
+    ids, weights = slot
+    return acc + jnp.take(flat, jnp.where(ids >= 0, ids, 0), axis=-1) * jnp.where(
+        ids >= 0, weights, 0.0), None
+
+  pushed, _ = jax.lax.scan(add, jnp.zeros_like(flat), (table.in_ids.T, table.in_weights.T))
+  return logspace.log(pushed).reshape(log_v.shape) + top
+
+
 def candidates(kernel, z, t):
   """C(z) = {x : q_t(z | x) > 0} as a (B, L, V) mask (all of V where z is the mask)."""
   _, B, C, _ = kernel.coefficients(t)
@@ -144,14 +159,21 @@ def integrand(kernel, logits, x, z, t, key=None):
                        r_true_m * (logspace.log(r_true_m) - log_model_m))
 
   # Bulk targets (uniform part only): real y outside S and != z, each with q(y|x) = bb / V.
-  if kernel.glob is not None:
-    if kernel.bulk_samples > 0:
-      y = jax.random.randint(key, x.shape + (kernel.bulk_samples,), 0, V)
-      scale = V / kernel.bulk_samples
-    else:
-      y, scale = jnp.broadcast_to(vocab, x.shape + (V,)), 1.0
+  if kernel.glob is not None and kernel.bulk_samples > 0:
+    y = jax.random.randint(key, x.shape + (kernel.bulk_samples,), 0, V)
     in_s = jnp.any(y[..., :, None] == special[..., None, :], -1)
-    total += log_terms(y, ~in_s & (y != not_z)) * scale
+    total += log_terms(y, ~in_s & (y != not_z)) * (V / kernel.bulk_samples)
+  elif kernel.glob is not None:
+    # Every y at once: R^(y) over the whole vocabulary, its in-neighbour sum pushed one slot
+    # at a time (`_log_pushed`), never as (B, L, V, k_in).
+    log_model = logspace.logsumexp_stack([
+        e3(logspace.log(alpha)) + log_v,
+        e3(logspace.log(ba)) + _log_pushed(table, log_v),
+        e3(logspace.log(bb)) - jnp.log(V) + log_v_sum[..., None]])
+    r_true = (true_scale * e2(bb) / V)[..., None]
+    in_s = jnp.any(vocab[:, None] == special[..., None, :], -1)
+    ok = ~in_s & (vocab != not_z) & (r_true > 0)
+    total += jnp.sum(jnp.where(ok, r_true * (logspace.log(r_true) - log_model), 0.0), -1)
 
   sum_model = jnp.sum(v * (1.0 - q_z_src), -1)
   sum_true = true_scale * (1.0 - q_z_x)
