@@ -242,17 +242,18 @@ def _rows(kernel):
 def logit_columns(kernel):
   """The vocabulary order in which `integrand_on_columns` wants the logits (-1: a padding
   column), or None for the vocabulary's own. The uniform jump on a partition reads logits
-  cluster by cluster: the output head emits them in that order (its weight columns
-  permuted), so that no (B, L, V) gather is ever needed."""
+  slot by slot (slot k of every cluster, then slot k + 1): the output head emits them in
+  that order (its weight columns permuted), so that per-cluster sums are a sum of K slabs and
+  no (B, L, V) gather is ever needed."""
   if isinstance(kernel.table, PartitionTable) and kernel.glob is not None and not kernel.has_mask:
-    return kernel.table.members.reshape(-1)
+    return kernel.table.members.T.reshape(-1)
   return None
 
 
 def integrand_on_columns(kernel, logits, x, z, t):
   """`integrand` from logits laid out in `logit_columns(kernel)` order. (B, L) nats."""
   ids = _rows(kernel)[0]
-  return _global_jump_on_rows(kernel, logits.reshape(logits.shape[:-1] + ids.shape), x, z, t)
+  return _global_jump_on_rows(kernel, logits.reshape(logits.shape[:-1] + ids.T.shape), x, z, t)
 
 
 def global_jump_integrand(kernel, logits, x, z, t):
@@ -263,8 +264,8 @@ def global_jump_integrand(kernel, logits, x, z, t):
   x_hat(c(y))) + (C / V) W, W = sum_x' x_hat(x') / q~(z | x'), so the bulk is
   s_glob' / V rho0 sum_y f(rho^(y) / rho0), f(u) = u - 1 - log u. Logits in vocabulary
   order. (B, L) nats."""
-  grid = (logits[..., None] if kernel.table is None
-          else _member_grid(kernel.table, logits, logspace.NEG))
+  grid = (logits[..., None, :] if kernel.table is None
+          else jnp.swapaxes(_member_grid(kernel.table, logits, logspace.NEG), -1, -2))
   return _global_jump_on_rows(kernel, grid, x, z, t)
 
 
@@ -275,19 +276,19 @@ def _log1p_gap(d):
 
 def _bulk_forward(grid, lse, alpha, c1, offset, kappa, outside, n_pad):
   p = jnp.exp(grid - lse[..., None, None])                   # x_hat on the rows
-  totals = jnp.sum(p, -1)                                      # x_hat(c): (B, L, R)
+  totals = jnp.sum(p, -2)                                      # x_hat(c): (B, L, R)
   p_out = jnp.sum(jnp.where(outside, totals, 0.0), -1)
   beta = c1 * totals + (offset + kappa * p_out)[..., None]
-  d = alpha[..., None, None] * p + beta[..., None]
+  d = alpha[..., None, None] * p + beta[..., None, :]
   # A padding slot has x_hat = 0, so d = beta: its f is taken back out per row (a mask over
-  # (B, L, R, K) costs XLA:CPU more than the whole pass).
-  per_row = jnp.sum(_log1p_gap(d), -1) - n_pad * _log1p_gap(beta)
+  # (B, L, K, R) costs XLA:CPU more than the whole pass).
+  per_row = jnp.sum(_log1p_gap(d), -2) - n_pad * _log1p_gap(beta)
   return (jnp.sum(jnp.where(outside, per_row, 0.0), -1), p_out), (p, totals, p_out, beta)
 
 
 @jax.custom_vjp
 def _bulk(grid, lse, alpha, c1, offset, kappa, outside, n_pad):
-  """(sum_{r outside} [sum_k f(d_rk) - n_pad_r f(beta_r)], p_out) on the (B, L, R, K) rows,
+  """(sum_{r outside} [sum_k f(d_rk) - n_pad_r f(beta_r)], p_out) on the (B, L, K, R) slots,
   where f(d) = d - log(1 + d), d_rk = alpha x_hat_rk + beta_r, x_hat = exp(grid - lse),
   beta_r = c1_r T_r + offset + kappa p_out, T_r = sum_k x_hat_rk, p_out = sum_{r outside} T_r.
   Its backward pass is two passes over the rows (autodiff would take several)."""
@@ -304,13 +305,13 @@ def _bulk_bwd(residuals, cotangents):
   p, totals, p_out, beta, alpha, c1, kappa, outside, n_pad = residuals
   ct_value, ct_p_out = cotangents
   slope = lambda d: d / (1.0 + d)                              # f'(d)
-  d = alpha[..., None, None] * p + beta[..., None]
+  d = alpha[..., None, None] * p + beta[..., None, :]
   live = jnp.where(outside, ct_value[..., None], 0.0)          # (B, L, R)
-  g = live * (jnp.sum(slope(d), -1) - n_pad * slope(beta))     # d value / d beta_r
+  g = live * (jnp.sum(slope(d), -2) - n_pad * slope(beta))     # d value / d beta_r
   g_offset = jnp.sum(g, -1)
-  d_alpha = jnp.sum(live * jnp.sum(slope(d) * p, -1), -1)
+  d_alpha = jnp.sum(live * jnp.sum(slope(d) * p, -2), -1)
   d_totals = g * c1 + jnp.where(outside, (kappa * g_offset + ct_p_out)[..., None], 0.0)
-  d_p = (live * alpha[..., None])[..., None] * slope(d) + d_totals[..., None]
+  d_p = (live * alpha[..., None])[..., None, :] * slope(d) + d_totals[..., None, :]
   d_grid = p * d_p
   return (d_grid, -jnp.sum(d_grid.reshape(d_grid.shape[:2] + (-1,)), -1), d_alpha, g * totals, g_offset, g_offset * p_out,
           None, None)
@@ -320,14 +321,16 @@ _bulk.defvjp(_bulk_fwd, _bulk_bwd)
 
 
 def _global_jump_on_rows(kernel, grid, x, z, t):
-  """`global_jump_integrand` from logits on the (R, K) rows of `_rows`. (B, L) nats."""
+  """`global_jump_integrand` from logits on the clusters' slots (K, R): slot k of every
+  cluster r, clusters on the minor axis (a TPU pads a minor axis to 128 lanes: K = 8 there
+  would cost 16x the memory). (B, L) nats."""
   V = kernel.vocab_size
   ids, row_of, row_size = _rows(kernel)
   e3 = lambda c: jnp.reshape(c, (-1, 1, 1))
   e4 = lambda c: jnp.reshape(c, (-1, 1, 1, 1))
   A, B, C, _ = kernel.coefficients(t)
   s_sem, s_glob, _ = kernel.rates(t)
-  grid = grid.astype(jnp.float32)              # (B, L, R, K); padding slots hold NEG
+  grid = grid.astype(jnp.float32)              # (B, L, K, R); padding slots hold NEG
   rz, rx = row_of[z], row_of[x]
   # S as two rows: c(z), and c(x) when it is another cluster.
   rows = jnp.stack([rz, rx], -1)
@@ -340,7 +343,7 @@ def _global_jump_on_rows(kernel, grid, x, z, t):
   is_z, is_x = y == z[..., None, None], y == x[..., None, None]
   n_z, n_x = row_size[rz][..., None, None], row_size[rx][..., None, None]
   size = jnp.where(second[:, None], n_x, n_z)
-  picked = jnp.take_along_axis(grid, rows[..., None], -2)
+  picked = jnp.swapaxes(jnp.take_along_axis(grid, rows[..., None, :], -1), -1, -2)
   # x_hat over the candidates C(z): all of V when C > 0, else z and (if B > 0) c(z).
   candidate = valid & ((e4(C) > 0) | is_z | ((e4(B) > 0) & in_z))
   lse_all = jax.nn.logsumexp(grid.reshape(grid.shape[:2] + (-1,)), -1)  # XLA:CPU: one axis
