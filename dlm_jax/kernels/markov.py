@@ -4,7 +4,8 @@ With N_y uniform over y's cluster c(y) of n(y) tokens (self included), N is idem
 the forward process is a CTMC in z with rates r_t(y -> z) = s_sem' N_y(z) + s_glob' / V
 + s_mask' [z = m]. Masking and uniform are the table-free members (every token its own
 cluster). This module owns everything that depends on that structure: the candidate set
-C(z), the exact O(V) NELBO integrand (in log space) and the exact posterior step.
+C(z), the exact NELBO integrand (in log space: the O(V) reference form and the cheaper
+form each kernel runs, `integrand`), and the exact posterior step.
 """
 
 from __future__ import annotations
@@ -103,26 +104,6 @@ def _per_member(table, per_cluster):
 def _cluster_sum(table, g):
   """For every y, sum_{y' in c(y)} g(y'): two gathers, no scatter."""
   return _per_member(table, _member_grid(table, g, 0.0).sum(-1))
-
-
-# The two adjoint linear maps between (..., V) and (..., n_clusters), each with the other as
-# its backward pass: both directions are gathers (autodiff would scatter-add over V).
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _cluster_totals(table, v):
-  """(..., V) -> (..., n_clusters): sum_{y in c} v(y)."""
-  return _member_grid(table, v, 0.0).sum(-1)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _spread(table, per_cluster):
-  """(..., n_clusters) -> (..., V): each y gets its cluster's value."""
-  return _per_member(table, per_cluster)
-
-
-_cluster_totals.defvjp(lambda table, v: (_cluster_totals(table, v), None),
-                       lambda table, _, g: (_spread(table, g),))
-_spread.defvjp(lambda table, c: (_spread(table, c), None),
-               lambda table, _, g: (_cluster_totals(table, g),))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
