@@ -8,14 +8,13 @@ Random logits and tokens, a shape-only table (random embeddings; its shape sets 
 "production" is what the train step runs: `elbo.chunked_integrand` with the head's columns
 in the order the kernel's structure asks for (its logits are emitted in that order, so the
 permutation is not timed); "O(V) form" is `markov.full_vocabulary_integrand` on logits in
-vocabulary order (Markov kernels only). One chunk of all positions; milliseconds, the best
-of --repeats.
+vocabulary order (Markov kernels only). One chunk of all positions; milliseconds per call,
+the mean of --steps calls after --warmup.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -27,24 +26,22 @@ from configs import base  # noqa: E402
 from dlm_jax import assets, elbo  # noqa: E402
 from dlm_jax.kernels import markov  # noqa: E402
 
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from common import time_fn  # noqa: E402
+
 flags.DEFINE_list("kernels", ["masking", "uniform", "semdlm", "semdlm_plus"], "Kernels.")
 flags.DEFINE_string("global_kind", "uniform", "SemDLM+'s global part: uniform | mask.")
 flags.DEFINE_string("neighbors", "partition", "Table kind: partition | topk.")
 flags.DEFINE_integer("vocab_size", 8192, "V.")
 flags.DEFINE_integer("batch", 8, "Rows.")
 flags.DEFINE_integer("seq_len", 256, "Positions per row.")
-flags.DEFINE_integer("repeats", 5, "Timed calls; the best is reported.")
+flags.DEFINE_integer("steps", 5, "Timed calls.")
+flags.DEFINE_integer("warmup", 1, "Untimed calls after compilation.")
 FLAGS = flags.FLAGS
 
 
-def best_ms(fn, *args) -> float:
-  jax.block_until_ready(fn(*args))
-  best = float("inf")
-  for _ in range(FLAGS.repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best * 1e3
+def ms(fn, *args) -> float:
+  return time_fn(fn, args, FLAGS.steps, FLAGS.warmup) * 1e3
 
 
 def kernel_of(name: str):
@@ -70,11 +67,11 @@ def measure(name: str) -> dict:
     return elbo.chunked_integrand(kernel, head, features, x, z, t, keys[3], 0).sum()
 
   row = {"kernel": name, "structure": kernel.table_kind,
-         "production_ms": best_ms(jax.jit(jax.value_and_grad(production)), logits)}
+         "production_ms": ms(jax.jit(jax.value_and_grad(production)), logits)}
   if kernel.is_markov:
     full = lambda lg: markov.full_vocabulary_integrand(kernel, lg, x, z, t).sum()
-    row["full_vocabulary_ms"] = best_ms(jax.jit(jax.value_and_grad(full)),
-                                        jax.random.normal(keys[3], (B, L, V)))
+    row["full_vocabulary_ms"] = ms(jax.jit(jax.value_and_grad(full)),
+                                   jax.random.normal(keys[3], (B, L, V)))
   return row
 
 
@@ -82,7 +79,7 @@ def main(argv):
   del argv
   rows = [measure(name) for name in FLAGS.kernels]
   print(f"device={jax.devices()[0].device_kind} | B x L x V = {FLAGS.batch} x "
-        f"{FLAGS.seq_len} x {FLAGS.vocab_size} | value and gradient, best of {FLAGS.repeats}")
+        f"{FLAGS.seq_len} x {FLAGS.vocab_size} | value and gradient, mean of {FLAGS.steps}")
   print("| kernel | structure | production (ms) | O(V) form (ms) | vs masking |")
   print("|---|---|---|---|---|")
   first = next((r["production_ms"] for r in rows if r["kernel"] == "masking"), None)

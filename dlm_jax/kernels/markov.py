@@ -211,13 +211,12 @@ def masked_semantic_integrand(kernel, logits, x, z, t):
 
 
 def _rows(kernel):
-  """The clusters as rows: (ids (R, K) -1 padded, row of each token (V,), row sizes (R,)).
-  Without a table every token is a row of one."""
+  """The clusters as rows, numbered as `_grouping` numbers them: (ids (R, K) -1 padded, row
+  sizes (R,)). Without a table every token is a row of one."""
   if kernel.table is None:
-    V = kernel.vocab_size
-    return jnp.arange(V)[:, None], jnp.arange(V), jnp.ones((V,), jnp.float32)
+    return jnp.arange(kernel.vocab_size)[:, None], jnp.ones((kernel.vocab_size,), jnp.float32)
   members = kernel.table.members
-  return members, kernel.table.cluster, jnp.sum(members >= 0, -1).astype(jnp.float32)
+  return members, jnp.sum(members >= 0, -1).astype(jnp.float32)
 
 
 def logit_columns(kernel):
@@ -306,13 +305,13 @@ def _global_jump_on_rows(kernel, grid, x, z, t):
   cluster r, clusters on the minor axis (a TPU pads a minor axis to 128 lanes: K = 8 there
   would cost 16x the memory). (B, L) nats."""
   V = kernel.vocab_size
-  ids, row_of, row_size = _rows(kernel)
+  ids, row_size = _rows(kernel)
   e3 = lambda c: jnp.reshape(c, (-1, 1, 1))
   e4 = lambda c: jnp.reshape(c, (-1, 1, 1, 1))
   A, B, C, _ = kernel.coefficients(t)
   s_sem, s_glob, _ = kernel.rates(t)
   grid = grid.astype(jnp.float32)              # (B, L, K, R); padding slots hold NEG
-  rz, rx = row_of[z], row_of[x]
+  (rz, n_z), (rx, n_x) = _grouping(kernel, z), _grouping(kernel, x)
   # S as two rows: c(z), and c(x) when it is another cluster.
   rows = jnp.stack([rz, rx], -1)
   y_ids = ids[rows]                                                      # (B, L, 2, K)
@@ -322,7 +321,7 @@ def _global_jump_on_rows(kernel, grid, x, z, t):
   in_z = ~second[:, None] & valid
   in_x = (second[:, None] | (rx == rz)[..., None, None]) & valid
   is_z, is_x = y == z[..., None, None], y == x[..., None, None]
-  n_z, n_x = row_size[rz][..., None, None], row_size[rx][..., None, None]
+  n_z, n_x = n_z[..., None, None], n_x[..., None, None]
   size = jnp.where(second[:, None], n_x, n_z)
   picked = jnp.swapaxes(jnp.take_along_axis(grid, rows[..., None, :], -1), -1, -2)
   # x_hat over the candidates C(z): all of V when C > 0, else z and (if B > 0) c(z).
