@@ -71,6 +71,9 @@ def get_config() -> config_dict.ConfigDict:
       global_eps=1e-3,
       global_power=2.0,             # > 1: the global part fires late, reaching ~1 at t = 1
       bulk_samples=0,               # topk + uniform: 0 exact O(V k) targets, > 0 unbiased estimate
+      parameterization="mean",      # the model's reverse rate (docs/design.md §3): mean
+                                    # (UDLM / Duo: x_hat plugged into the marginal; trains) |
+                                    # mixture (over x_hat's guesses; ~1/t cost at small t)
   ))
 
   c.model = config_dict.ConfigDict(dict(

@@ -23,6 +23,7 @@ _CHOICES = {
     "kernel.schedule": tuple(schedules.SCHEDULES),
     "kernel.global_schedule": tuple(schedules.SCHEDULES),
     "kernel.global_kind": family.GLOBAL_KINDS,
+    "kernel.parameterization": family.PARAMETERIZATIONS,
     "kernel.neighbors": tuple(family.TABLES),
     "kernel.embedding_source": ("corpus", "checkpoint", "npy"),
     "optim.lr_schedule": ("constant", "cosine"),
@@ -159,4 +160,6 @@ def from_saved(saved: dict):
         with node.ignore_type():
           node[key] = value
   merge(cfg, saved)
+  if "kernel" in saved and "parameterization" not in saved["kernel"]:
+    cfg.kernel.parameterization = "mixture"    # what every run before the choice trained
   return cfg

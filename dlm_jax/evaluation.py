@@ -37,22 +37,24 @@ def nelbo(exp, eval_fn, params, rows, batch_size: int, max_batches: int = 0, see
 
   Returns nats_per_token, tokens (per pass) and std_error_nats: the ratio estimator's standard
   error over batches."""
-  sums, counts = [], []
+  sums, counts, recon = [], [], []
   for p in range(passes):
     key = jax.random.key(seed + p)
     for i, local in enumerate(pipeline.eval_batches(rows, batch_size, jax.process_index(),
                                                     jax.process_count(), max_batches,
                                                     exp.tokenizer.pad_id)):
-      nll_sum, n = eval_fn(params, parallel.global_batch(local, exp.mesh),
-                           jax.random.fold_in(key, i))
+      nll_sum, n, recon_sum = eval_fn(params, parallel.global_batch(local, exp.mesh),
+                                      jax.random.fold_in(key, i))
       sums.append(float(nll_sum))
       counts.append(float(n))
+      recon.append(float(recon_sum))
   sums, counts = np.asarray(sums), np.asarray(counts)
   nats = sums.sum() / max(counts.sum(), 1.0)
   resid = sums - nats * counts
   stderr = math.sqrt(np.sum(resid**2) / max(len(sums) - 1, 1) * len(sums)) / max(counts.sum(), 1.0)
   return {"nats_per_token": float(nats), "tokens": float(counts.sum() / passes),
-          "std_error_nats": stderr}
+          "std_error_nats": stderr,
+          "reconstruction_nats": float(np.sum(recon) / max(counts.sum(), 1.0))}
 
 
 def loss_profile(exp, profile_fn, params, rows, batch_size: int, batches: int, seed: int,
@@ -126,17 +128,51 @@ def _nelbo_fields(exp, result: dict) -> dict:
           exp.objective.perplexity_key: objectives.perplexity(nats)}
 
 
+def _other_forms(exp, run, headline: dict) -> dict:
+  """The NELBO's other forms next to the headline one, labelled (design.md §6): over t in
+  (0, 1]; over [t0, 1] plus -log p(x | z_t0) (t0 = objectives.EVAL_T_MIN); and, for the mask
+  kernel, MDLM's reported quantity (t ~ U[t0, 1], no prior term: what its papers print)."""
+  objective, bits = exp.objective, 1.0 / math.log(2)
+  results = {objective.headline: headline}
+  for quantity in ("nelbo", "truncated"):
+    if quantity not in results:
+      results[quantity] = run(quantity)
+  field = lambda r: {"nats_per_token": r["nats_per_token"],
+                     "bits_per_token": r["nats_per_token"] * bits,
+                     "std_error_nats": r["std_error_nats"]}
+  out = {
+      "reported_form": objective.headline,
+      "nelbo_t_in_0_1": {**field(results["nelbo"]),
+                         "what": "the NELBO with t averaged over (0, 1]"
+                                 + ("" if exp.kernel.integrable_at_zero else
+                                    ": its expectation is infinite for this kernel and form "
+                                    "(~1/t at small t); a heavy-tailed draw, not an estimate")},
+      "nelbo_truncated": {**field(results["truncated"]), "t_min": objectives.EVAL_T_MIN,
+                          "reconstruction_nats": results["truncated"]["reconstruction_nats"],
+                          "what": "the NELBO over t in [t_min, 1] plus the reconstruction term "
+                                  "-log p(x | z_t_min): an upper bound with finite expectation"},
+  }
+  if exp.kernel.is_absorbing:
+    out["mdlm_reported"] = {**field(run("mdlm")), "what": (
+        "MDLM's own quantity: the integrand averaged over t ~ U[1e-3, 1] without the prior "
+        "term (as MDLM / Duo report it; not a bound: [0, 1e-3) and KL(q_1 || p_1) left out)")}
+  return out
+
+
 def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batches: int = 0,
              use_ema: bool = True, seed: int = 1234, devices=None) -> dict:
   """The report of `python -m dlm_jax.evaluate`: NELBO (or NLL) of a split, with what it is."""
   exp, params, step = experiment.restore(workdir, step, use_ema, devices)
   split = split or exp.config.eval.split
-  result = nelbo(exp, exp.jit_eval_step(), params, exp.rows(split), exp.config.eval.batch_size,
-                 max_batches, seed, passes=t_samples)
+  rows = exp.rows(split)
+  run = lambda quantity: nelbo(exp, exp.jit_eval_step(quantity), params, rows,
+                               exp.config.eval.batch_size, max_batches, seed, passes=t_samples)
+  result = run("headline")
   return {
       "workdir": os.path.abspath(workdir), "step": step, "split": split,
       **exp.objective.describe(), "params": "ema" if use_ema else "raw",
       "t_samples": t_samples, **_nelbo_fields(exp, result),
+      **(_other_forms(exp, run, result) if exp.objective.is_bound else {}),
       "what": exp.objective.what(),
       "pad": pad_rule(exp.config.data.convention),
   }

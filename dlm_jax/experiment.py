@@ -88,9 +88,9 @@ class Experiment:
     return jax.jit(fn, in_shardings=(self.state_sharding, self.batch_sharding, self.replicated),
                    out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
 
-  def jit_eval_step(self):
+  def jit_eval_step(self, quantity: str = "headline"):
     return self._jit(steps.eval_step, (self.param_sharding, self.batch_sharding, self.replicated),
-                     self.replicated, pad_id=self.tokenizer.pad_id)
+                     self.replicated, pad_id=self.tokenizer.pad_id, quantity=quantity)
 
   def jit_gradient_noise(self):
     return self._jit(steps.gradient_noise,

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlm_jax import elbo
+from dlm_jax.kernels import logspace
 from dlm_jax.data import rows
 from dlm_jax.errors import UserError
 from dlm_jax.models.transformer import head_logits, time_input
@@ -25,6 +26,11 @@ from dlm_jax.samplers import autoregressive, reverse
 # The largest float32 below 1: t = 1 itself is never drawn, since with eps = 0 a component's
 # rate -alpha'/alpha diverges there (the integrand is integrable in t but infinite at 1).
 T_MAX = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
+
+
+# The reconstruction time of a truncated NELBO, and MDLM's t_min (its `sampling_eps`).
+EVAL_T_MIN = 1e-3
+QUANTITIES = ("headline", "nelbo", "truncated", "mdlm")
 
 
 def perplexity(nats_per_token: float) -> float:
@@ -89,7 +95,8 @@ class Diffusion:
     return self.kernel.name
 
   def describe(self) -> dict:
-    return {"kernel": self.kernel.name, "structure": self.kernel.table_kind}
+    return {"kernel": self.kernel.name, "structure": self.kernel.table_kind,
+            "parameterization": self.kernel.parameterization}
 
   @property
   def table(self):
@@ -101,7 +108,11 @@ class Diffusion:
   def what(self) -> str:
     bound = (self.kernel.nelbo_label if self.pad_in_loss
              else f"{self.kernel.nelbo_label} over non-PAD positions (not a bound on the row)")
-    return (f"Monte Carlo estimate (over t and z_t) of the {bound}; "
+    over = ("t in (0, 1]" if self.headline == "nelbo" else
+            f"t in [{EVAL_T_MIN:g}, 1] plus the reconstruction term -log p(x | z_{EVAL_T_MIN:g}) "
+            "(this kernel's mixture-form integrand is not integrable at t -> 0)")
+    return (f"Monte Carlo estimate (over t and z_t) of the {bound}, "
+            f"{self.kernel.parameterization} parameterisation, {over}; "
             "perplexity_bound = exp(NELBO per token)")
 
   def loss_terms(self, params, batch, key, *, model, t_min: float, train: bool, pad_id: int):
@@ -127,6 +138,64 @@ class Diffusion:
     per_token = elbo.chunked_nelbo_per_token(self.kernel, head, features, tokens, z, t, k_bulk,
                                              self.logits_chunk)
     return jnp.sum(per_token * summed), jnp.sum(counted)
+
+  @property
+  def headline(self) -> str:
+    """The quantity reported as the NELBO: over t in (0, 1] where the integrand is integrable
+    there, else over [EVAL_T_MIN, 1] plus the reconstruction term (`eval_terms`)."""
+    return "nelbo" if self.kernel.integrable_at_zero else "truncated"
+
+  def eval_terms(self, params, batch, key, *, model, pad_id: int, quantity: str = "headline"):
+    """(sum, token_count, reconstruction_sum) of one evaluation quantity, per batch:
+
+    - nelbo: the one-sample NELBO over t in (0, 1] plus the prior term (`loss_terms`);
+    - truncated: (1 - t0) x the integrand at t ~ U[t0, 1] + -log p(x | z_t0) + the prior term,
+      t0 = EVAL_T_MIN: a bound whose expectation is finite for every kernel and form;
+    - mdlm: MDLM's reported quantity, the integrand at t ~ U[t0, 1] without the prior term
+      (not a bound: it leaves out [0, t0) and KL(q_1 || p_1));
+    - headline: `self.headline`.
+    reconstruction_sum is the -log p(x | z_t0) part of `truncated` (0 otherwise)."""
+    quantity = self.headline if quantity == "headline" else quantity
+    zero = jnp.zeros(())
+    if quantity == "nelbo":
+      return (*self.loss_terms(params, batch, key, model=model, t_min=0.0, train=False,
+                               pad_id=pad_id), zero)
+    tokens = batch["tokens"]
+    valid = batch.get("valid", jnp.ones(tokens.shape[:1], jnp.float32))
+    summed, counted = _weights(tokens, valid, pad_id, self.pad_in_loss)
+    k_t, k_z, k_drop, k_bulk = jax.random.split(key, 4)
+    t = sample_times(k_t, tokens.shape[0], EVAL_T_MIN)
+    z = self.kernel.sample_forward(k_z, tokens, t)
+    features, head = _features_and_head(model, params, z, time_input(model.cfg, self.kernel, t),
+                                        False, k_drop)
+    per_token = elbo.chunked_integrand(self.kernel, head, features, tokens, z, t, k_bulk,
+                                       self.logits_chunk)
+    if quantity == "mdlm":
+      return jnp.sum(per_token * summed), jnp.sum(counted), zero
+    recon = self.reconstruction_nll(params, tokens, jax.random.fold_in(key, 5), model=model)
+    per_token = (1.0 - EVAL_T_MIN) * per_token + recon + self.kernel.prior_kl(tokens)
+    return jnp.sum(per_token * summed), jnp.sum(counted), jnp.sum(recon * summed)
+
+  def reconstruction_nll(self, params, tokens, key, *, model):
+    """-log p(x | z_t0) per token at t0 = EVAL_T_MIN: the model's last reverse step, x drawn
+    from x_hat over the candidates of z (tilted by q_t0(z | x) under the mean form, as the
+    sampler draws it). (B, L) nats."""
+    kernel = self.kernel
+    k_z, k_drop = jax.random.split(key)
+    t = jnp.full(tokens.shape[:1], EVAL_T_MIN, jnp.float32)
+    z = kernel.sample_forward(k_z, tokens, t)
+    features, head = _features_and_head(model, params, z, time_input(model.cfg, kernel, t),
+                                        False, k_drop)
+
+    def nll(h, x, z_c, i):
+      del i
+      logits = head(h).astype(jnp.float32)
+      if kernel.mean_form:
+        logits = logits + kernel.structure.log_evidence(kernel, z_c, t)
+      log_p = logspace.restricted_log_softmax(logits, kernel.structure.candidates(kernel, z_c, t))
+      return -jnp.take_along_axis(log_p, x[..., None], -1)[..., 0]
+
+    return elbo.over_position_chunks(nll, self.logits_chunk, features, tokens, z)
 
   def loss_at_times(self, params, batch, key, times, *, model, pad_id: int):
     """The NELBO integrand per token (prior term excluded) at each fixed t of `times`: (n,)."""
@@ -191,6 +260,15 @@ class Autoregressive:
     per_token = elbo.chunked_ar_nll(head, features, tokens, self.logits_chunk)
     summed, counted = _weights(tokens[:, 1:], valid, pad_id, self.pad_in_loss)
     return jnp.sum(per_token * summed), jnp.sum(counted)
+
+  headline = "nll"
+
+  def eval_terms(self, params, batch, key, *, model, pad_id: int, quantity: str = "headline"):
+    if quantity not in ("headline", "nll"):
+      raise UserError(f"the {quantity!r} quantity needs a diffusion model; this run is "
+                      "autoregressive")
+    return (*self.loss_terms(params, batch, key, model=model, t_min=0.0, train=False,
+                             pad_id=pad_id), jnp.zeros(()))
 
   def loss_at_times(self, *args, **kwargs):
     raise UserError("the per-t loss profile needs a diffusion model; this run is autoregressive")

@@ -123,8 +123,8 @@ def gradient_noise(params, batch, key, *, objective, model, t_min: float, pad_id
           "grad_noise_scale": trace / signal}
 
 
-def eval_step(params, batch, key, *, objective, model, pad_id: int):
-  """NELBO (t over (0, 1), no truncation) or AR NLL summed over the batch:
-  (nll_sum, token_count)."""
-  return objective.loss_terms(params, batch, key, model=model, t_min=0.0, train=False,
-                              pad_id=pad_id)
+def eval_step(params, batch, key, *, objective, model, pad_id: int, quantity: str = "headline"):
+  """One evaluation quantity summed over the batch (`objective.eval_terms`: the NELBO, its
+  truncated form with the reconstruction term, MDLM's quantity, or the AR NLL):
+  (sum, token_count, reconstruction_sum)."""
+  return objective.eval_terms(params, batch, key, model=model, pad_id=pad_id, quantity=quantity)

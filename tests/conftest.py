@@ -111,7 +111,8 @@ def kernel_config(name: str, **overrides):
   return c
 
 
-def toy_kernels(V: int, seed: int = 0, eps: float = 1e-2, unigram=None, k: int = 3):
+def toy_kernels(V: int, seed: int = 0, eps: float = 1e-2, unigram=None, k: int = 3,
+                parameterization: str = "mean"):
   """Every member of the family on a tiny vocabulary with random-embedding tables."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from dlm_jax.kernels import family, neighbors  # pylint: disable=g-import-not-at-top
@@ -119,7 +120,8 @@ def toy_kernels(V: int, seed: int = 0, eps: float = 1e-2, unigram=None, k: int =
   part = neighbors.build(emb, "partition", k, "toy", special=())
   topk = neighbors.build(emb, "topk", k, "toy", tau=0.5, special=())
   make = lambda name, table=None, **kw: family.make_kernel(
-      kernel_config(name, eps=eps, global_eps=eps, **kw), V, table, unigram)
+      kernel_config(name, eps=eps, global_eps=eps, parameterization=parameterization, **kw), V,
+      table, unigram)
   return {
       "masking": make("masking"),
       "uniform": make("uniform"),

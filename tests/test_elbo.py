@@ -4,6 +4,7 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+import mpmath
 import numpy as np
 import pytest
 
@@ -51,16 +52,21 @@ def float64():
   jax.config.update("jax_enable_x64", False)
 
 
+FORMS = ["mean", "mixture"]
+
+
 @pytest.fixture(scope="module")
 def kernels(float64):
   V = 12
   unigram = np.random.default_rng(5).dirichlet(np.ones(V))
-  return toy_kernels(V, unigram=unigram)
+  return {form: toy_kernels(V, unigram=unigram, parameterization=form) for form in FORMS}
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("name", MARKOV + TOPK)
-def test_production_matches_dense_reference(kernels, name):
-  kernel = kernels[name]
+def test_production_matches_dense_reference(kernels, name, form):
+  """Every kernel, both parameterisations, against the O(V^2) definition of its model rate."""
+  kernel = kernels[form][name]
   V = kernel.vocab_size
   rng = np.random.default_rng(1)
   for t in (0.07, 0.5, 0.93):
@@ -75,16 +81,17 @@ def test_production_matches_dense_reference(kernels, name):
     np.testing.assert_allclose(prior_kl[x], reference.prior_kl(kernel, x), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("name,fast", [
     ("semdlm_A", markov.within_cluster_integrand),
     ("semdlm_plus_mask_A", markov.masked_semantic_integrand),
     ("semdlm_plus_uniform_A", markov.global_jump_integrand),
     ("uniform", markov.global_jump_integrand)])
-def test_structured_integrands_equal_the_full_vocabulary_one(kernels, name, fast):
+def test_structured_integrands_equal_the_full_vocabulary_one(kernels, name, fast, form):
   """The O(k) and one-pass paths (pure SemDLM on its cluster, SemDLM+ mask on c(x), the
   uniform jump as special set + bulk) against the general O(V) form: values and gradients,
   at t from near 0 to 1, for confident (large) logits as well."""
-  kernel = kernels[name]
+  kernel = kernels[form][name]
   V = kernel.vocab_size
   x = jnp.asarray(np.random.default_rng(3).integers(0, V, size=(6, 16)))
   t = jnp.array([1e-3, 0.1, 0.5, 0.9, 1.0, 0.3])
@@ -100,11 +107,12 @@ def test_structured_integrands_equal_the_full_vocabulary_one(kernels, name, fast
   np.testing.assert_allclose(d_fast, d_full, rtol=1e-4, atol=1e-6 * scale)
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("name", MARKOV + TOPK)
-def test_gradients_are_finite(kernels, name):
+def test_gradients_are_finite(kernels, name, form):
   """Both branches of every integrand are evaluated under jnp.where: no NaN may leak into the
   gradient from the branch that is not selected (seen once as a NaN train step)."""
-  kernel = kernels[name]
+  kernel = kernels[form][name]
   V = kernel.vocab_size
   x = jnp.asarray(np.random.default_rng(0).integers(0, V, size=(4, 16)))
   t = jnp.array([1e-3, 0.2, 0.7, 1.0])
@@ -118,7 +126,7 @@ def test_gradients_are_finite(kernels, name):
 @pytest.mark.parametrize("name", MARKOV + TOPK)
 def test_rates_generate_the_marginal(kernels, name):
   """d/dt q_t(.|x) = q_t(.|x) G_t: (A) with the Markov generator, (B) with g^x."""
-  kernel = kernels[name]
+  kernel = kernels["mean"][name]
   V, n = kernel.vocab_size, kernel.input_vocab_size
   for t in (0.2, 0.6, 0.9):
     h = 1e-6
@@ -137,16 +145,15 @@ def _marginals(kernel, ts):
   return jax.vmap(lambda t: reference.marginal(kernel, jnp.arange(kernel.vocab_size), t))(ts)
 
 
-def _toy_nelbo(kernel, p, x, n_quad=48):
-  """L = 1: E_t E_z[integrand] + prior KL with the Bayes-optimal denoiser, by Gauss-Legendre
-  quadrature in t (the nodes form the batch) and enumeration of z (the positions)."""
-  V, n = kernel.vocab_size, kernel.input_vocab_size
+def _toy_nelbo(kernel, p, x, denoiser, n_quad=48):
+  """L = 1: E_t E_z[integrand] + prior KL by Gauss-Legendre quadrature in t (the nodes form
+  the batch) and enumeration of z (the positions). denoiser(q) -> logits (T, z, x') from the
+  marginals q (T, x', z)."""
+  n = kernel.input_vocab_size
   nodes, weights = np.polynomial.legendre.leggauss(n_quad)
   ts = 0.5 * (nodes + 1)
   q = np.asarray(compiled(kernel, _marginals)(jnp.asarray(ts)))
-  post = p[None, :, None] * q                                     # (T, x', z): p(x') q(z|x')
-  post = post / np.maximum(post.sum(1, keepdims=True), 1e-300)
-  logits = jnp.asarray(np.log(np.maximum(post, 1e-300)).transpose(0, 2, 1))   # (T, z, x')
+  logits = jnp.asarray(denoiser(q))
   integrand = np.asarray(compiled(kernel, elbo.nelbo_integrand)(
       logits, jnp.full((n_quad, n), x), jnp.broadcast_to(jnp.arange(n), (n_quad, n)),
       jnp.asarray(ts), jax.random.key(0)))
@@ -156,28 +163,79 @@ def _toy_nelbo(kernel, p, x, n_quad=48):
   return float(np.sum(0.5 * weights * per_t)) + float(prior_kl)
 
 
+def optimal_denoiser(kernel, p):
+  """The denoiser that makes the NELBO tight at L = 1: for the mixture form the Bayes posterior
+  p(x' | z) ∝ p(x') q_t(z | x'); for the mean form the data distribution p itself, whatever z
+  is (its tilt by q_t(z | x') is that posterior)."""
+  def logits(q):
+    if kernel.mean_form:
+      return np.broadcast_to(np.log(p), (q.shape[0], q.shape[2], len(p)))
+    post = p[None, :, None] * q                                   # (T, x', z): p(x') q(z|x')
+    post = post / np.maximum(post.sum(1, keepdims=True), 1e-300)
+    return np.log(np.maximum(post, 1e-300)).transpose(0, 2, 1)   # (T, z, x')
+  return logits
+
+
+def random_denoiser(seed):
+  """A context-free denoiser that is a random distribution for every (t, z)."""
+  def logits(q):
+    return np.random.default_rng(seed).normal(size=(q.shape[0], q.shape[2], q.shape[1])) * 2
+  return logits
+
+
 @pytest.fixture(scope="module")
 def toy(float64):
   V = 6
   p = np.random.default_rng(3).dirichlet(np.ones(V))
-  return p, toy_kernels(V, seed=2, eps=1e-2, unigram=p, k=2)
+  return p, {form: toy_kernels(V, seed=2, eps=1e-2, unigram=p, k=2, parameterization=form)
+             for form in FORMS}
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("name", MARKOV)
-def test_bayes_optimal_nelbo_is_tight_for_markov_kernels(toy, name):
-  """Masking, uniform and every partition (A) kernel: NELBO == -log p(x) (quadrature error)."""
+def test_optimal_nelbo_is_tight_for_markov_kernels(toy, name, form):
+  """Masking, uniform and every partition (A) kernel, both forms: NELBO == -log p(x) at the
+  form's optimal denoiser (quadrature error)."""
   p, kernels = toy
+  kernel = kernels[form][name]
   for x in range(len(p)):
-    assert abs(_toy_nelbo(kernels[name], p, x) + np.log(p[x])) < 1e-3
+    assert abs(_toy_nelbo(kernel, p, x, optimal_denoiser(kernel, p)) + np.log(p[x])) < 1e-3
 
 
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("name", MARKOV + TOPK)
+def test_random_denoisers_give_an_upper_bound(toy, name, form):
+  """For any denoiser the NELBO bounds the model's -log p_theta(x), so its mean under the data
+  is at least the entropy H(p): checked for random context-free denoisers."""
+  p, kernels = toy
+  entropy = -np.sum(p * np.log(p))
+  for seed in range(3):
+    nelbo = sum(p[x] * _toy_nelbo(kernels[form][name], p, x, random_denoiser(seed))
+                for x in range(len(p)))
+    assert nelbo >= entropy - 1e-4, (seed, nelbo, entropy)
+
+
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("name", TOPK)
-def test_bayes_optimal_nelbo_is_a_loose_bound_for_topk_kernels(toy, name):
+def test_optimal_nelbo_is_a_loose_bound_for_topk_kernels(toy, name, form):
   """Overlapping top-k (B) kernels are not Markov in z: E_p[NELBO] > H(p) by a real gap."""
   p, kernels = toy
-  nelbo = sum(p[x] * _toy_nelbo(kernels[name], p, x) for x in range(len(p)))
+  kernel = kernels[form][name]
+  nelbo = sum(p[x] * _toy_nelbo(kernel, p, x, optimal_denoiser(kernel, p)) for x in range(len(p)))
   entropy = -np.sum(p * np.log(p))
   assert nelbo - entropy > 1e-3
+
+
+def test_masking_is_the_same_under_both_forms(kernels):
+  """The mask kernel has one reverse rate: mean and mixture forms give the same integrand."""
+  mean, mixture = kernels["mean"]["masking"], kernels["mixture"]["masking"]
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 12, size=(3, 16)))
+  t = jnp.array([1e-3, 0.4, 0.9])
+  z = forward(mean, jax.random.key(0), x, t)
+  logits = jax.random.normal(jax.random.key(1), (3, 16, 12))
+  np.testing.assert_allclose(elbo.nelbo_integrand(mean, logits, x, z, t),
+                             elbo.nelbo_integrand(mixture, logits, x, z, t), rtol=1e-12)
+  assert not mean.mean_form and mean.integrable_at_zero
 
 
 def test_mdlm_closed_form():
@@ -195,33 +253,73 @@ def test_mdlm_closed_form():
   np.testing.assert_allclose(kernel.prior_kl(x), 1e-3 * np.log(V), rtol=1e-6)
 
 
-def test_udlm_duo_closed_form():
-  """Uniform kernel == the UDLM/Duo closed form (Schiff et al. 2025; Sahoo et al. 2025):
-  alpha'/(V alpha) [V/xb_i - V/xbt_i - sum_j (xb_j/xb_i) log(xbt_i xb_j / (xbt_j xb_i))],
-  xb = V alpha x + (1 - alpha), xbt the same with the model's x_theta, i = z. The denoiser
-  x_hat(x') of docs/design.md is x_theta(x') q_t(z|x') renormalised."""
-  V = 9
+def duo_uniform_nelbo(V, one_minus_alpha, dalpha, logits, x, z):
+  """UDLM / Duo's continuous-time integrand of the uniform kernel (Schiff et al. 2024, arXiv
+  2412.10193; Sahoo et al. 2025, arXiv 2506.10892), our own implementation in 40-digit
+  arithmetic (its terms cancel by up to 1e8 at t = 1e-7, beyond float64):
+  -alpha'/(V alpha) [V/xb_i - V/xbt_i - sum_{j != i} (xb_j/xb_i) log(xbt_i xb_j / (xbt_j xb_i))]
+  with xb = V alpha x + (1 - alpha), xbt the same with x_theta = softmax(logits), i = z. Terms
+  with equal (logit, [j = x]) are summed once, times their count."""
+  mp = mpmath.mp.clone()
+  mp.dps = 40
+  values, counts = np.unique(np.asarray(logits), return_counts=True)
+  lse = mp.log(sum(c * mp.exp(mp.mpf(float(v))) for v, c in zip(values, counts)))
+  oma = mp.mpf(one_minus_alpha)
+  alpha = 1 - oma
+  xbt = lambda j: V * alpha * mp.exp(mp.mpf(float(logits[j])) - lse) + oma
+  xb = lambda j: V * alpha * (j == x) + oma
+  groups = {}
+  for j in range(V):
+    if j != z:
+      groups.setdefault((float(logits[j]), j == x), [j, 0])[1] += 1
+  total = sum(c * xb(j) / xb(z) * mp.log(xbt(z) * xb(j) / (xbt(j) * xb(z)))
+              for j, c in groups.values())
+  return float(dalpha / (V * alpha) * (V / xb(z) - V / xbt(z) - total))
+
+
+@pytest.mark.parametrize("V", [9, 412, 50258])
+def test_udlm_duo_closed_form(V):
+  """The uniform kernel's mean-form integrand == UDLM / Duo's closed form to 1e-9, at t from
+  1e-7 to 1 - 1e-6, for flat, random and peaked denoisers (right and wrong), clean and
+  corrupted z. A denoiser sure of the right token costs 1e-27 to 1e-16 nats, below what
+  float64 logits resolve: there the agreement is to 1e-15 nats absolute."""
   kernel = family.make_kernel(kernel_config("uniform", eps=1e-3), V)
-  rng = np.random.default_rng(0)
-  for t in (0.1, 0.45, 0.8):
-    alpha = float(kernel.alpha(jnp.asarray(t)))
-    dalpha = -(1 - 1e-3)
-    for x, z in [(2, 2), (2, 5), (0, 8)]:
-      x_theta = rng.dirichlet(np.ones(V))
-      xb = V * alpha * np.eye(V)[x] + (1 - alpha)
-      xbt = V * alpha * x_theta + (1 - alpha)
-      i = z
-      duo = dalpha / (V * alpha) * (V / xb[i] - V / xbt[i] - sum(
-          xb[j] / xb[i] * np.log(xbt[i] * xb[j] / (xbt[j] * xb[i])) for j in range(V) if j != i))
-      q_z = np.asarray(reference.marginal(kernel, jnp.arange(V), t))[:, z]
-      x_hat = x_theta * q_z / np.sum(x_theta * q_z)
-      ours = markov.integrand(kernel, jnp.log(jnp.asarray(x_hat))[None, None],
-                                   jnp.array([[x]]), jnp.array([[z]]), jnp.array([t]))
-      np.testing.assert_allclose(float(ours[0, 0]), duo, rtol=1e-5)
+  rng = np.random.default_rng(V)
+  times = [1e-7, 1e-4, 0.5, 1 - 1e-6]
+  pairs = [(2, 2), (2, 5), (0, V - 1)]
+  denoisers = {"flat": np.zeros(V), "peaked": np.where(np.arange(V) == 2, 30.0, 0.0),
+               "peaked_elsewhere": np.where(np.arange(V) == 7, 30.0, 0.0)}
+  if V < 1000:
+    denoisers["random"] = rng.normal(size=V) * 2
+  cases = list(itertools.product(times, pairs, denoisers))
+  logits = jnp.asarray(np.stack([denoisers[d] for _, _, d in cases]))[:, None]
+  x = jnp.asarray([[xz[0]] for _, xz, _ in cases])
+  z = jnp.asarray([[xz[1]] for _, xz, _ in cases])
+  t = jnp.asarray([c[0] for c in cases], jnp.float64)
+  ours = np.asarray(jax.jit(lambda *a: markov.integrand(kernel, *a))(logits, x, z, t))[:, 0]
+  for (time, (xi, zi), name), value in zip(cases, ours):
+    duo = duo_uniform_nelbo(V, (1 - 1e-3) * time, -(1 - 1e-3), denoisers[name], xi, zi)
+    np.testing.assert_allclose(value, duo, rtol=1e-9, atol=1e-15,
+                               err_msg=f"t={time} x={xi} z={zi} {name}")
 
 
-def test_topk_bulk_estimate_is_unbiased(kernels):
-  exact_kernel = kernels["semdlm_plus_uniform_B"]
+def test_mixture_form_costs_one_over_t_at_small_t():
+  """The defect the mean form removes (design.md §3): with a flat denoiser and z = x the
+  mixture integrand grows like (1 - x_hat(z)) / t, the mean form's stays O(1) (V = 12,
+  t = 1e-4: 9167.5 vs 0.917 nats)."""
+  V = 12
+  values = {}
+  for form in FORMS:
+    kernel = family.make_kernel(kernel_config("uniform", eps=0.0, parameterization=form), V)
+    values[form] = float(markov.integrand(kernel, jnp.zeros((1, 1, V)), jnp.array([[3]]),
+                                          jnp.array([[3]]), jnp.array([1e-4]))[0, 0])
+  assert values["mean"] == pytest.approx(0.917, rel=1e-3)
+  assert values["mixture"] == pytest.approx(9167.5, rel=1e-3)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_topk_bulk_estimate_is_unbiased(kernels, form):
+  exact_kernel = kernels[form]["semdlm_plus_uniform_B"]
   import dataclasses  # pylint: disable=g-import-not-at-top
   sampled = dataclasses.replace(exact_kernel, bulk_samples=4)
   V = exact_kernel.vocab_size
@@ -240,7 +338,7 @@ def test_topk_bulk_estimate_is_unbiased(kernels):
 @pytest.mark.parametrize("name", ["semdlm_A", "semdlm_plus_mask_A", "semdlm_B",
                                   "semdlm_plus_uniform_B"])
 def test_forward_sampling_matches_marginal(kernels, name):
-  kernel = kernels[name]
+  kernel = kernels["mean"][name]
   V, n = kernel.vocab_size, kernel.input_vocab_size
   count = 20_000
   for x in (4, 7):

@@ -51,11 +51,13 @@ def dense_transition(kernel, x, s, t):
 
 
 def dense_step(kernel, probs, z, s, t, eta=0.0, probs_unrestricted=None):
-  """p(z_s | z_t = z) = sum_x x_hat_C(z)(x) q(z_s | z_t, x) (+ eta's re-noising)."""
+  """p(z_s | z_t = z) = sum_x x_hat_C(z)(x) q(z_s | z_t, x) (+ eta's re-noising); under the
+  mean form p(z_s | z_t) ∝ q(z_t | z_s) q_s(z_s | x_hat) = sum_x x_hat(x) q_t(z | x) q(z_s | z_t,
+  x) up to normalisation."""
   q_t = np.asarray(reference.marginal(kernel, jnp.arange(V), t), np.float64)      # (V, n)
   q_s = np.asarray(reference.marginal(kernel, jnp.arange(V), s), np.float64)
   cand = q_t[:, z] > 0
-  x_hat = np.where(cand, probs, 0.0)
+  x_hat = np.where(cand, probs * (q_t[:, z] if kernel.mean_form else 1.0), 0.0)
   x_hat /= x_hat.sum()
   out = np.zeros(kernel.input_vocab_size)
   for x in range(V):
@@ -145,7 +147,9 @@ def test_top_p_keeps_the_nucleus():
 
 # ------------------------------------------------------------------ whole loops with an oracle
 class _Oracle(nn.Module):
-  """The exact posterior p(x_i | z_t) of a toy joint over L = 2 under `kernel` (as logits)."""
+  """The exact denoiser of a toy joint over L = 2 under `kernel` (as logits): the posterior
+  p(x_i | z_t) for the mixture form; for the mean form p(x_i | z_t without position i), whose
+  tilt by q_t(z_i | x_i) (the mean-form sampler's) is that posterior."""
   joint: np.ndarray
   kernel: object
   cfg: TransformerConfig
@@ -153,10 +157,13 @@ class _Oracle(nn.Module):
   def __call__(self, z, t=None):
     p = jnp.asarray(self.joint)                           # (V, V)
     lik = reference.marginal(self.kernel, jnp.arange(self.joint.shape[0]), t[:, None])  # (B, V, n)
+    own = 0.0 if self.kernel.mean_form else 1.0           # see _own_evidence
     def one(row, q):
-      post = p * q[:, row[0]][:, None] * q[:, row[1]][None, :]
-      post = post / post.sum()
-      return jnp.log(jnp.stack([post.sum(1), post.sum(0)]) + 1e-30)
+      l0, l1 = q[:, row[0]], q[:, row[1]]
+      first = p * (l0 ** own)[:, None] * l1[None, :]
+      second = p * l0[:, None] * (l1 ** own)[None, :]
+      return jnp.log(jnp.stack([first.sum(1) / first.sum(), second.sum(0) / second.sum()])
+                     + 1e-30)
     return jax.vmap(one)(z, lik)
 
 
@@ -201,12 +208,17 @@ class _ConditionalOracle(nn.Module):
     p = jnp.asarray(self.joint)                                          # (V, V, V)
     lik = reference.marginal(self.kernel, jnp.arange(V), t[:, None])     # (B, V, n)
     clean = jnp.zeros(z.shape, bool) if clean is None else clean
+    own = 0.0 if self.kernel.mean_form else 1.0        # mean form: leave out z_i (_Oracle)
     def one(row, q, c):
       l0, l1, l2 = [jnp.where(c[i], (jnp.arange(V) == row[i]).astype(p.dtype), q[:, row[i]])
                     for i in range(3)]
-      post = p * l0[:, None, None] * l1[None, :, None] * l2[None, None, :]
-      post = post / post.sum()
-      return jnp.log(jnp.stack([post.sum((1, 2)), post.sum((0, 2)), post.sum((0, 1))]) + 1e-30)
+      e = lambda l, i, j: l ** (own if i == j else 1.0)
+      marginals = []
+      for i, axes in ((0, (1, 2)), (1, (0, 2)), (2, (0, 1))):
+        post = p * e(l0, i, 0)[:, None, None] * e(l1, i, 1)[None, :, None] * e(l2, i, 2)[
+            None, None, :]
+        marginals.append(post.sum(axes) / post.sum())
+      return jnp.log(jnp.stack(marginals) + 1e-30)
     return jax.vmap(one)(z, lik, clean)
 
 

@@ -60,9 +60,12 @@ def define_flags():
   flags.DEFINE_integer("num_samples", 64, "Samples per sampler setting.")
   flags.DEFINE_list("sample_steps", ["8", "16", "64", "256"], "Reverse steps T to sample at.")
   flags.DEFINE_list("variants", list(VARIANTS), "Subset of the variants to run.")
+  flags.DEFINE_enum("parameterization", "mean", ["mean", "mixture"],
+                    "The model's reverse rate for every variant (docs/design.md §3).")
 
 
-def variant_config(base, spec: dict, steps: int, embeddings_path: str):
+def variant_config(base, spec: dict, steps: int, embeddings_path: str,
+                   parameterization: str = "mean"):
   c = base.copy_and_resolve_references()
   config_schema.use_kernel(c, spec["name"])
   if "neighbors" in spec:
@@ -72,6 +75,7 @@ def variant_config(base, spec: dict, steps: int, embeddings_path: str):
       c.kernel.embedding_source, c.kernel.embedding_path = "npy", embeddings_path
   if "global_kind" in spec:
     c.kernel.global_kind = spec["global_kind"]
+  c.kernel.parameterization = parameterization
   c.train.num_steps = steps
   c.train.checkpoint_every = max(steps // 3, 1)
   c.train.eval_every = max(steps // 3, 1)
@@ -122,9 +126,10 @@ def _tune(workdir, num_samples):
           "chosen": {"eta": chosen["eta"], "rho": chosen["rho"]}}
 
 
-def run_variant(name, spec, base, root, steps, num_samples, steps_list, embeddings_path):
+def run_variant(name, spec, base, root, steps, num_samples, steps_list, embeddings_path,
+                parameterization="mean"):
   workdir = os.path.join(root, name)
-  config = variant_config(base, spec, steps, embeddings_path)
+  config = variant_config(base, spec, steps, embeddings_path, parameterization)
   _train(config, workdir)
   report = evaluation.evaluate(workdir)
   lang = planted.config_language(config.data)
@@ -135,7 +140,9 @@ def run_variant(name, spec, base, root, steps, num_samples, steps_list, embeddin
          "nelbo_se_nats": report["std_error_nats"], "gap_nats": report["nats_per_token"] - entropy,
          "grad_noise_scale": dyn["grad_noise"][-1]["grad_noise_scale"],
          "exposure": dyn["exposure"], "loss_at_t": dyn["loss_at_t"],
-         "nelbo_curve": dyn["nelbo_curve"]}
+         "nelbo_curve": dyn["nelbo_curve"], "parameterization": report["parameterization"],
+         "reported_form": report.get("reported_form"),
+         **{k: report[k] for k in ("nelbo_t_in_0_1", "nelbo_truncated") if k in report}}
   rows = _sample_rows(workdir, num_samples, steps_list, reverse.SamplerOptions())
   out["data"], out["samples"] = rows[0], rows[1:]
   if spec["name"] == "semdlm_plus":
@@ -357,7 +364,7 @@ def plot(report: dict, stem: str) -> list[str]:
   return paths
 
 
-def analyse(output, root, steps, num_samples, steps_list, names):
+def analyse(output, root, steps, num_samples, steps_list, names, parameterization="mean"):
   from configs import planted as planted_config  # pylint: disable=g-import-not-at-top
   unknown = set(names) - set(VARIANTS)
   if unknown:
@@ -371,10 +378,12 @@ def analyse(output, root, steps, num_samples, steps_list, names):
   for name in names:
     print(f"== {name}", flush=True)
     results.append(run_variant(name, VARIANTS[name], base, root, steps, num_samples, steps_list,
-                               embeddings_path))
+                               embeddings_path, parameterization))
   command = (f"python -m dlm_jax.analysis.planted --output={output} --steps={steps} "
-             f"--num_samples={num_samples} --sample_steps={','.join(map(str, steps_list))}")
+             f"--num_samples={num_samples} --sample_steps={','.join(map(str, steps_list))} "
+             f"--parameterization={parameterization} --variants={','.join(names)}")
   report = {"command": command, "output": output, "steps": steps, "num_samples": num_samples,
+            "parameterization": parameterization,
             "sample_steps": steps_list, "language": language_facts(base), "results": results}
   report["verdicts"] = verdicts(results, steps_list[0], steps_list[-1])
   return report
@@ -384,7 +393,7 @@ def main(argv):
   del argv
   f = flags.FLAGS
   report = cli.run("planted", analyse, f.output, f.root, f.steps, f.num_samples, f.sample_steps,
-                   f.variants)
+                   f.variants, f.parameterization)
   text = markdown(report)
   written = reports.write(f.output, report, text)
   written += plot(report, f.output)

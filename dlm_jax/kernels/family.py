@@ -35,6 +35,7 @@ from dlm_jax.errors import UserError
 from dlm_jax.kernels import markov, schedules, topk
 
 KERNELS = ("masking", "uniform", "semdlm", "semdlm_plus")
+PARAMETERIZATIONS = ("mean", "mixture")
 SEMANTIC = ("semdlm", "semdlm_plus")
 GLOBAL_KINDS = ("uniform", "mask")
 TABLES = {"partition": markov.PartitionTable, "topk": topk.TopkTable}
@@ -42,6 +43,10 @@ TABLES = {"partition": markov.PartitionTable, "topk": topk.TopkTable}
 
 def _alpha(schedule, t):
   return jnp.ones_like(t) if schedule is None else schedule.alpha(t)
+
+
+def _one_minus_alpha(schedule, t):
+  return jnp.zeros_like(t) if schedule is None else schedule.one_minus_alpha(t)
 
 
 def _rate(schedule, t):
@@ -60,6 +65,7 @@ class Kernel:
   unigram: Any = None                  # (V,) training-token frequencies, for p_1
   prior_kl_table: Any = None           # (V,) KL(q_1(.|x) || p_1), precomputed
   bulk_samples: int = 0                # topk + uniform NELBO: 0 exact, > 0 unbiased estimate
+  parameterization: str = "mean"       # the model's reverse rate: mean | mixture (design.md §3)
 
   # ------------------------------------------------------------------ structure
   @property
@@ -89,6 +95,20 @@ class Kernel:
     return self.vocab_size + int(self.has_mask)
 
   @property
+  def mean_form(self) -> bool:
+    """Whether the model rate is the mean form R^ = rate q_t(y | x_hat) / q_t(z | x_hat)
+    (UDLM / Duo's); else the mixture over x_hat. The two coincide for the pure mask kernel."""
+    return self.parameterization == "mean" and not self.is_absorbing
+
+  @property
+  def integrable_at_zero(self) -> bool:
+    """Whether E_t over (0, 1] of the integrand is finite for a network continuous in t. The
+    mixture form of a kernel that corrupts into real tokens costs ~(1 - x_hat(z)) / t per
+    clean token as t -> 0 (design.md §3, §6): its NELBO is integrated over [t_min, 1] plus a
+    reconstruction term."""
+    return self.is_absorbing or self.parameterization == "mean"
+
+  @property
   def is_markov(self) -> bool:
     """True when the NELBO is exact (tight with a perfect denoiser), False for (B)."""
     return self.structure.EXACT_NELBO
@@ -108,7 +128,10 @@ class Kernel:
   def coefficients(self, t):
     """(A, B, C, kappa) at times t (any shape)."""
     a_sem, a_glob, kappa = _alpha(self.sem, t), _alpha(self.glob, t), _alpha(self.mask, t)
-    return a_sem * a_glob, (1.0 - a_sem) * a_glob, 1.0 - a_glob, kappa
+    # 1 - alpha from the schedules: as `1.0 - a_glob` C is 0 in float32 for t < 1.7e-4
+    # (SemDLM+'s global schedule) and the uniform part would drop out of loss and gradient.
+    return (a_sem * a_glob, _one_minus_alpha(self.sem, t) * a_glob,
+            _one_minus_alpha(self.glob, t), kappa)
 
   def rates(self, t):
     """(s_sem', s_glob', s_mask') at times t."""
@@ -261,7 +284,11 @@ def make_kernel(kernel_cfg, vocab_size: int, table=None, unigram=None) -> Kernel
     if table.vocab_size != vocab_size:
       raise UserError(f"neighbour table has V={table.vocab_size}, the tokenizer {vocab_size}")
     device_table = TABLES[table.kind].from_numpy(table)
+  parameterization = kernel_cfg.get("parameterization", "mean")
+  if parameterization not in PARAMETERIZATIONS:
+    raise UserError(f"kernel.parameterization must be one of {list(PARAMETERIZATIONS)}, got "
+                    f"{parameterization!r}")
   kernel = Kernel(name=name, vocab_size=vocab_size, table=device_table,
-                  unigram=jnp.asarray(unigram),
+                  unigram=jnp.asarray(unigram), parameterization=parameterization,
                   bulk_samples=int(kernel_cfg.get("bulk_samples", 0)), **comps)
   return dataclasses.replace(kernel, prior_kl_table=jnp.asarray(_prior_kl_table(kernel)))

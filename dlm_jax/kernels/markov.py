@@ -77,6 +77,19 @@ def candidates(kernel, z, t):
   return cand
 
 
+def log_evidence(kernel, z, t):
+  """log q~_t(z | x') for every x' (B, L, V): the tilt that turns x_hat into the mean form's
+  posterior over x (0 where z is the mask: q_t(m | x') does not depend on x')."""
+  A, B, C, _ = kernel.coefficients(t)
+  e3 = lambda c: jnp.reshape(c, (-1, 1, 1))
+  masked = z == kernel.mask_id
+  zr = jnp.where(masked, 0, z)
+  q = (e3(A) * (jnp.arange(kernel.vocab_size) == zr[..., None]) + e3(C) / kernel.vocab_size)
+  if kernel.table is not None:
+    q = q + e3(B) * same_group(kernel, zr) / _grouping(kernel, zr)[1][..., None]
+  return jnp.where(masked[..., None], 0.0, logspace.log(q))
+
+
 def _group_logsumexp(kernel, log_v):
   """For every y, log sum_{y' in c(y)} exp(log_v(y')). log_v: (B, L, V)."""
   if kernel.table is None:
@@ -139,6 +152,28 @@ def _log_mixture(kernel, A, B, C, log_v, size):
   return logspace.logsumexp_stack(parts)
 
 
+def _kl_term(positive, rho, log_rho, log_rho_hat):
+  """rho^ - rho + rho log(rho / rho^) = rho (e^d - 1 - d), d = log(rho^ / rho), where rho > 0
+  (its three terms cancel to O(rho d^2): summed directly they lose ~log(rho) digits), else
+  rho^."""
+  d = jnp.where(positive, log_rho_hat - log_rho, 0.0)
+  small = jnp.abs(d) < 1e-3
+  series = d * d * (0.5 + d * (1.0 / 6.0 + d * (1.0 / 24.0 + d / 120.0)))
+  gap = jnp.where(small, series, jnp.expm1(jnp.where(small, 1.0, d)) - d)
+  return jnp.where(positive, rho * gap, jnp.exp(log_rho_hat))
+
+
+def _log_source_weights(kernel, log_x_hat, q_z, candidate, axes):
+  """log w(x') over the candidates, the weights that make rho^ = A w + B/n W_c + C/V W:
+  the mixture form's w = x_hat(x') / q~(z | x'), or the mean form's w = x_hat(x') /
+  q~(z | x_hat) with q~(z | x_hat) = sum_x' x_hat(x') q~(z | x') (design.md §3)."""
+  log_q_z = logspace.log(q_z)
+  if kernel.mean_form:
+    log_q_z = jax.nn.logsumexp(jnp.where(candidate, log_x_hat + log_q_z, logspace.NEG), axes,
+                               keepdims=True)
+  return jnp.where(candidate, log_x_hat - log_q_z, logspace.NEG)
+
+
 def absorbing_integrand(kernel, logits, x, z, t):
   """MDLM's closed form for the pure mask kernel: -alpha'/(1 - alpha) (-log x_hat(x)) on
   masked positions. (B, L) nats."""
@@ -168,7 +203,7 @@ def within_cluster_integrand(kernel, logits, x, z, t):
   log_x_hat = jax.nn.log_softmax(jnp.where(candidate, picked, logspace.NEG), -1)
   # Within one cluster q~(y | x') = A [y = x'] + B / n.
   q_z = e3(A) * is_z + e3(B) / n                                       # q~(z | x') over x'
-  log_w = jnp.where(candidate, log_x_hat - logspace.log(q_z), logspace.NEG)
+  log_w = _log_source_weights(kernel, log_x_hat, q_z, candidate, (-1,))
   log_rho_hat = logspace.logsumexp_stack([
       e3(logspace.log(A)) + log_w,
       e3(logspace.log(B)) - jnp.log(n) + jax.nn.logsumexp(log_w, -1, keepdims=True)])
@@ -176,8 +211,7 @@ def within_cluster_integrand(kernel, logits, x, z, t):
   log_q_x = logspace.log(q_x)
   log_rho = log_q_x - jnp.sum(jnp.where(is_z, log_q_x, 0.0), -1, keepdims=True)
   rho = jnp.where(q_x > 0, jnp.exp(log_rho), 0.0)
-  term = (jnp.exp(log_rho_hat) - rho
-          + jnp.where(q_x > 0, rho * (log_rho - log_rho_hat), 0.0))
+  term = _kl_term(q_x > 0, rho, log_rho, log_rho_hat)
   live = valid & ~is_z & (e3(s_sem) > 0)
   return jnp.sum(jnp.where(live, e3(s_sem) / n * term, 0.0), -1)
 
@@ -249,52 +283,66 @@ def global_jump_integrand(kernel, logits, x, z, t):
   return _global_jump_on_rows(kernel, grid, x, z, t)
 
 
-def _log1p_gap(d):
-  """f(1 + d) = d - log(1 + d) for u = 1 + d, d > -1."""
-  return d - jnp.log1p(d)
+def _gap_and_slope(e, offset, log_1p_offset):
+  """f(u) = u - 1 - log u and f'(u) for u = 1 + offset + e, e >= 0, 1 + offset > 0 known in
+  log space (`log_1p_offset`). log u is log1p(u - 1) where that is accurate, else
+  log(1 + offset) (+) log e: when the denoiser is sure of a z that is not x, u - 1 rounds to
+  -1 in float32 (1 + offset ~ C / V), and log1p(-1) would make the value and gradient NaN."""
+  d = e + offset
+  near = d > -0.5
+  log_u = jnp.where(near, jnp.log1p(jnp.maximum(d, -0.5)),
+                    jnp.logaddexp(log_1p_offset, jnp.log(e)))
+  slope = jnp.where(near, d / (1.0 + jnp.maximum(d, -0.5)),
+                    1.0 - jnp.exp(jnp.minimum(-log_u, 80.0)))
+  return d - log_u, slope
 
 
-def _bulk_forward(grid, lse, alpha, c1, offset, kappa, outside, n_pad):
+def _bulk_forward(grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n_pad):
   p = jnp.exp(grid - lse[..., None, None])                   # x_hat on the rows
   totals = jnp.sum(p, -2)                                      # x_hat(c): (B, L, R)
   p_out = jnp.sum(jnp.where(outside, totals, 0.0), -1)
-  beta = c1 * totals + (offset + kappa * p_out)[..., None]
-  d = alpha[..., None, None] * p + beta[..., None, :]
-  # A padding slot has x_hat = 0, so d = beta: its f is taken back out per row (a mask over
+  e_row = c1 * totals + (kappa * p_out)[..., None]             # e at x_hat(y) = 0
+  e = alpha[..., None, None] * p + e_row[..., None, :]
+  f, slope = _gap_and_slope(e, offset[..., None, None], log_1p_offset[..., None, None])
+  f_row, slope_row = _gap_and_slope(e_row, offset[..., None], log_1p_offset[..., None])
+  # A padding slot has x_hat = 0, so e = e_row: its f is taken back out per row (a mask over
   # (B, L, K, R) costs XLA:CPU more than the whole pass).
-  per_row = jnp.sum(_log1p_gap(d), -2) - n_pad * _log1p_gap(beta)
-  return (jnp.sum(jnp.where(outside, per_row, 0.0), -1), p_out), (p, totals, p_out, beta)
+  per_row = jnp.sum(f, -2) - n_pad * f_row
+  value = jnp.sum(jnp.where(outside, per_row, 0.0), -1)
+  return (value, p_out), (p, totals, p_out, slope, slope_row)
 
 
 @jax.custom_vjp
-def _bulk(grid, lse, alpha, c1, offset, kappa, outside, n_pad):
-  """(sum_{r outside} [sum_k f(d_rk) - n_pad_r f(beta_r)], p_out) on the (B, L, K, R) slots,
-  where f(d) = d - log(1 + d), d_rk = alpha x_hat_rk + beta_r, x_hat = exp(grid - lse),
-  beta_r = c1_r T_r + offset + kappa p_out, T_r = sum_k x_hat_rk, p_out = sum_{r outside} T_r.
+def _bulk(grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n_pad):
+  """(sum_{r outside} [sum_k f(u_rk) - n_pad_r f(u_r0)], p_out) on the (B, L, K, R) slots,
+  where f(u) = u - 1 - log u, u_rk = 1 + offset + alpha x_hat_rk + c1_r T_r + kappa p_out
+  (u_r0: the same at x_hat = 0), x_hat = exp(grid - lse), T_r = sum_k x_hat_rk,
+  p_out = sum_{r outside} T_r, and log(1 + offset) = log_1p_offset given in log space.
   Its backward pass is two passes over the rows (autodiff would take several)."""
-  return _bulk_forward(grid, lse, alpha, c1, offset, kappa, outside, n_pad)[0]
+  return _bulk_forward(grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n_pad)[0]
 
 
-def _bulk_fwd(grid, lse, alpha, c1, offset, kappa, outside, n_pad):
-  out, (p, totals, p_out, beta) = _bulk_forward(grid, lse, alpha, c1, offset, kappa, outside,
-                                                n_pad)
-  return out, (p, totals, p_out, beta, alpha, c1, kappa, outside, n_pad)
+def _bulk_fwd(grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n_pad):
+  out, (p, totals, p_out, _, _) = _bulk_forward(grid, lse, alpha, c1, offset, kappa,
+                                                log_1p_offset, outside, n_pad)
+  return out, (grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n_pad)
 
 
 def _bulk_bwd(residuals, cotangents):
-  p, totals, p_out, beta, alpha, c1, kappa, outside, n_pad = residuals
+  grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n_pad = residuals
+  _, (p, totals, p_out, slope, slope_row) = _bulk_forward(grid, lse, alpha, c1, offset, kappa,
+                                                          log_1p_offset, outside, n_pad)
   ct_value, ct_p_out = cotangents
-  slope = lambda d: d / (1.0 + d)                              # f'(d)
-  d = alpha[..., None, None] * p + beta[..., None, :]
   live = jnp.where(outside, ct_value[..., None], 0.0)          # (B, L, R)
-  g = live * (jnp.sum(slope(d), -2) - n_pad * slope(beta))     # d value / d beta_r
-  g_offset = jnp.sum(g, -1)
-  d_alpha = jnp.sum(live * jnp.sum(slope(d) * p, -2), -1)
+  g = live * (jnp.sum(slope, -2) - n_pad * slope_row)          # d value / d e_row_r
+  g_offset = jnp.sum(g, -1)                                    # = d value / d offset
+  d_alpha = jnp.sum(live * jnp.sum(slope * p, -2), -1)
   d_totals = g * c1 + jnp.where(outside, (kappa * g_offset + ct_p_out)[..., None], 0.0)
-  d_p = (live * alpha[..., None])[..., None, :] * slope(d) + d_totals[..., None, :]
+  d_p = (live * alpha[..., None])[..., None, :] * slope + d_totals[..., None, :]
   d_grid = p * d_p
-  return (d_grid, -jnp.sum(d_grid.reshape(d_grid.shape[:2] + (-1,)), -1), d_alpha, g * totals, g_offset, g_offset * p_out,
-          None, None)
+  # log_1p_offset only picks a branch of log u; the value's dependence on offset is all in g.
+  return (d_grid, -jnp.sum(d_grid.reshape(d_grid.shape[:2] + (-1,)), -1), d_alpha, g * totals,
+          g_offset, g_offset * p_out, None, None, None)
 
 
 _bulk.defvjp(_bulk_fwd, _bulk_bwd)
@@ -310,7 +358,8 @@ def _global_jump_on_rows(kernel, grid, x, z, t):
   e4 = lambda c: jnp.reshape(c, (-1, 1, 1, 1))
   A, B, C, _ = kernel.coefficients(t)
   s_sem, s_glob, _ = kernel.rates(t)
-  grid = grid.astype(jnp.float32)              # (B, L, K, R); padding slots hold NEG
+  ftype = jnp.promote_types(grid.dtype, jnp.float32)    # float64 stays float64 (tests)
+  grid = grid.astype(ftype)                    # (B, L, K, R); padding slots hold NEG
   (rz, n_z), (rx, n_x) = _grouping(kernel, z), _grouping(kernel, x)
   # S as two rows: c(z), and c(x) when it is another cluster.
   rows = jnp.stack([rz, rx], -1)
@@ -331,25 +380,49 @@ def _global_jump_on_rows(kernel, grid, x, z, t):
   lse = jnp.where((C > 0)[:, None], lse_all, lse_z)
   log_p = jnp.where(candidate, picked - lse[..., None, None], logspace.NEG)
   q_z = e4(A) * is_z + e4(B) / n_z * in_z + e4(C) / V                 # q~(z | y) over S
-  log_w = jnp.where(candidate, log_p - logspace.log(q_z), logspace.NEG)
-  log_w_row = jax.nn.logsumexp(log_w, -1, keepdims=True)                # log W(c) per row
-
-  # The bulk y outside S, in one pass over the rows (`_bulk`), from u - 1 = (rho^ - rho0) /
-  # rho0 = alpha x_hat(y) + beta(c(y)) written without cancellation: g / rho0 - 1 =
-  # W q~(z|x) - 1 = sum_x' x_hat(x') (q~(z|x) / q~(z|x') - 1), over S and (q~(z|x') = C / V)
-  # the bulk.
   safe_c = jnp.where(C > 0, C, 1.0)
   q_zx = A[:, None] * (z == x) + B[:, None] / n_z[..., 0, 0] * (rz == rx) + C[:, None] / V
-  ratio = q_zx[..., None, None] / jnp.where(candidate, q_z, 1.0)
-  offset = jnp.sum(jnp.where(candidate, jnp.exp(log_p), 0.0) * (ratio - 1.0), (-2, -1))
-  scale = q_zx * (V / safe_c)[:, None] ** 2
+  log_q_zx = jnp.log(q_zx)
   row_ids = jnp.arange(ids.shape[0])
   outside = (row_ids != rz[..., None]) & (row_ids != rx[..., None])
-  f32 = lambda a: a.astype(jnp.float32)
-  bulk, p_out = _bulk(grid, f32(lse_all), f32(scale * A[:, None]),
-                      f32(scale[..., None] * (e3(B) / row_size)), f32(offset),
-                      f32(q_zx * (V / safe_c)[:, None] - 1.0), outside, ids.shape[1] - row_size)
-  log_bulk_w = jnp.where((C > 0)[:, None], jnp.log(V / safe_c)[:, None] + logspace.log(p_out),
+  f32 = lambda a: a.astype(ftype)
+  n_pad = ids.shape[1] - row_size
+  # The bulk y outside S, in one pass over the rows (`_bulk`): with rho0 = (C / V) / q~(z|x)
+  # (rho there), u = rho^(y) / rho0 = 1 + offset + (A x_hat(y) + B / n(y) x_hat(c(y))) * gain
+  # [+ the mixture's bulk share of W], every part written without cancellation.
+  if kernel.mean_form:
+    # rho^(y) = q~(y | x_hat) / Q, Q = q~(z | x_hat) = A x_hat(z) + B / n x_hat(c(z)) + C / V.
+    log_p_z = jax.nn.logsumexp(jnp.where(is_z & candidate, log_p, logspace.NEG), (-2, -1))
+    log_p_cz = jax.nn.logsumexp(jnp.where(in_z & candidate, log_p, logspace.NEG), (-2, -1))
+    e2 = lambda c: jnp.reshape(c, (-1, 1))
+    log_q_hat_z = logspace.logsumexp_stack([
+        e2(logspace.log(A)) + log_p_z,
+        e2(logspace.log(B)) - jnp.log(n_z[..., 0, 0]) + log_p_cz,
+        e2(logspace.log(C / V)) + jnp.zeros_like(log_p_z)])
+    log_w = jnp.where(candidate, log_p - log_q_hat_z[..., None, None], logspace.NEG)
+    # q~(z|x) - Q = A ([z = x] - x_hat(z)) + B / n ([c(z) = c(x)] - x_hat(c(z))).
+    miss = lambda hit, log_q: jnp.where(hit, -jnp.expm1(log_q), -jnp.exp(log_q))
+    diff = (A[:, None] * miss(z == x, log_p_z)
+            + B[:, None] / n_z[..., 0, 0] * miss(rz == rx, log_p_cz))
+    offset = diff * jnp.exp(-log_q_hat_z)
+    log_1p_offset = log_q_zx - log_q_hat_z
+    gain = jnp.exp(log_1p_offset) * (V / safe_c)[:, None]
+    kappa = jnp.zeros_like(offset)
+  else:
+    # rho^(y) = (V / C) (A x_hat(y) + B / n x_hat(c(y))) + (C / V) W, W = W_S + (V / C) p_out:
+    # 1 + offset = q~(z|x) W_S, and the bulk's share of W enters through kappa p_out.
+    log_w = _log_source_weights(kernel, log_p, q_z, candidate, (-2, -1))
+    log_1p_offset = log_q_zx + jax.nn.logsumexp(log_w, (-2, -1))
+    offset = jnp.expm1(log_1p_offset)
+    gain = q_zx * (V / safe_c)[:, None] ** 2
+    kappa = q_zx * (V / safe_c)[:, None]
+  log_w_row = jax.nn.logsumexp(log_w, -1, keepdims=True)                # log W(c) per row
+  bulk, p_out = _bulk(grid, f32(lse_all), f32(gain * A[:, None]),
+                      f32(gain[..., None] * (e3(B) / row_size)), f32(offset), f32(kappa),
+                      f32(log_1p_offset), outside, n_pad)
+  log_bulk_denominator = (log_q_hat_z if kernel.mean_form
+                          else jnp.log(safe_c / V)[:, None])
+  log_bulk_w = jnp.where((C > 0)[:, None], logspace.log(p_out) - log_bulk_denominator,
                          logspace.NEG)
   log_w_total = jax.nn.logsumexp(jnp.concatenate(
       [log_w_row[..., 0], log_bulk_w[..., None]], -1), -1)                # log W
@@ -363,7 +436,7 @@ def _global_jump_on_rows(kernel, grid, x, z, t):
   log_rho = logspace.log(q_x) - jnp.log(q_zx)[..., None, None]
   rho = jnp.where(q_x > 0, jnp.exp(log_rho), 0.0)
   r = e4(s_sem) * in_z / n_z + e4(s_glob) / V
-  term = jnp.exp(log_rho_hat) - rho + jnp.where(q_x > 0, rho * (log_rho - log_rho_hat), 0.0)
+  term = _kl_term(q_x > 0, rho, log_rho, log_rho_hat)
   special = jnp.sum(jnp.where(valid & ~is_z & (r > 0), r * term, 0.0), (-2, -1))
   rho0 = (safe_c / V)[:, None] / q_zx
   return special + jnp.where((C > 0)[:, None], s_glob[:, None] / V * rho0 * bulk, 0.0)
@@ -414,15 +487,14 @@ def full_vocabulary_integrand(kernel, logits, x, z, t):
   # Real z: sum_{y != z} r(y -> z) [rho^ - rho + rho log(rho / rho^)], with
   # rho(y) = q~(y|x) / q~(z|x) and rho^(y) = sum_x' x_hat(x') q~(y|x') / q~(z|x').
   q_z = kernel.real_marginal(e3(A), e3(B), e3(C), is_z, same_z / n_z)   # q~(z | x') over x'
-  log_w = jnp.where(q_z > 0, log_x_hat - logspace.log(q_z), logspace.NEG)
+  log_w = _log_source_weights(kernel, log_x_hat, q_z, q_z > 0, (-1,))
   log_rho_hat = _log_mixture(kernel, A, B, C, log_w, size)
   log_q_x_z = jnp.where(masked[..., None], 0.0, jnp.take_along_axis(log_q_x, zr[..., None], -1))
   log_rho = log_q_x - log_q_x_z
   rho = jnp.where(q_x > 0, jnp.exp(log_rho), 0.0)
   r = e3(s_sem) * same_z / n_z + e3(s_glob) / V
   live = (r > 0) & ~is_z
-  term = (jnp.exp(log_rho_hat) - rho
-          + jnp.where(q_x > 0, rho * (log_rho - log_rho_hat), 0.0))
+  term = _kl_term(q_x > 0, rho, log_rho, log_rho_hat)
   real_term = jnp.sum(jnp.where(live, r * term, 0.0), -1)
   return jnp.where(masked, masked_term, real_term)
 

@@ -76,7 +76,11 @@ def integrand(kernel, x_hat, x: int, z: int, t: float):
     rate_in = jnp.broadcast_to(g[:, z][:, None], q.shape)                # g^{x'}(z)
   ratio = jnp.where(cand[:, None], q / jnp.where(cand, q[:, z], 1.0)[:, None], 0.0)
   true = rate_in[x] * ratio[x]
-  model = jnp.sum(x_hat[:, None] * rate_in * ratio, 0)
+  if kernel.mean_form:                 # rate^{x_hat}(y -> z) q_t(y | x_hat) / q_t(z | x_hat)
+    q_hat = x_hat @ q
+    model = (x_hat @ rate_in) * q_hat / q_hat[z]
+  else:                                # sum_x' x_hat(x') rate(y -> z | x') q_t(y|x') / q_t(z|x')
+    model = jnp.sum(x_hat[:, None] * rate_in * ratio, 0)
   others = jnp.arange(q.shape[1]) != z
   terms = model - true + jnp.where(true > 0, true * (logspace.log(true) - logspace.log(model)),
                                    0.0)

@@ -80,6 +80,17 @@ def candidates(kernel, z, t):
           | ((e3(B) > 0) & (_incoming(kernel, zr) > 0)))
 
 
+def log_evidence(kernel, z, t):
+  """log q~_t(z | x') for every x' (B, L, V) (0 where z is the mask): see markov.log_evidence."""
+  A, B, C, _ = kernel.coefficients(t)
+  e3 = lambda c: jnp.reshape(c, (-1, 1, 1))
+  masked = z == kernel.mask_id
+  zr = jnp.where(masked, 0, z)
+  q = kernel.real_marginal(e3(A), e3(B), e3(C), jnp.arange(kernel.vocab_size) == zr[..., None],
+                           _incoming(kernel, zr))
+  return jnp.where(masked[..., None], 0.0, logspace.log(q))
+
+
 def logit_columns(kernel):
   """The integrand reads logits in the vocabulary's order."""
   del kernel
@@ -109,9 +120,18 @@ def integrand(kernel, logits, x, z, t, key=None):
   g_src = jnp.where(masked[..., None], e3(g_mask), e3(g_sem) * n_to_z + e3(g_glob) / V)
   cand = q_z_src > 0
   log_x_hat = logspace.restricted_log_softmax(logits, cand)
-  log_v = jnp.where(cand & (g_src > 0),
-                    log_x_hat + logspace.log(g_src) - logspace.log(q_z_src), logspace.NEG)
-  v = jnp.where(cand & (g_src > 0), jnp.exp(log_v), 0.0)
+  if kernel.mean_form:
+    # v(x') = x_hat(x') g^{x_hat}(z) / q(z | x_hat): the mean form's rate R^(z -> y) =
+    # g^{x_hat}(z) q(y | x_hat) / q(z | x_hat), with g^{x_hat} and q(. | x_hat) the x_hat-means.
+    log_mean = lambda a: jax.nn.logsumexp(jnp.where(cand, log_x_hat + logspace.log(a),
+                                                    logspace.NEG), -1, keepdims=True)
+    live = cand
+    log_v = jnp.where(live, log_x_hat + log_mean(g_src) - log_mean(q_z_src), logspace.NEG)
+  else:
+    live = cand & (g_src > 0)
+    log_v = jnp.where(live, log_x_hat + logspace.log(g_src) - logspace.log(q_z_src),
+                      logspace.NEG)
+  v = jnp.where(live, jnp.exp(log_v), 0.0)
   log_v_sum = jax.nn.logsumexp(log_v, -1)
 
   # The true side, for the clean x: R~(y) = true_scale q(y | x).

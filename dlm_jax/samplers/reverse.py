@@ -7,7 +7,10 @@ One reverse step from t to s < t, per position:
   2. z_s ~ q(z_s | z_t, x) ∝ q(z_t | z_s, x) q_s(z_s | x), exactly (the structure's
      `posterior_sample`, kernels/markov.py or kernels/topk.py).
 Drawing x and then z_s samples the model's reverse mixture sum_x x_hat(x) q(z_s | z_t, x)
-exactly; nothing is O(V^2), the posterior draw is O(k) per position.
+exactly; nothing is O(V^2), the posterior draw is O(k) per position. Under the mean
+parameterisation (the default; design.md §3) the step is p(z_s | z_t) ∝ q(z_t | z_s)
+q_s(z_s | x_hat) = sum_x x_hat(x) q_t(z_t | x) q(z_s | z_t, x): the same two stages with x
+drawn ∝ x_hat(x) q_t(z_t | x) (`log_evidence`: one O(V) add per position).
 
 SemDLM+ controls: with probability eta_t per position and step (the global transition)
 x is drawn from the *unrestricted* full-vocabulary prediction and re-noised to level s,
@@ -111,8 +114,9 @@ def _top_p(logits, top_p):
   return jnp.where(probs >= threshold, logits, -jnp.inf)
 
 
-def draw_tokens(key, logits, allowed, top_p: float = 1.0, gumbel=None):
-  """x ~ softmax(logits) restricted to `allowed`, optionally nucleus-truncated (Gumbel-max).
+def draw_tokens(key, logits, allowed, top_p: float = 1.0, gumbel=None, tilt=None):
+  """x ~ softmax(logits) restricted to `allowed`, optionally nucleus-truncated, then times
+  exp(tilt) (Gumbel-max).
 
   `gumbel`: noise to reuse. Two draws that share it are each exact; SemDLM+ uses one of the
   two per position (chosen by an independent coin), so sharing it is exact and saves a pass.
@@ -120,6 +124,8 @@ def draw_tokens(key, logits, allowed, top_p: float = 1.0, gumbel=None):
   logits = jnp.where(allowed, logits, -jnp.inf)
   if top_p < 1.0:
     logits = _top_p(logits, top_p)
+  if tilt is not None:
+    logits = logits + tilt.astype(logits.dtype)
   if gumbel is None:
     gumbel = jax.random.gumbel(key, logits.shape, logits.dtype)
   return jnp.argmax(logits + gumbel, axis=-1)
@@ -144,7 +150,11 @@ def draw(kernel, opts: SamplerOptions, key, z, logits, t, penalty, positions):
   if penalty is not None:
     scores = scores - opts.rho * penalty.astype(scores.dtype)[:, None, :]
   gumbel = position_gumbel(key, z.shape[0], positions, scores.shape[-1], scores.dtype)
-  x = draw_tokens(None, scores, kernel.structure.candidates(kernel, z, t), opts.top_p, gumbel)
+  # Mean form: p(z_s | z_t) ∝ q(z_t | z_s) q_s(z_s | x_hat) is the posterior step from an x
+  # drawn ∝ x_hat(x) q_t(z_t | x) (design.md §5); the mixture form draws x ~ x_hat.
+  tilt = kernel.structure.log_evidence(kernel, z, t) if kernel.mean_form else None
+  x = draw_tokens(None, scores, kernel.structure.candidates(kernel, z, t), opts.top_p, gumbel,
+                  tilt)
   x_glob = draw_tokens(None, scores, True, opts.top_p, gumbel) if opts.eta > 0 else None
   confidence = (unmasking.confidence_scores(opts.unmasking, scores, x)
                 if opts.unmasking in unmasking.ORDERED_LAWS else None)
