@@ -128,7 +128,39 @@ def _nelbo_fields(exp, result: dict) -> dict:
           exp.objective.perplexity_key: objectives.perplexity(nats)}
 
 
-def _other_forms(exp, run, headline: dict) -> dict:
+def _prior_term(exp, rows) -> dict:
+  """The NELBO's prior term KL(q_1(. | x) || p_1), averaged over the rows' non-PAD tokens: a
+  floor no training removes (pure SemDLM never leaves a token's cluster, so its p_1 must
+  guess the cluster: about the entropy of the cluster unigram)."""
+  kernel = exp.kernel
+  per_token = {"prior": np.asarray(kernel.prior_kl_table, np.float64)}
+  within = kernel.sem is not None and kernel.glob is None and kernel.table_kind == "partition"
+  if within:
+    # What a model that knows each token's cluster and only the unigram inside it scores.
+    unigram = np.asarray(kernel.unigram, np.float64)
+    cluster = np.asarray(kernel.table.cluster)
+    mass = np.bincount(cluster, weights=unigram)[cluster]
+    per_token["within"] = -np.log(np.maximum(unigram, 1e-300) / np.maximum(mass, 1e-300))
+  totals, count = dict.fromkeys(per_token, 0.0), 0
+  for start in range(0, len(rows), 65536):
+    tokens = np.asarray(rows[start:start + 65536]).ravel()
+    tokens = tokens[tokens != exp.tokenizer.pad_id]
+    count += tokens.size
+    for name, table in per_token.items():
+      totals[name] += table[tokens].sum()
+  nats = {name: total / max(count, 1) for name, total in totals.items()}
+  out = {"nats_per_token": nats["prior"], "bits_per_token": nats["prior"] / math.log(2),
+         "what": "KL(q_1(. | x) || p_1) per token, part of every NELBO form above"}
+  if within:
+    out["within_cluster_unigram_bits_per_token"] = nats["within"] / math.log(2)
+    out["what"] += ("; pure SemDLM never leaves a token's cluster, so this term (about the "
+                    "entropy of the cluster unigram) is a floor no training removes: compare "
+                    "the NELBO minus it with within_cluster_unigram_bits_per_token, the "
+                    "cross-entropy of the training unigram inside each token's cluster")
+  return out
+
+
+def _other_forms(exp, run, rows, headline: dict) -> dict:
   """The NELBO's other forms next to the headline one, labelled (design.md §6): over t in
   (0, 1]; over [t0, 1] plus -log p(x | z_t0) (t0 = objectives.EVAL_T_MIN); and, for the mask
   kernel, MDLM's reported quantity (t ~ U[t0, 1], no prior term: what its papers print)."""
@@ -152,6 +184,7 @@ def _other_forms(exp, run, headline: dict) -> dict:
                           "what": "the NELBO over t in [t_min, 1] plus the reconstruction term "
                                   "-log p(x | z_t_min): an upper bound with finite expectation"},
   }
+  out["prior_term"] = _prior_term(exp, rows)
   if exp.kernel.is_absorbing:
     out["mdlm_reported"] = {**field(run("mdlm")), "what": (
         "MDLM's own quantity: the integrand averaged over t ~ U[1e-3, 1] without the prior "
@@ -172,7 +205,7 @@ def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batche
       "workdir": os.path.abspath(workdir), "step": step, "split": split,
       **exp.objective.describe(), "params": "ema" if use_ema else "raw",
       "t_samples": t_samples, **_nelbo_fields(exp, result),
-      **(_other_forms(exp, run, result) if exp.objective.is_bound else {}),
+      **(_other_forms(exp, run, rows, result) if exp.objective.is_bound else {}),
       "what": exp.objective.what(),
       "pad": pad_rule(exp.config.data.convention),
   }

@@ -353,3 +353,31 @@ def test_ar_nll_shifts_targets():
   logits = jnp.log(jax.nn.one_hot(jnp.array([[1, 2, 0]]), 3) * 0.98 + 0.01)
   nll = elbo.ar_nll(logits, jnp.array([[0, 1, 2]]))
   np.testing.assert_allclose(nll, -np.log([[0.99 / 1.01] * 2]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", MARKOV + TOPK)
+def test_mean_form_standard_error_shrinks_like_one_over_sqrt_passes(toy, name):
+  """Under the mean form the evaluation's Monte Carlo estimate (one t and z_t per row, t over
+  (0, 1]) has a finite variance, so its standard error over batches shrinks as
+  1/sqrt(passes): 4x the batches halve it. The denoiser is a partly trained one: 0.7 x the
+  optimum (the data distribution, at L = 1) + 0.3 x a random context-free one."""
+  from dlm_jax import objectives  # pylint: disable=g-import-not-at-top
+  p, kernels = toy
+  kernel = kernels["mean"][name]
+  V, n = len(p), kernel.input_vocab_size
+  noise = jax.nn.softmax(jnp.asarray(random_denoiser(0)(np.zeros((1, V, n)))[0]), -1)
+  table = jnp.log(0.3 * noise + 0.7 * jnp.asarray(p)[None])           # (z, x') logits
+  batch = 64
+
+  def batch_mean(key):
+    k_x, k_t, k_z, k_bulk = jax.random.split(key, 4)
+    x = jax.random.choice(k_x, V, (batch, 1), p=jnp.asarray(p))
+    t = objectives.sample_times(k_t, batch, 0.0)
+    z = kernel.sample_forward(k_z, x, t)
+    return jnp.mean(elbo.nelbo_per_token(kernel, table[z], x, z, t, k_bulk))
+
+  means = np.asarray(jax.jit(jax.vmap(batch_mean))(jax.random.split(jax.random.key(0), 320)))
+  se = lambda m: np.std(m, ddof=1) / np.sqrt(len(m))
+  ratio = se(means) / se(means[:80])
+  assert 0.35 < ratio < 0.75, ratio
+  assert np.isfinite(means).all() and means.mean() > -np.sum(p * np.log(p))

@@ -190,6 +190,16 @@ def test_checkpoint_from_before_a_model_field_existed_is_accepted(two_checkpoint
     exp.check_compatible(saved, 1)
 
 
+def test_runs_saved_before_the_parameterization_existed_restore_as_mixture():
+  """kernel.parameterization defaults to mean, but every run saved before the option trained
+  the mixture form: a saved config without the key restores as mixture."""
+  from dlm_jax import configuration  # pylint: disable=g-import-not-at-top
+  old = configuration.from_saved({"kernel": {"name": "uniform"}})
+  assert old.kernel.parameterization == "mixture"
+  new = configuration.from_saved({"kernel": {"name": "uniform", "parameterization": "mean"}})
+  assert new.kernel.parameterization == "mean"
+
+
 def test_unwritable_workdir(tmp_path, config):
   blocker = tmp_path / "file"
   blocker.write_text("not a directory")

@@ -111,3 +111,41 @@ def test_b4_partition_with_mask_on_a_singleton_cluster():
   exact = _reference_float64(kernel, logits, x, z, t)
   assert exact.min() > 10.0
   np.testing.assert_allclose(ours, exact, rtol=1e-3)
+
+
+@pytest.mark.parametrize("form", ["mean", "mixture"])
+@pytest.mark.parametrize("vocab,t", [(50257, 1e-3), (412, 1e-5)])
+def test_b5_uniform_bulk_is_finite_when_the_denoiser_is_sure_of_a_corrupted_z(vocab, t, form):
+  """x != z and z's logit 28 above the rest: x_hat(z) rounds to 1 in float32 and C / V < 3e-8,
+  so the bulk pass's u - 1 rounded to -1 and log1p(-1) * 0 made the value and the gradient
+  NaN. Now both are finite and the value agrees with the float64 evaluation."""
+  kernel = family.make_kernel(kernel_config("uniform", eps=1e-3, parameterization=form), vocab)
+  x, z = jnp.array([[3, 5]]), jnp.array([[9, 5]])         # one corrupted, one clean position
+  logits = jnp.zeros((1, 2, vocab)).at[:, :, 9].set(28.0)
+  fn = jax.jit(jax.value_and_grad(
+      lambda lg, tt: elbo.nelbo_integrand(kernel, lg, x, z, tt).sum()))
+  value, grad = fn(logits, jnp.array([t], jnp.float32))
+  assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all()
+  with jax.enable_x64(True):
+    exact = float(jax.jit(lambda lg, tt: elbo.nelbo_integrand(kernel, lg, x, z, tt).sum())(
+        logits.astype(jnp.float64), jnp.array([t], jnp.float64)))
+  np.testing.assert_allclose(float(value), exact, rtol=1e-3)
+
+
+@pytest.mark.parametrize("schedule,power,t", [("loglinear", 2.0, 1e-4), ("cosine", 1.5, 1e-3)])
+def test_b6_the_uniform_part_survives_small_t_in_float32(schedule, power, t):
+  """C = 1 - alpha_glob was computed as `1.0 - a_glob`: 0 in float32 for t < 1.7e-4 under
+  SemDLM+'s default global schedule (t^2) and t < 3.4e-3 under cosine at power 1.5, so the
+  uniform part dropped out of loss and gradient. It now comes from one_minus_alpha."""
+  emb = np.random.default_rng(0).normal(size=(V, 5))
+  kernel = family.make_kernel(kernel_config(
+      "semdlm_plus", global_kind="uniform", global_schedule=schedule, global_power=power,
+      global_eps=1e-3), V, neighbors.build(emb, "partition", 3, "toy", special=()))
+  _, _, C, _ = kernel.coefficients(jnp.asarray([t], jnp.float32))
+  exact = float(kernel.glob.one_minus_alpha(np.float64(t)))
+  assert exact > 0 and float(C[0]) == pytest.approx(exact, rel=1e-5)
+  # A token that left its cluster is possible only through the uniform part: finite cost.
+  x, z = jnp.array([[0]]), jnp.array([[int(np.flatnonzero(
+      np.asarray(kernel.table.cluster) != int(kernel.table.cluster[0]))[0])]])
+  loss = elbo.nelbo_integrand(kernel, jnp.zeros((1, 1, V)), x, z, jnp.asarray([t], jnp.float32))
+  assert np.isfinite(np.asarray(loss)).all() and float(loss[0, 0]) > 0

@@ -60,7 +60,7 @@ def test_train_learns_then_evaluate_and_sample(tmp_path, config):
   assert len(val) == 3
   assert val[-1] < val[0] - 1.0, val               # starts at log2(256) = 8 bits
   final = [h for h in history if "final/unigram_bits_per_token" in h]
-  assert len(final) == 1 and final[0]["final/nelbo_bits_per_token"] == val[-1]
+  assert len(final) == 1 and final[0]["final/nelbo_bits_per_token"] == pytest.approx(val[-1])
   assert final[0]["final/below_unigram_bits"] == pytest.approx(
       final[0]["final/unigram_bits_per_token"] - val[-1])
   assert final[0]["final/loss_at_t/0.95"] > 0
@@ -71,6 +71,14 @@ def test_train_learns_then_evaluate_and_sample(tmp_path, config):
   assert report["step"] == 60 and report["kernel"] == "masking"
   assert report["bits_per_token"] < 8.0
   np.testing.assert_allclose(report["perplexity_bound"], np.exp(report["nats_per_token"]))
+  # The headline is the NELBO over (0, 1]; next to it the truncated bound (with its
+  # reconstruction term) and MDLM's own quantity (no prior term, t in [1e-3, 1]).
+  assert report["reported_form"] == "nelbo"
+  assert report["nelbo_t_in_0_1"]["nats_per_token"] == report["nats_per_token"]
+  truncated = report["nelbo_truncated"]
+  assert truncated["t_min"] == 1e-3 and truncated["reconstruction_nats"] >= 0
+  assert abs(truncated["nats_per_token"] - report["nats_per_token"]) < 0.3
+  assert report["mdlm_reported"]["nats_per_token"] < report["nats_per_token"]
 
   texts, tokens, info = generation.generate(workdir, 2, reverse.SamplerOptions(steps=16), prompt="the")
   assert tokens.shape == (2, 32) and len(texts) == 2
@@ -150,6 +158,9 @@ def test_other_kernels_train_and_report(tmp_path, config, name, neighbors, globa
   assert len(val) == 2 and np.isfinite(val).all()
   report = evaluation.evaluate(workdir, max_batches=1)
   assert report["kernel"] == name and report["structure"] == neighbors
+  assert report["parameterization"] == "mean" and report["reported_form"] == "nelbo"
+  assert np.isfinite(report["nelbo_truncated"]["nats_per_token"])
+  assert "mdlm_reported" not in report
   assert ("loose" in report["what"]) == (neighbors == "topk")
   _, tokens, info = generation.generate(workdir, 2, reverse.SamplerOptions(steps=4),
                                         prompt="the")
