@@ -66,9 +66,10 @@ def main(argv):
     if not f.reference:
       sys.exit(f"{name}: error: --reference is required")
     diff = cli.run(name, mdlm_checkpoint.reference_difference, f.workdir, f.reference, f.step)
-    verdict = "ok" if diff <= f.tolerance else "FAILED"
-    print(f"max abs difference {diff:.3e} (tolerance {f.tolerance:g}): {verdict}")
-    if diff > f.tolerance:
+    passed = diff <= f.tolerance                   # NaN (a NaN in either side) fails
+    print(f"max abs difference {diff:.3e} (tolerance {f.tolerance:g}): "
+          f"{'ok' if passed else 'FAILED'}")
+    if not passed:
       sys.exit(1)
 
 

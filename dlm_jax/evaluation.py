@@ -36,7 +36,7 @@ def nelbo(exp, eval_fn, params, rows, batch_size: int, max_batches: int = 0, see
   """The NELBO (or AR NLL) of `rows`, one t and z_t per row and pass (fresh ones per pass).
 
   Returns nats_per_token, tokens (per pass) and std_error_nats: the ratio estimator's standard
-  error over batches."""
+  error over batches (None when there is one batch: undefined)."""
   sums, counts, recon = [], [], []
   for p in range(passes):
     key = jax.random.key(seed + p)
@@ -51,7 +51,9 @@ def nelbo(exp, eval_fn, params, rows, batch_size: int, max_batches: int = 0, see
   sums, counts = np.asarray(sums), np.asarray(counts)
   nats = sums.sum() / max(counts.sum(), 1.0)
   resid = sums - nats * counts
-  stderr = math.sqrt(np.sum(resid**2) / max(len(sums) - 1, 1) * len(sums)) / max(counts.sum(), 1.0)
+  # Over batches; undefined (None) from a single batch, never a false 0.
+  stderr = (math.sqrt(np.sum(resid**2) / (len(sums) - 1) * len(sums)) / max(counts.sum(), 1.0)
+            if len(sums) > 1 else None)
   return {"nats_per_token": float(nats), "tokens": float(counts.sum() / passes),
           "std_error_nats": stderr,
           "reconstruction_nats": float(np.sum(recon) / max(counts.sum(), 1.0))}
@@ -192,9 +194,18 @@ def _other_forms(exp, run, rows, headline: dict) -> dict:
   return out
 
 
+def check_passes(t_samples: int, max_batches: int):
+  """One-line errors for evaluation counts that would report a fake number."""
+  if t_samples < 1:
+    raise UserError(f"t_samples must be >= 1 (passes over the split), got {t_samples}")
+  if max_batches < 0:
+    raise UserError(f"max_batches must be >= 0 (0: the whole split), got {max_batches}")
+
+
 def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batches: int = 0,
              use_ema: bool = True, seed: int = 1234, devices=None) -> dict:
   """The report of `python -m dlm_jax.evaluate`: NELBO (or NLL) of a split, with what it is."""
+  check_passes(t_samples, max_batches)
   exp, params, step = experiment.restore(workdir, step, use_ema, devices)
   split = split or exp.config.eval.split
   rows = exp.rows(split)
@@ -217,6 +228,7 @@ def zero_shot(workdir: str, names, datasets_dir: str = "", step=None, t_samples:
   """The MDLM / Duo zero-shot suite (data/suite.py) for a trained model: per benchmark, the
   NELBO per token of its documents in rows of the model's length, laid out as those papers
   do (detokenized, no EOS between documents, BOS + L-2 tokens + EOS per row)."""
+  check_passes(t_samples, max_batches)
   sources = [suite.documents(name, datasets_dir) for name in names]   # bad names fail here
   exp, params, step = experiment.restore(workdir, step, use_ema, devices)
   L = exp.config.data.seq_len
@@ -240,6 +252,10 @@ def zero_shot(workdir: str, names, datasets_dir: str = "", step=None, t_samples:
           "what": exp.objective.what(), "results": results}
 
 
+def _se(value) -> str:
+  return "n/a" if value is None else f"{value:.4f}"
+
+
 def zero_shot_markdown(report: dict) -> str:
   """One table across the benchmarks of a zero_shot report."""
   key = next(k for k in report["results"][0] if k.startswith("perplexity"))
@@ -250,7 +266,7 @@ def zero_shot_markdown(report: dict) -> str:
   for r in report["results"]:
     partial = "" if r["complete"] else " (first batches only)"
     lines.append(f"| {r['dataset']} | {r['rows']} | {r['tokens']}{partial} | "
-                 f"{r['nats_per_token']:.4f} ± {r['std_error_nats']:.4f} | {r[key]:.2f} | "
+                 f"{r['nats_per_token']:.4f} ± {_se(r['std_error_nats'])} | {r[key]:.2f} | "
                  f"{r['source']} |")
   return "\n".join(lines) + "\n"
 

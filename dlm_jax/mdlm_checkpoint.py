@@ -291,6 +291,10 @@ def reference_difference(workdir: str, reference: str, step=None) -> float:
   if exp.model.cfg.variant != "mdlm" or not exp.objective.is_bound:
     raise UserError(f"{workdir!r} does not hold an mdlm-variant diffusion model")
   R = ref["logits"].shape[-1] - 1
+  if ref["tokens"].size and not (0 <= ref["tokens"].min() and ref["tokens"].max() <= R):
+    raise UserError(f"{reference}: token ids must be in [0, {R}] (the reference logits have "
+                    f"{R + 1} columns, the last the mask); found {ref['tokens'].min()} .. "
+                    f"{ref['tokens'].max()}")
   tokens = np.where(ref["tokens"] == R, exp.kernel.mask_id, ref["tokens"]).astype(np.int32)
   model = Transformer(dataclasses.replace(exp.model.cfg, time_conditioning=True,
                                           dtype="float32", dropout=0.0))

@@ -123,6 +123,16 @@ class Diffusion:
     the document); only non-PAD tokens are counted, so nll_sum / token_count is per real
     token. Without it (MDLM's rule) PAD positions are left out of the sum as well."""
     tokens = batch["tokens"]
+    integrand, summed, counted = self._sampled_integrand(params, batch, key, model=model,
+                                                         t_min=t_min, train=train,
+                                                         pad_id=pad_id)
+    per_token = integrand + self.kernel.prior_kl(tokens)
+    return jnp.sum(per_token * summed), jnp.sum(counted)
+
+  def _sampled_integrand(self, params, batch, key, *, model, t_min: float, train: bool,
+                         pad_id: int):
+    """(integrand (B, L), sum weights, count weights) at one t ~ U(t_min, 1) and z_t per row."""
+    tokens = batch["tokens"]
     valid = batch.get("valid", jnp.ones(tokens.shape[:1], jnp.float32))
     summed, counted = _weights(tokens, valid, pad_id, self.pad_in_loss)
     k_t, k_z, k_drop, k_bulk = jax.random.split(key, 4)
@@ -135,9 +145,9 @@ class Diffusion:
       summed, counted = summed * ~clean, counted * ~clean
     features, head = _features_and_head(model, params, z, time_input(model.cfg, self.kernel, t),
                                         train, k_drop, clean)
-    per_token = elbo.chunked_nelbo_per_token(self.kernel, head, features, tokens, z, t, k_bulk,
-                                             self.logits_chunk)
-    return jnp.sum(per_token * summed), jnp.sum(counted)
+    integrand = elbo.chunked_integrand(self.kernel, head, features, tokens, z, t, k_bulk,
+                                       self.logits_chunk)
+    return integrand, summed, counted
 
   @property
   def headline(self) -> str:
@@ -161,15 +171,9 @@ class Diffusion:
       return (*self.loss_terms(params, batch, key, model=model, t_min=0.0, train=False,
                                pad_id=pad_id), zero)
     tokens = batch["tokens"]
-    valid = batch.get("valid", jnp.ones(tokens.shape[:1], jnp.float32))
-    summed, counted = _weights(tokens, valid, pad_id, self.pad_in_loss)
-    k_t, k_z, k_drop, k_bulk = jax.random.split(key, 4)
-    t = sample_times(k_t, tokens.shape[0], EVAL_T_MIN)
-    z = self.kernel.sample_forward(k_z, tokens, t)
-    features, head = _features_and_head(model, params, z, time_input(model.cfg, self.kernel, t),
-                                        False, k_drop)
-    per_token = elbo.chunked_integrand(self.kernel, head, features, tokens, z, t, k_bulk,
-                                       self.logits_chunk)
+    per_token, summed, counted = self._sampled_integrand(params, batch, key, model=model,
+                                                         t_min=EVAL_T_MIN, train=False,
+                                                         pad_id=pad_id)
     if quantity == "mdlm":
       return jnp.sum(per_token * summed), jnp.sum(counted), zero
     recon = self.reconstruction_nll(params, tokens, jax.random.fold_in(key, 5), model=model)

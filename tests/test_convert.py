@@ -79,6 +79,21 @@ def test_import_check_export_round_trip(tmp_path):
   ok = run(1e-4)
   assert ok.returncode == 0 and ok.stdout.startswith("max abs difference"), ok.stderr
   assert run(1e-12).returncode == 1
+  # A NaN difference fails (it compared as "not above the tolerance" and exited 0); token ids
+  # outside the reference's columns are a one-line error.
+  with np.load(reference) as ref:
+    arrays = dict(ref)
+  nan_reference = str(tmp_path / "nan.npz")
+  np.savez(nan_reference, **{**arrays, "logits": np.full_like(arrays["logits"], np.nan)})
+  reference_nan = subprocess.run(
+      [sys.executable, "-m", "dlm_jax.convert", "check", f"--workdir={workdir}",
+       f"--reference={nan_reference}"], capture_output=True, text=True, cwd=ROOT,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert reference_nan.returncode == 1 and "FAILED" in reference_nan.stdout
+  bad_ids = str(tmp_path / "bad_ids.npz")
+  np.savez(bad_ids, **{**arrays, "tokens": arrays["tokens"] + arrays["logits"].shape[-1]})
+  with pytest.raises(UserError, match="token ids must be in"):
+    mdlm_checkpoint.reference_difference(workdir, bad_ids)
 
   mdlm_checkpoint.export_checkpoint(workdir, out)
   original = safetensors_io.load(os.path.join(MDLM_DIR, "model.safetensors"))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dlm_jax import evaluation, experiment, generation, training
+from dlm_jax.errors import UserError
 from dlm_jax.samplers import reverse
 
 
@@ -159,6 +160,10 @@ def test_other_kernels_train_and_report(tmp_path, config, name, neighbors, globa
   report = evaluation.evaluate(workdir, max_batches=1)
   assert report["kernel"] == name and report["structure"] == neighbors
   assert report["parameterization"] == "mean" and report["reported_form"] == "nelbo"
+  assert report["std_error_nats"] is None          # one batch: undefined, not a false 0
+  for bad in (dict(t_samples=0), dict(t_samples=-2), dict(max_batches=-1)):
+    with pytest.raises(UserError, match="must be >= "):
+      evaluation.evaluate(workdir, **bad)
   assert np.isfinite(report["nelbo_truncated"]["nats_per_token"])
   assert "mdlm_reported" not in report
   assert ("loose" in report["what"]) == (neighbors == "topk")

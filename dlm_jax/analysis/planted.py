@@ -264,7 +264,7 @@ def _forms_section(report: dict) -> list[str]:
            "every form; for pure SemDLM it is a floor (the kernel never leaves a token's "
            "cluster), so its NELBO minus that term is set against the within-cluster unigram.",
            "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-  pm = lambda nats, se: f"{nats * bits:.3f} ± {se * bits:.3f}"
+  pm = lambda nats, se: f"{nats * bits:.3f} ± " + ("n/a" if se is None else f"{se * bits:.3f}")
   for r in report["results"]:
     row = [r["name"], pm(r["nelbo_nats"], r["nelbo_se_nats"])]
     if other:
