@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ml_collections import config_dict
 
 from dlm_jax import config_schema as base
@@ -57,6 +59,15 @@ def _check_schema(cfg, schema, prefix=""):
       raise UserError(f"config key {name!r} must be {ref_type.__name__}, got {value!r}")
 
 
+def _check_finite(cfg, prefix=""):
+  """Every float option is a finite number (NaN passes every `<` test)."""
+  for key, value in cfg.items():
+    if isinstance(value, config_dict.ConfigDict):
+      _check_finite(value, f"{prefix}{key}.")
+    elif isinstance(value, float) and not math.isfinite(value):
+      raise UserError(f"{prefix}{key} must be a finite number, got {value}")
+
+
 def validate_config(cfg) -> None:
   """Checks keys, types and values of a full config against the schema."""
   _check_schema(cfg, base.get_config())
@@ -64,7 +75,16 @@ def validate_config(cfg) -> None:
     group, key = path.split(".")
     if cfg[group][key] not in choices:
       raise UserError(f"{path}={cfg[group][key]!r} is not one of {list(choices)}")
+  _check_finite(cfg)
   d, t, o, k = cfg.data, cfg.train, cfg.optim, cfg.kernel
+  for name in ("b1", "b2"):
+    if not 0.0 <= o[name] < 1.0:
+      raise UserError(f"optim.{name} must be in [0, 1), got {o[name]}")
+  if o.weight_decay < 0 or o.grad_clip < 0:
+    raise UserError(f"optim.weight_decay and optim.grad_clip must be >= 0, got "
+                    f"{o.weight_decay} and {o.grad_clip}")
+  if not 0.0 <= cfg.model.dropout < 1.0:
+    raise UserError(f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
   if k.tau <= 0:
     raise UserError(f"kernel.tau must be > 0, got {k.tau}")
   if k.k < 1 or (k.name.startswith("semdlm") and d.tokenizer == "sentencepiece"

@@ -47,9 +47,17 @@ def template_conditioning(tokenizer, templates, length: int):
   for row, line in enumerate(templates):
     ids, keep, pos = list(sample_prefix(tokenizer)), [], 0
     keep = [True] * len(ids)
-    pieces = [(m.start(), m.end(), int(m.group(1))) for m in _MASK_SPAN.finditer(line)]
+    pieces = [(m.start(), m.end(), m.group(1)) for m in _MASK_SPAN.finditer(line)]
+    for start, end, free in pieces:
+      if len(free) > len(str(length)) or int(free) > length:   # before any allocation
+        raise UserError(f"prompt {row + 1}: <mask:{free}> asks for more positions than the "
+                        f"length {length}")
+    pieces = [(start, end, int(free)) for start, end, free in pieces]
     for start, end, free in pieces + [(len(line), len(line), 0)]:
       text = line[pos:start].strip()
+      if "<mask:" in text:
+        raise UserError(f"prompt {row + 1}: {text[text.index('<mask:'):][:20]!r} is not a span: "
+                        "write <mask:K> with K a whole number of positions (K >= 0)")
       encoded = tokenizer.encode([text])[0] if text else []
       ids += encoded + [0] * free
       keep += [True] * len(encoded) + [False] * free

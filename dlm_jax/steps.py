@@ -83,15 +83,19 @@ def train_step(state: TrainState, batch, key, *, objective, model, tx, t_min: fl
     params = optax.apply_updates(state.params, updates)
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params,
                        params)
-    return state.replace(params=params, ema_params=ema, opt_state=opt_state)
+    # A finite gradient can still make the parameters non-finite (a huge learning rate).
+    params_finite = jnp.isfinite(optax.tree.norm(params))
+    new = state.replace(params=params, ema_params=ema, opt_state=opt_state)
+    return jax.lax.cond(params_finite, lambda: new, lambda: state), params_finite
 
-  # A non-finite loss or gradient never reaches the state: the update is skipped (the step
-  # counter still advances, so the data order is unchanged) and the loop decides to stop.
-  # A cond, not a select over old and new states: only one copy of the state is live.
+  # A non-finite loss, gradient or updated parameter never reaches the state: the update is
+  # skipped (the step counter still advances, so the data order is unchanged) and the loop
+  # decides to stop. A cond, not a select over old and new states of the whole step.
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  new_state = jax.lax.cond(finite, update, lambda state: state, state)
+  new_state, params_finite = jax.lax.cond(
+      finite, update, lambda state: (state, jnp.zeros((), bool)), state)
   metrics = {"loss": loss, "bits_per_token": loss / jnp.log(2.0), "grad_norm": grad_norm,
-             "tokens": count, "finite": finite}
+             "tokens": count, "finite": finite & params_finite}
   return new_state.replace(step=state.step + 1), metrics
 
 

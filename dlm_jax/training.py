@@ -63,7 +63,8 @@ class _StopRequest:
 def _first_nonfinite(fetched, first_step: int):
   for i, m in enumerate(fetched):
     if not bool(m["finite"]):
-      bad = [k for k in ("loss", "grad_norm") if not math.isfinite(float(m[k]))]
+      bad = ([k for k in ("loss", "grad_norm") if not math.isfinite(float(m[k]))]
+             or ["updated parameters"])
       return first_step + i, bad
   return None, None
 

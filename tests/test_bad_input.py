@@ -171,6 +171,23 @@ def test_bad_kernel_settings(config, tmp_path, no_compile):
   _expect(config, str(tmp_path), "kernel.global_power must be > 0")
 
 
+@pytest.mark.parametrize("key,value,message", [
+    ("optim.learning_rate", float("nan"), "optim.learning_rate must be a finite number"),
+    ("optim.learning_rate", float("inf"), "optim.learning_rate must be a finite number"),
+    ("kernel.tau", float("nan"), "kernel.tau must be a finite number"),
+    ("kernel.power", float("nan"), "kernel.power must be a finite number"),
+    ("optim.b2", 1.0, "optim.b2 must be in"),
+    ("optim.weight_decay", -0.1, "optim.weight_decay and optim.grad_clip must be >= 0"),
+    ("model.dropout", 1.0, "model.dropout must be in"),
+    ("kernel.parameterization", "average", "kernel.parameterization='average' is not one of"),
+])
+def test_float_options_are_finite_and_in_range(config, tmp_path, no_compile, key, value,
+                                               message):
+  group, name = key.split(".")
+  config[group][name] = value
+  _expect(config, str(tmp_path), message)
+
+
 def test_clean_flag_and_prompt_rate_go_together(config, tmp_path, no_compile):
   config.kernel.name = "uniform"
   config.model.clean_flag = True

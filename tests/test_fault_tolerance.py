@@ -169,6 +169,20 @@ def test_nonfinite_loss_stops_with_step_and_checkpoint(tmp_path, config):
   assert max(h.get("train/skipped_updates", 0) for h in history) > 0
 
 
+def test_an_update_that_makes_the_parameters_nonfinite_is_not_applied(tmp_path, config):
+  """lr = 1e39 is a finite float but inf in float32: loss and gradient are finite, the updated
+  parameters are not. The step is refused (stop, naming it) and no checkpoint holds NaN."""
+  _constant_lr(config)
+  config.optim.learning_rate = 1e39
+  config.optim.warmup_steps = 1
+  config.train.num_steps = 1
+  with pytest.raises(FloatingPointError, match=r"non-finite updated parameters at step 1 \(update not applied\)"):
+    training.train_and_evaluate(config, str(tmp_path / "inf"))
+  config.train.nonfinite = "skip"
+  _, state = training.train_and_evaluate(config, str(tmp_path / "skip"))
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+
+
 def test_checkpoint_from_another_model_is_refused(two_checkpoints, monkeypatch):
   config, workdir = two_checkpoints
   config.model.d_model = 48

@@ -497,6 +497,10 @@ def test_templates_clamp_text_and_leave_spans_free():
   assert mask[2].tolist() == [True, False, False, False, True, False, False, False]
   with pytest.raises(UserError, match="prompt 1"):
     template_conditioning(IdsTokenizer(16), ["1 <mask:9>"], 8)
+  # A huge span is refused before anything is allocated; malformed spans are not text.
+  for bad in ("1 <mask:1000000000000> 2", "1 <mask:-3> 2", "1 <mask:5 2"):
+    with pytest.raises(UserError, match="prompt 1"):
+      template_conditioning(IdsTokenizer(16), [bad], 8)
   # The planted language has no BOS: templates start at position 0.
   tok = planted.PlantedTokenizer(planted.language())
   fixed, mask = template_conditioning(tok, ["the <mask:1> of"], 4)
