@@ -70,16 +70,22 @@ class Checkpointer:
       args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     return self.manager.restore(step, args=ocp.args.Composite(**args))["state"]
 
-  def restore(self, step: int, abstract_state, data_iterator=None, fallback: bool = False):
+  def restore(self, step: int, abstract_state, data_iterator=None, fallback: bool = False,
+              hint: str = ""):
     """Restores `step` into `abstract_state`'s shapes and shardings (and the data iterator).
 
     An unreadable checkpoint raises a UserError naming it and the usable earlier
-    one, or, with `fallback`, warns and restores the newest readable earlier step.
-    Returns (state, step restored).
+    one (`hint`: how the caller picks it), or, with `fallback`, warns and restores the newest
+    readable earlier step. Returns (state, step restored).
     """
     return self._newest_readable(
         step, lambda s: self._restore_one(s, abstract_state, data_iterator), fallback,
-        "unreadable")
+        "unreadable", hint)
+
+  def still_has(self, step: int) -> bool:
+    """Whether `step` is still listed (a running `train` deletes old steps)."""
+    self.manager.reload()
+    return step in self.manager.all_steps()
 
   def _newest_readable(self, step: int, read, fallback: bool, what: str, hint: str = ""):
     """(read(s), s) for the newest step s <= `step` that `read` accepts. A step it raises on

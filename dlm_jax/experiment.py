@@ -146,9 +146,32 @@ def restore(workdir: str, step: int | None = None, use_ema: bool = True, devices
   """Rebuilds the experiment saved in `workdir` and restores its (EMA) parameters, after
   checking the tokenizer, model, kernel and neighbour table against the checkpoint's.
 
+  A reader: it never falls back, moves or deletes anything (whatever the run's
+  `train.restore_fallback`); `step` is served or refused. Without `step` it reads the newest
+  checkpoint, and if a running `train` deletes that step meanwhile, the newest one then.
   Returns (experiment, params, step). Raises UserError when there is no checkpoint.
   """
   ckpt = Checkpointer(workdir, create=False)
+  try:
+    for attempt in range(3):
+      try:
+        return _restore_once(ckpt, workdir, step, use_ema, devices)
+      except (UserError, FileNotFoundError, ValueError) as e:
+        newest = max(ckpt.all_steps() or [0])
+        if step is not None or attempt == 2 or ckpt.still_has(newest):
+          if isinstance(e, UserError):
+            raise
+          raise UserError(f"could not read the checkpoint in {workdir!r}: "
+                          f"{(str(e).splitlines() or [''])[0][:200]}") from None
+        print(f"note: checkpoint step {newest} was deleted while reading it (a running train "
+              "keeps only the newest); reading the newest one now", flush=True)
+    raise AssertionError("unreachable")
+  finally:
+    ckpt.close()
+
+
+def _restore_once(ckpt, workdir: str, step, use_ema: bool, devices):
+  ckpt.manager.reload()
   available = ckpt.all_steps()
   if not available:
     raise UserError(f"no checkpoint in {workdir!r}: train first with `python -m dlm_jax.train`")
@@ -156,7 +179,8 @@ def restore(workdir: str, step: int | None = None, use_ema: bool = True, devices
     step = max(available)
   elif step not in available:
     raise UserError(f"no checkpoint for step {step} in {workdir!r}; available: {sorted(available)}")
-  step = ckpt.readable_step(step, hint="pass --step with an earlier one")
+  hint = "pass --step with an earlier one"
+  step = ckpt.readable_step(step, hint=hint)
   config = ckpt.restore_config(step)
   n = len(jax.devices() if devices is None else devices)
   config.mesh.data = -1
@@ -164,6 +188,5 @@ def restore(workdir: str, step: int | None = None, use_ema: bool = True, devices
     config.mesh.fsdp = 1
   exp = build(config, workdir, devices, restoring=True)
   exp.check_compatible(ckpt.restore_json(step, "meta"), step)
-  state, step = ckpt.restore(step, exp.abstract_state, fallback=config.train.restore_fallback)
-  ckpt.close()
+  state, step = ckpt.restore(step, exp.abstract_state, hint=hint)
   return exp, (state.ema_params if use_ema else state.params), step

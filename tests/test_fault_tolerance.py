@@ -117,6 +117,46 @@ def test_corrupt_checkpoint_names_step_and_earlier_one(two_checkpoints):
   assert [h["step"] for h in history if "train/loss" in h][0] == 5   # resumed from 4
 
 
+def test_readers_never_fall_back_or_move_a_checkpoint(two_checkpoints, monkeypatch):
+  """evaluate / sample read: a damaged newest step is a one-line error even when the run was
+  saved with train.restore_fallback=True, `--step=N` serves N or fails, nothing is renamed."""
+  config, workdir = two_checkpoints
+  _truncate_state(workdir, 8)
+  from dlm_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  saved = checkpoint.Checkpointer.restore_config
+
+  def with_fallback(self, step=None):
+    cfg = saved(self, step)
+    cfg.train.restore_fallback = True            # as if the run had been saved with it
+    return cfg
+
+  monkeypatch.setattr(checkpoint.Checkpointer, "restore_config", with_fallback)
+  for step in (None, 8):
+    with pytest.raises(UserError, match=r"checkpoint step 8 .* is unreadable .*--step"):
+      evaluation.evaluate(workdir, step=step, max_batches=1)
+  assert _steps(workdir) == [4, 8] and not glob.glob(os.path.join(workdir, "checkpoints", "*.unreadable"))
+  assert evaluation.evaluate(workdir, step=4, max_batches=1)["step"] == 4
+
+
+def test_a_reader_follows_a_step_deleted_while_it_reads(two_checkpoints, monkeypatch):
+  """A running train with keep_checkpoints=1 deletes the step a reader picked: the reader reads
+  the newest step that still exists instead of ending in a traceback."""
+  config, workdir = two_checkpoints
+  from dlm_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  original = checkpoint.Checkpointer.restore
+  calls = []
+
+  def deleted_once(self, step, *args, **kwargs):
+    if not calls:
+      calls.append(step)
+      shutil.rmtree(os.path.join(workdir, "checkpoints", str(step)))
+      raise FileNotFoundError(f"step {step} is gone")
+    return original(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoint.Checkpointer, "restore", deleted_once)
+  assert evaluation.evaluate(workdir, max_batches=1)["step"] == 4 and calls == [8]
+
+
 def test_damaged_checkpoint_metadata_is_one_line_and_fallback_covers_it(two_checkpoints,
                                                                          tmp_path):
   config, original = two_checkpoints
