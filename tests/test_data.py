@@ -76,6 +76,54 @@ def test_glob_parts_that_match_nothing_or_a_directory(tmp_path):
     corpus.read_text_files(f"{tmp_path}/*", "file", "text")
 
 
+def _finishes_within(seconds, fn):
+  """fn() in a daemon thread; its result, or a failure if it is still running after `seconds`."""
+  import threading  # pylint: disable=g-import-not-at-top
+  out = []
+  worker = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+  worker.start()
+  worker.join(seconds)
+  assert not worker.is_alive(), f"still running after {seconds} s"
+  return out[0]
+
+
+def test_glob_through_a_symlink_loop_ends_and_reads_each_file_once(tmp_path):
+  """`dir/**/*.txt` with dir/self -> . recursed forever; a file reached by several links
+  was read once per path (duplicated documents, possibly in both splits)."""
+  (tmp_path / "d").mkdir()
+  (tmp_path / "d" / "a.txt").write_text("alpha")
+  os.symlink(".", tmp_path / "d" / "self")
+  os.symlink(tmp_path / "d" / "a.txt", tmp_path / "d" / "b.txt")
+  assert _finishes_within(30, lambda: corpus._paths(str(tmp_path / "d" / "**" / "*.txt"))) == [
+      str(tmp_path / "d" / "a.txt")]
+  assert corpus._paths(str(tmp_path / "d" / "*.txt")) == [str(tmp_path / "d" / "a.txt")]
+
+
+def test_long_lines_are_cut_for_sentencepiece_in_linear_time():
+  """The splitter for SentencePiece's sentence limit copied the remainder for every piece
+  (quadratic: a 50 MB line never finished). Same pieces as that definition, linear time."""
+  from dlm_jax.data import tokenizer  # pylint: disable=g-import-not-at-top
+
+  def quadratic(line, limit=tokenizer._MAX_SENTENCE_CHARS):
+    while len(line.encode()) > 4 * limit:
+      cut = line.rfind(" ", 0, limit)
+      cut = cut if cut > 0 else limit
+      yield line[:cut]
+      line = line[cut:].lstrip()
+    if line:
+      yield line
+
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    words = ["".join(rng.choice(list("abcé\u00e9 \t"), size=rng.integers(1, 900)))
+             for _ in range(rng.integers(1, 30))]
+    line = " ".join(words).strip()
+    assert list(tokenizer._pieces(line)) == list(quadratic(line))
+  big = "word " * 2_000_000                                 # 10 MB on one line
+  pieces = _finishes_within(30, lambda: sum(1 for _ in tokenizer._pieces(big.strip())))
+  assert pieces > 9000
+
+
 def test_holdout_split(config):
   train = corpus.documents(config.data, "train")
   val = corpus.documents(config.data, "validation")

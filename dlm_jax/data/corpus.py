@@ -16,6 +16,7 @@ import glob
 import hashlib
 import json
 import os
+import pathlib
 import re
 from typing import Iterator
 
@@ -58,7 +59,7 @@ def _paths(pattern: str) -> list[str]:
   paths = []
   parts = [part.strip() for part in pattern.split(",") if part.strip()]
   for part in parts:
-    found = glob.glob(os.path.expanduser(part), recursive=True)
+    found = _glob(os.path.expanduser(part))
     if not found and len(parts) > 1:
       raise UserError(f"data pattern part {part!r} (of {pattern!r}) matches no file")
     folders = [p for p in found if os.path.isdir(p)]
@@ -66,7 +67,26 @@ def _paths(pattern: str) -> list[str]:
       raise UserError(f"data pattern {part!r} matches the directory {folders[0]!r}; match files "
                       "(e.g. dir/*.txt)")
     paths.extend(found)
-  return sorted(set(paths))
+  # One file read once, whatever links lead to it (it could otherwise be in both splits).
+  unique = {}
+  for path in sorted(set(paths)):
+    unique.setdefault(os.path.realpath(path), path)
+  return sorted(unique.values())
+
+
+def _glob(pattern: str) -> list[str]:
+  """glob with `**` that never follows a directory symlink (a link to an ancestor would
+  recurse forever): pathlib's recursive selector, from the pattern's literal root."""
+  if "**" not in pattern:
+    return glob.glob(pattern)
+  parts = pattern.split(os.sep)
+  first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+  root = os.sep.join(parts[:first]) or (os.sep if pattern.startswith(os.sep) else ".")
+  rest = os.sep.join(parts[first:])
+  if not os.path.isdir(root):
+    return []
+  found = [str(p) for p in pathlib.Path(root).glob(rest)]
+  return [p[2:] if root == "." and p.startswith("./") else p for p in found]
 
 
 def _read_utf8(path: str) -> str:

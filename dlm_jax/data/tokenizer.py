@@ -104,13 +104,20 @@ _MAX_SENTENCE_CHARS = 1000
 
 
 def _pieces(line: str) -> Iterator[str]:
-  while len(line.encode()) > 4 * _MAX_SENTENCE_CHARS:
-    cut = line.rfind(" ", 0, _MAX_SENTENCE_CHARS)
-    cut = cut if cut > 0 else _MAX_SENTENCE_CHARS
-    yield line[:cut]
-    line = line[cut:].lstrip()
-  if line:
-    yield line
+  """`line` cut at spaces into pieces of at most _MAX_SENTENCE_CHARS characters while more
+  than 4 x that many bytes remain: linear time (it never copies or encodes the remainder)."""
+  remaining, start = len(line.encode()), 0
+  while remaining > 4 * _MAX_SENTENCE_CHARS:
+    cut = line.rfind(" ", start, start + _MAX_SENTENCE_CHARS)
+    cut = cut if cut > start else start + _MAX_SENTENCE_CHARS
+    resume = cut
+    while resume < len(line) and line[resume].isspace():
+      resume += 1
+    remaining -= len(line[start:resume].encode())
+    yield line[start:cut]
+    start = resume
+  if start < len(line):
+    yield line[start:]
 
 
 def _sentences(documents: Iterable[str], max_sentences: int) -> Iterator[str]:
