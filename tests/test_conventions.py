@@ -131,6 +131,39 @@ def test_hf_source_slices_the_last_documents_off(tmp_path):
     list(corpus.documents(c, "train"))
 
 
+def test_a_single_saved_dataset_needs_slices_for_its_splits(tmp_path):
+  """A plain save_to_disk Dataset (no DatasetDict) has no split names: they selected the
+  whole dataset, so validation rows were the training rows. Slices are required."""
+  datasets = pytest.importorskip("datasets")
+  datasets.Dataset.from_dict({"text": [f"doc {i}" for i in range(10)]}).save_to_disk(
+      str(tmp_path / "single"))
+  c = base.get_config().data
+  c.source, c.hf_name = "hf", str(tmp_path / "single")
+  with pytest.raises(UserError, match="single dataset without splits: give each split a slice"):
+    list(corpus.documents(c, "train"))
+  c.hf_validation_split = "validation[-2:]"
+  with pytest.raises(UserError, match="without a split 'validation'"):
+    list(corpus.documents(c, "validation"))
+  c.hf_train_split, c.hf_validation_split = "train[:-2]", "train[-2:]"
+  assert list(corpus.documents(c, "validation")) == ["doc 8", "doc 9"]
+  assert len(list(corpus.documents(c, "train"))) == 8
+
+
+def test_validation_files_are_never_trained_on(tmp_path):
+  """data.validation_pattern naming a file that data.train_pattern also matches: that file
+  was trained on too. It is left out of training (by real path)."""
+  (tmp_path / "a.txt").write_text("alpha")
+  (tmp_path / "b.txt").write_text("beta")
+  c = base.get_config().data
+  c.source, c.train_pattern, c.validation_pattern = "files", str(tmp_path / "*.txt"), str(
+      tmp_path / "b.txt")
+  assert list(corpus.documents(c, "train")) == ["alpha"]
+  assert list(corpus.documents(c, "validation")) == ["beta"]
+  c.train_pattern = str(tmp_path / "b.txt")
+  with pytest.raises(UserError, match="nothing is left to train on"):
+    list(corpus.documents(c, "train"))
+
+
 def test_files_hold_out_the_last_n_documents(tmp_path):
   (tmp_path / "a.txt").write_text("\n".join(f"line {i}" for i in range(10)))
   c = base.get_config().data

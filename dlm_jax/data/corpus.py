@@ -156,11 +156,17 @@ def fingerprint(data_cfg) -> str:
   return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
 
 
-def read_text_files(pattern: str, text_unit: str, text_field: str) -> list[str]:
-  """Documents from files matching a glob: `.txt` split by `text_unit`, `.jsonl` one per line."""
-  paths = _paths(pattern)
-  if not paths:
+def read_text_files(pattern: str, text_unit: str, text_field: str,
+                    exclude: frozenset = frozenset()) -> list[str]:
+  """Documents from files matching a glob: `.txt` split by `text_unit`, `.jsonl` one per line.
+  Files whose real path is in `exclude` (the validation files) are left out."""
+  matched = _paths(pattern)
+  if not matched:
     raise UserError(f"no files match data pattern {pattern!r}")
+  paths = [p for p in matched if os.path.realpath(p) not in exclude]
+  if not paths:
+    raise UserError(f"every file of data pattern {pattern!r} is a validation file "
+                    "(data.validation_pattern): nothing is left to train on")
   docs = []
   for path in paths:
     if path.endswith(".jsonl"):
@@ -204,14 +210,16 @@ def _raw_documents(data_cfg, split: str) -> Iterator[str] | list[str]:
     pattern = _train_pattern(data_cfg)
     if split == "validation" and data_cfg.validation_pattern:
       return read_text_files(data_cfg.validation_pattern, data_cfg.text_unit, data_cfg.text_field)
-    docs = read_text_files(pattern, data_cfg.text_unit, data_cfg.text_field)
+    held_out = (frozenset(map(os.path.realpath, _paths(data_cfg.validation_pattern)))
+                if data_cfg.validation_pattern else frozenset())
+    docs = read_text_files(pattern, data_cfg.text_unit, data_cfg.text_field, held_out)
     if data_cfg.validation_pattern or split == "all":
       return docs
     return _holdout(docs, split, data_cfg)
   if source == "hf":
     hf_split = data_cfg.hf_validation_split if split == "validation" else data_cfg.hf_train_split
     return hf_documents(data_cfg.hf_name, data_cfg.hf_config, hf_split, data_cfg.text_field,
-                        data_cfg.hf_cache_dir)
+                        data_cfg.hf_cache_dir, split_by_slices=True)
   if source == "tfds":
     return _tfds_documents(data_cfg, "train" if split == "all" else split)
   if source == "synthetic":
@@ -240,9 +248,10 @@ def _slice_bound(text: str | None, n: int) -> int | None:
   return int(text)
 
 
-def _load_hf(name: str, config: str, split: str, cache_dir: str):
+def _load_hf(name: str, config: str, split: str, cache_dir: str, split_by_slices: bool = False):
   """A `datasets.Dataset`: from a `save_to_disk` directory (sliced here) or the local
-  Hugging Face cache (offline: never downloads)."""
+  Hugging Face cache (offline: never downloads). `split_by_slices`: a training source, where
+  a single saved Dataset (no splits) must be cut into training and validation by slices."""
   os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   try:
@@ -264,6 +273,17 @@ def _load_hf(name: str, config: str, split: str, cache_dir: str):
       if match.group(1) not in ds:
         raise UserError(f"{name} has no split {match.group(1)!r}; it has {sorted(ds)}")
       ds = ds[match.group(1)]
+    elif split_by_slices:
+      # One Dataset, no splits: a split name selects nothing, so only slices can keep the
+      # training and validation rows apart.
+      own = str(ds.split) if getattr(ds, "split", None) else "train"
+      if match.group(1) != own:
+        raise UserError(f"{name} is a single dataset (split {own!r}), without a split "
+                        f"{match.group(1)!r}: use {own!r} with slices")
+      if match.group(2) is None and match.group(3) is None:
+        raise UserError(f"{name} is a single dataset without splits: give each split a slice, "
+                        f"e.g. data.hf_train_split='{own}[:-1000]' and "
+                        f"data.hf_validation_split='{own}[-1000:]' (got {split!r})")
     n = len(ds)
     lo, hi = (_slice_bound(match.group(i), n) for i in (2, 3))
     return ds.select(range(*slice(lo, hi).indices(n)))
@@ -276,9 +296,9 @@ def _load_hf(name: str, config: str, split: str, cache_dir: str):
 
 
 def hf_documents(name: str, config: str, split: str, text_field: str,
-                 cache_dir: str = "") -> Iterator[str]:
+                 cache_dir: str = "", split_by_slices: bool = False) -> Iterator[str]:
   """The `text_field` strings of a Hugging Face dataset split (see `_load_hf`)."""
-  ds = _load_hf(name, config, split, cache_dir)
+  ds = _load_hf(name, config, split, cache_dir, split_by_slices)
   if text_field not in ds.column_names:
     raise UserError(f"Hugging Face dataset {name!r} has no column {text_field!r} (set "
                     f"data.text_field; columns: {ds.column_names})")
