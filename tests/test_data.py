@@ -261,6 +261,14 @@ def test_prepared_array_record_rows_train(tmp_path, config):
   config.data.seq_len = 16
   with pytest.raises(UserError, match="prepared with other settings seq_len: 32"):
     token_rows(config.data, "train", tok, str(tmp_path / "w"))
+  # A description that does not match its shards (rows of 32 described as 16) is refused.
+  meta_path = os.path.join(out, "train.json")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  with open(meta_path, "w") as f:
+    json.dump({**meta, "seq_len": 16}, f)
+  with pytest.raises(UserError, match="hold rows of 32 tokens, not seq_len=16"):
+    token_rows(config.data, "train", tok, str(tmp_path / "w2"))
 
 
 def test_binary_files_warn_and_long_lines_train_a_tokenizer(tmp_path, capsys):

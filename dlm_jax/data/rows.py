@@ -237,7 +237,16 @@ def prepared_rows(data_cfg, split: str, tokenizer):
     raise UserError(f"{meta_path} was prepared with other settings "
                     + ", ".join(f"{k}: {a!r} (config: {b!r})" for k, (a, b) in wrong.items()))
   paths = [os.path.join(data_cfg.prepared_dir, name) for name in meta["shards"]]
-  return ArrayRecordRows(paths, data_cfg.seq_len)
+  rows = ArrayRecordRows(paths, data_cfg.seq_len)
+  # The shards themselves, against their description: a first and a last row of seq_len ids.
+  if "rows" in meta and len(rows) != meta["rows"]:
+    raise UserError(f"{meta_path} describes {meta['rows']} rows, its shards hold {len(rows)}")
+  for i in {0, len(rows) - 1} if len(rows) else ():
+    found = len(rows.source[i]) / 4
+    if found != data_cfg.seq_len:
+      raise UserError(f"the shards of {meta_path} hold rows of {found:g} tokens, not seq_len="
+                      f"{data_cfg.seq_len} as described: prepare them again")
+  return rows
 
 
 def _load_cache(path: str, mmap_mode=None):
