@@ -64,6 +64,8 @@ def main(argv) -> None:
 def report() -> None:
   if FLAGS.config is None:
     raise UserError("--config is required (e.g. --config=configs/owt_masking.py)")
+  if FLAGS.hbm_gib is not None and not 0 < FLAGS.hbm_gib < float("inf"):
+    raise UserError(f"--hbm_gib must be a positive number of GiB, got {FLAGS.hbm_gib}")
   target = fit.Target.make(FLAGS.config, FLAGS.topology, FLAGS.vocab_size, FLAGS.hbm_gib)
   if not FLAGS.json:
     print(target.describe())
@@ -74,6 +76,9 @@ def report() -> None:
   rows = fit.sweep(target, batches, stop_when_full=auto, sampler=FLAGS.sampler, report=_print)
   if not rows:
     raise UserError("no batch compiled")
+  if not auto and not any(row["fits"] for row in rows):
+    raise UserError(f"none of the batches {batches} fits in {target.hbm_gib} GiB per chip "
+                    "(see the table); try smaller ones or --per_chip_batch=auto")
   if auto:
     summary = fit.summarise(rows)
     print(json.dumps(summary) if FLAGS.json else

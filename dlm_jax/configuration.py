@@ -119,6 +119,13 @@ def validate_config(cfg) -> None:
                                      d.synthetic_topics) < 1:
     raise UserError("data.synthetic_train_rows, synthetic_validation_rows and synthetic_topics "
                     "must be >= 1")
+  if d.source == "synthetic" and d.vocab_size != base.get_config().data.vocab_size:
+    from dlm_jax.data import planted  # pylint: disable=g-import-not-at-top
+    V = planted.config_language(d).vocab_size
+    if d.vocab_size != V:
+      raise UserError(f"data.vocab_size={d.vocab_size} does not apply to the planted language: "
+                      f"its vocabulary is set by data.synthetic_topics (V = {V}); leave "
+                      "data.vocab_size at its default")
   if not 0.0 < d.validation_fraction < 1.0:
     raise UserError(f"data.validation_fraction must be in (0, 1), got {d.validation_fraction}")
   if d.validation_documents < 0:

@@ -68,3 +68,19 @@ def test_quickstart_training_stays_within_its_compute_budget():
   # Diagnostics that cost extra steps are off; evaluation is a few batches.
   assert c.train.grad_noise_every == 0 and c.train.loss_profile_batches == 0
   assert c.train.eval_batches * c.eval.batch_size * (c.train.num_steps // c.train.eval_every) <= 2048
+
+
+def test_explicit_batches_that_do_not_fit_exit_nonzero():
+  """`aot --per_chip_batch=1` on a chip too small for it printed the table and exited 0."""
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = lambda *flags: subprocess.run(
+      [sys.executable, "-m", "dlm_jax.aot", "--config=configs/quickstart.py", "--topology=local",
+       *flags], capture_output=True, text=True, cwd=root,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  none_fit = run("--per_chip_batch=1", "--hbm_gib=0.000001")
+  assert none_fit.returncode != 0 and "none of the batches [1] fits" in none_fit.stderr
+  negative = run("--hbm_gib=-1")
+  assert negative.returncode != 0 and "--hbm_gib must be a positive" in negative.stderr

@@ -188,6 +188,17 @@ def test_float_options_are_finite_and_in_range(config, tmp_path, no_compile, key
   _expect(config, str(tmp_path), message)
 
 
+def test_a_planted_vocabulary_size_cannot_be_overridden(tmp_path, no_compile):
+  """data.vocab_size under the planted language was silently ignored (the saved config said
+  one size, the model had 412)."""
+  from configs import planted as planted_config  # pylint: disable=g-import-not-at-top
+  config = planted_config.get_config()
+  config.data.vocab_size = 1000
+  _expect(config, str(tmp_path), "does not apply to the planted language")
+  config.data.vocab_size = 412                     # its own size is accepted
+  validate_config(config)
+
+
 def test_clean_flag_and_prompt_rate_go_together(config, tmp_path, no_compile):
   config.kernel.name = "uniform"
   config.model.clean_flag = True
