@@ -56,14 +56,71 @@ def read(directory: str) -> tuple[dict, dict]:
   if missing:
     raise UserError(f"{directory!r} is not an MDLM-style checkpoint directory: no "
                     f"{' or '.join(missing)}")
-  with open(paths["config.json"], encoding="utf-8") as f:
-    hf_config = json.load(f)
+  hf_config = _read_config(paths["config.json"])
   tensors = {k.removeprefix("backbone."): np.asarray(v, np.float32)
              for k, v in safetensors_io.load(paths["model.safetensors"]).items()}
   if "vocab_embed.embedding" not in tensors:
     raise UserError(f"{paths['model.safetensors']} has no backbone.vocab_embed.embedding: "
                     "not an MDLM/Duo DiT checkpoint")
+  _check_names(paths["model.safetensors"], tensors)
+  bad = [k for k, v in tensors.items() if not np.isfinite(v).all()]
+  if bad:
+    raise UserError(f"{paths['model.safetensors']}: tensor {bad[0]!r} holds NaN or Inf; "
+                    "refusing to import a broken model")
   return hf_config, tensors
+
+
+_NUMERIC_FIELDS = ("vocab_size", "mask_index", "model_length", "n_heads", "n_blocks",
+                   "hidden_dim", "hidden_size", "cond_dim", "dropout")
+
+
+def _read_config(path: str) -> dict:
+  """config.json as a dict, its fields typed: one-line errors for what is not."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      hf_config = json.load(f)
+  except (ValueError, UnicodeDecodeError) as e:
+    raise UserError(f"{path} is not JSON ({type(e).__name__}: {str(e)[:100]})") from None
+  if not isinstance(hf_config, dict):
+    raise UserError(f"{path} holds a JSON {type(hf_config).__name__}, not an object")
+  for key in _NUMERIC_FIELDS:
+    value = hf_config.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+      raise UserError(f"{path}: {key} must be a number, got {value!r}")
+  flag = hf_config.get("time_conditioning", False)
+  if not isinstance(flag, bool):
+    raise UserError(f"{path}: time_conditioning must be true or false, got {flag!r}")
+  return hf_config
+
+
+def _block_names(i: int) -> list[str]:
+  b = f"blocks.{i}"
+  return [f"{b}.adaLN_modulation.weight", f"{b}.adaLN_modulation.bias", f"{b}.norm1.weight",
+          f"{b}.norm2.weight", f"{b}.attn_qkv.weight", f"{b}.attn_out.weight",
+          f"{b}.mlp.0.weight", f"{b}.mlp.0.bias", f"{b}.mlp.2.weight", f"{b}.mlp.2.bias"]
+
+
+def _check_names(path: str, tensors: dict) -> None:
+  """Every tensor of an MDLM DiT present, and nothing else (rotary_emb.inv_freq optional)."""
+  blocks = sorted({k.split(".")[1] for k in tensors if k.startswith("blocks.")},
+                  key=lambda i: (not i.isdigit(), int(i) if i.isdigit() else 0, i))
+  if blocks != [str(i) for i in range(len(blocks))]:
+    raise UserError(f"{path}: the blocks are numbered {blocks}, expected 0 .. {len(blocks) - 1}")
+  expected = {"vocab_embed.embedding", "sigma_map.mlp.0.weight", "sigma_map.mlp.0.bias",
+              "sigma_map.mlp.2.weight", "sigma_map.mlp.2.bias",
+              "output_layer.adaLN_modulation.weight", "output_layer.adaLN_modulation.bias",
+              "output_layer.norm_final.weight", "output_layer.linear.weight",
+              "output_layer.linear.bias"}
+  for i in range(len(blocks)):
+    expected.update(_block_names(i))
+  missing = sorted(expected - set(tensors))
+  extra = sorted(set(tensors) - expected - {"rotary_emb.inv_freq"})
+  if missing:
+    raise UserError(f"{path} lacks backbone.{missing[0]} ({len(missing)} missing): not a "
+                    "complete MDLM/Duo DiT checkpoint")
+  if extra:
+    raise UserError(f"{path} has tensors an MDLM/Duo DiT does not: backbone.{extra[0]}"
+                    + (f" and {len(extra) - 1} more" if len(extra) > 1 else ""))
 
 
 def architecture(hf_config: dict, tensors: dict) -> Architecture:
@@ -94,7 +151,7 @@ def architecture(hf_config: dict, tensors: dict) -> Architecture:
       mlp_ratio=tensors["blocks.0.mlp.0.weight"].shape[0] // d_model,
       model_length=hf_config.get("model_length", 1024),
       dropout=float(hf_config.get("dropout", 0.1)),
-      time_conditioning=bool(hf_config.get("time_conditioning", False)))
+      time_conditioning=hf_config.get("time_conditioning", False))
 
 
 def _linear(tensors, name, shape=None, bias=True):
@@ -258,9 +315,16 @@ def export_checkpoint(workdir: str, out_dir: str, step=None, use_ema: bool = Tru
                       overwrite: bool = False) -> dict:
   """Writes model.safetensors + config.json of a workdir's `mdlm`-variant model."""
   targets = [os.path.join(out_dir, n) for n in ("model.safetensors", "config.json")]
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise UserError(f"--out {out_dir!r} is a file; give a directory")
   existing = [p for p in targets if os.path.exists(p)]
   if existing and not overwrite:
     raise UserError(f"{existing[0]} exists; choose another --out or pass --overwrite")
+  parent = out_dir if os.path.isdir(out_dir) else os.path.dirname(os.path.abspath(out_dir))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise UserError(f"cannot write to {out_dir!r}: {parent!r} is not writable")
   exp, params, step = experiment.restore(workdir, step, use_ema)
   if exp.model.cfg.variant != "mdlm":
     raise UserError(f"the model in {workdir!r} is the {exp.model.cfg.variant!r} variant; only "
@@ -272,8 +336,11 @@ def export_checkpoint(workdir: str, out_dir: str, step=None, use_ema: bool = Tru
   config["dlm_jax"] = {"workdir": os.path.abspath(workdir), "step": step,
                        "kernel": exp.kernel.name, "tokenizer": exp.tokenizer.kind}
   safetensors_io.save(targets[0], tensors, {"format": "pt"})
-  with open(targets[1], "w", encoding="utf-8") as f:
-    json.dump(config, f, indent=1)
+  try:
+    with open(targets[1], "w", encoding="utf-8") as f:
+      json.dump(config, f, indent=1)
+  except OSError as e:
+    raise UserError(f"could not write {targets[1]}: {e.strerror or e}") from None
   return {"out": os.path.abspath(out_dir), "step": step, "tensors": len(tensors)}
 
 

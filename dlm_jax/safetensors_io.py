@@ -38,26 +38,43 @@ def read_header(path: str) -> tuple[dict, int]:
       header = json.loads(f.read(n))
     except ValueError:
       raise UserError(f"{path} is not a safetensors file (unreadable JSON header)") from None
+  if not isinstance(header, dict):
+    raise UserError(f"{path} is not a safetensors file (its header is a "
+                    f"{type(header).__name__}, not an object)")
   return header, 8 + n
+
+
+def _entry(path: str, name: str, info, data_bytes: int):
+  """(dtype, shape, begin, end) of one header entry, checked against the file."""
+  fail = lambda why: UserError(f"{path}: tensor {name!r} {why}")
+  if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+    raise fail("lacks dtype, shape or data_offsets")
+  if info["dtype"] not in _DTYPES:
+    raise fail(f"has unsupported dtype {info['dtype']}")
+  shape, offsets = info["shape"], info["data_offsets"]
+  if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)):
+    raise fail(f"has an invalid shape {shape!r}")
+  if (not isinstance(offsets, list) or len(offsets) != 2
+      or not all(isinstance(o, int) for o in offsets) or not 0 <= offsets[0] <= offsets[1]):
+    raise fail(f"has invalid data_offsets {offsets!r}")
+  if offsets[1] > data_bytes:
+    raise fail(f"ends at byte {offsets[1]} of a data buffer of {data_bytes}: the file is "
+               "truncated")
+  dtype = np.dtype(_DTYPES[info["dtype"]])
+  if offsets[1] - offsets[0] != dtype.itemsize * int(np.prod(shape)):
+    raise fail(f"has {offsets[1] - offsets[0]} bytes for shape {tuple(shape)}")
+  return dtype, tuple(shape), offsets[0], offsets[1]
 
 
 def load(path: str) -> dict[str, np.ndarray]:
   """All tensors of a safetensors file, as read-only numpy arrays (memory-mapped)."""
   header, start = read_header(path)
-  data = np.memmap(path, dtype=np.uint8, mode="r")
-  out = {}
-  for name, info in header.items():
-    if name == "__metadata__":
-      continue
-    if info["dtype"] not in _DTYPES:
-      raise UserError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
-    begin, end = info["data_offsets"]
-    dtype = np.dtype(_DTYPES[info["dtype"]])
-    shape = tuple(info["shape"])
-    if end - begin != dtype.itemsize * int(np.prod(shape)):
-      raise UserError(f"{path}: tensor {name!r} has {end - begin} bytes for shape {shape}")
-    out[name] = data[start + begin: start + end].view(dtype).reshape(shape)
-  return out
+  data_bytes = os.path.getsize(path) - start
+  entries = {name: _entry(path, name, info, data_bytes) for name, info in header.items()
+             if name != "__metadata__"}
+  data = np.memmap(path, dtype=np.uint8, mode="r") if data_bytes > 0 else np.zeros(0, np.uint8)
+  return {name: data[start + begin: start + end].view(dtype).reshape(shape)
+          for name, (dtype, shape, begin, end) in entries.items()}
 
 
 def save(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None):
@@ -79,7 +96,13 @@ def save(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str] | N
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   with tempfile.NamedTemporaryFile(dir=directory, delete=False) as f:
-    f.write(struct.pack("<Q", len(blob)) + blob)
-    for a in arrays:
-      f.write(a.tobytes())
+    try:
+      f.write(struct.pack("<Q", len(blob)) + blob)
+      for a in arrays:
+        f.write(a.tobytes())
+      f.flush()
+    except OSError as e:              # a full disk: no temporary file is left behind
+      f.close()
+      os.remove(f.name)
+      raise UserError(f"could not write {path}: {e.strerror or e}") from None
   os.replace(f.name, path)

@@ -156,6 +156,101 @@ def test_any_mdlm_shaped_checkpoint_imports(tmp_path):
     mdlm_checkpoint.to_params(read_tensors, arch, 19, True)
 
 
+def _damaged_copy(tmp_path, name, tensors=None, config=None, raw=None):
+  """A copy of the MDLM fixture with its tensors / config.json / raw safetensors bytes
+  replaced."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  d = tmp_path / name
+  shutil.copytree(MDLM_DIR, d)
+  if tensors is not None:
+    safetensors_io.save(str(d / "model.safetensors"), tensors)
+  if config is not None:
+    (d / "config.json").write_text(config)
+  if raw is not None:
+    (d / "model.safetensors").write_bytes(raw)
+  return str(d)
+
+
+def test_damaged_mdlm_checkpoints_are_one_line_errors(tmp_path):
+  """Truncated files, bad headers, bad config.json fields, missing or stray tensors and NaN
+  weights: a UserError each (they were tracebacks, or imported silently)."""
+  import struct  # pylint: disable=g-import-not-at-top
+  original = dict(safetensors_io.load(os.path.join(MDLM_DIR, "model.safetensors")))
+  blob = open(os.path.join(MDLM_DIR, "model.safetensors"), "rb").read()
+  header = lambda h: (lambda b: struct.pack("<Q", len(b)) + b)(json.dumps(h).encode())
+  name = sorted(original)[0]
+  cases = {
+      "truncated": (dict(raw=blob[: len(blob) // 2]), "truncated"),
+      "header_list": (dict(raw=header([1, 2])), "header is a list"),
+      "no_offsets": (dict(raw=header({name: {"dtype": "F32", "shape": [1]}})),
+                     "lacks dtype, shape or data_offsets"),
+      "negative_shape": (dict(raw=header({name: {"dtype": "F32", "shape": [-1],
+                                                 "data_offsets": [0, 0]}})), "invalid shape"),
+      "config_not_json": (dict(config="{not json"), "is not JSON"),
+      "config_list": (dict(config="[1, 2]"), "JSON list, not an object"),
+      "config_text_field": (dict(config=json.dumps({"vocab_size": "many"})),
+                            "vocab_size must be a number"),
+      "time_conditioning_no": (dict(config=json.dumps({"time_conditioning": "no"})),
+                               "time_conditioning must be true or false"),
+      "missing_tensor": (dict(tensors={k: v for k, v in original.items()
+                                       if k != "backbone.blocks.0.norm1.weight"}),
+                         "lacks backbone.blocks.0.norm1.weight"),
+      "stray_layer": (dict(tensors={**original, "backbone.blocks.0.extra.weight":
+                                    np.zeros(2, np.float32)}), "does not: backbone.blocks.0.extra"),
+      "nan_weights": (dict(tensors={**original, name: np.full_like(original[name], np.nan)}),
+                      "holds NaN or Inf"),
+  }
+  for case, (kwargs, message) in cases.items():
+    directory = _damaged_copy(tmp_path, case, **kwargs)
+    with pytest.raises(UserError, match=message):
+      mdlm_checkpoint.import_checkpoint(directory, str(tmp_path / f"w_{case}"), _base_config())
+
+
+def test_export_checks_its_destination_first(tmp_path):
+  """--out that is a file or not writable: one line before any restore; nothing left behind."""
+  workdir = str(tmp_path / "imported")
+  mdlm_checkpoint.import_checkpoint(MDLM_DIR, workdir, _base_config())
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(UserError, match="is a file"):
+    mdlm_checkpoint.export_checkpoint(workdir, str(tmp_path / "file"))
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  locked.chmod(0o500)
+  try:
+    if not os.access(locked, os.W_OK):          # (root can write anywhere)
+      with pytest.raises(UserError, match="not writable"):
+        mdlm_checkpoint.export_checkpoint(workdir, str(locked / "out"))
+  finally:
+    locked.chmod(0o700)
+
+
+def test_a_full_disk_leaves_no_temporary_file(tmp_path, monkeypatch):
+  import tempfile  # pylint: disable=g-import-not-at-top
+  real = tempfile.NamedTemporaryFile
+
+  class Full:
+    def __init__(self, *args, **kwargs):
+      self.f = real(*args, **kwargs)
+      self.name = self.f.name
+
+    def write(self, data):
+      raise OSError(28, "No space left on device")
+
+    def __getattr__(self, attr):
+      return getattr(self.f, attr)
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self.f.close()
+
+  monkeypatch.setattr(tempfile, "NamedTemporaryFile", Full)
+  with pytest.raises(UserError, match="No space left on device"):
+    safetensors_io.save(str(tmp_path / "model.safetensors"), {"a": np.zeros(3, np.float32)})
+  assert os.listdir(tmp_path) == []
+
+
 def test_mdlm_variant_conditions_on_the_noise_level():
   from dlm_jax.kernels import family  # pylint: disable=g-import-not-at-top
   t = jnp.array([1e-4, 0.3, 0.9])
