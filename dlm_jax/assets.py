@@ -23,6 +23,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from dlm_jax import numpy_files
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.data.rows import cache_key, token_rows, unigram_counts
 from dlm_jax.data.tokenizer import tokenizer_path
@@ -65,9 +66,11 @@ def _restored_embeddings(workdir: str, step: int) -> np.ndarray:
 
 
 def _embeddings_file(k) -> np.ndarray:
-  if not os.path.exists(k.embedding_path):
-    raise UserError(f"embedding file not found: {k.embedding_path}")
-  return np.load(k.embedding_path)
+  embeddings = numpy_files.load_npy(k.embedding_path, "embedding file")
+  if embeddings.ndim != 2:
+    raise UserError(f"embedding file {k.embedding_path} holds a {embeddings.ndim}-D array; "
+                    "expected (vocab_size, dim)")
+  return embeddings
 
 
 def _source_id(config, tokenizer, workdir: str) -> str:

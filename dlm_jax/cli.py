@@ -21,12 +21,13 @@ def quiet_logging():
 
 def run(program: str, fn, *args, **kwargs):
   """Starts the multi-controller runtime when asked (--coordinator_address or --distributed),
-  then calls fn; a UserError becomes one line on stderr and exit status 1."""
+  then calls fn; a UserError (or a non-finite training step's FloatingPointError, which names
+the step and the last good checkpoint) becomes one line on stderr and exit status 1."""
   quiet_logging()
   try:
     distributed.initialize_from_flags()
     return fn(*args, **kwargs)
-  except UserError as e:
+  except (UserError, FloatingPointError) as e:   # the latter: a non-finite training step
     sys.exit(f"{program}: error: {e}")
 
 

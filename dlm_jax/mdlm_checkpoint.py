@@ -26,7 +26,7 @@ import os
 import jax
 import numpy as np
 
-from dlm_jax import experiment, safetensors_io
+from dlm_jax import experiment, numpy_files, safetensors_io
 from dlm_jax.checkpoint import Checkpointer, checkpoint_dir as ckpt_dir
 from dlm_jax.errors import UserError
 from dlm_jax.models import Transformer
@@ -348,12 +348,14 @@ def reference_difference(workdir: str, reference: str, step=None) -> float:
   """Max |logits - reference logits| of the workdir's network (float32, time-conditioned on
   the reference's sigma, as the backbone is) on the reference's `tokens`, over the real-token
   columns (the mask column is never a prediction)."""
-  if not os.path.exists(reference):
-    raise UserError(f"no such reference file: {reference}")
-  ref = np.load(reference)
-  missing = [k for k in ("tokens", "sigma", "logits") if k not in ref.files]
-  if missing:
-    raise UserError(f"{reference} has no {', '.join(missing)} array")
+  ref = numpy_files.load_npz(reference, "reference", ("tokens", "sigma", "logits"))
+  numpy_files.numeric(ref, reference, "reference", ("tokens", "sigma", "logits"))
+  tokens, sigma, logits = ref["tokens"], ref["sigma"], ref["logits"]
+  if (tokens.ndim != 2 or logits.shape[:-1] != tokens.shape or logits.shape[-1] < 2
+      or sigma.shape != tokens.shape[:1]):
+    raise UserError(f"reference {reference}: expected tokens (B, L), sigma (B,) and logits "
+                    f"(B, L, R + 1) with R >= 1; got {tokens.shape}, {sigma.shape}, "
+                    f"{logits.shape}")
   exp, params, _ = experiment.restore(workdir, step)
   if exp.model.cfg.variant != "mdlm" or not exp.objective.is_bound:
     raise UserError(f"{workdir!r} does not hold an mdlm-variant diffusion model")

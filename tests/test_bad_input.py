@@ -218,3 +218,79 @@ def test_checkpoint_configs_from_older_versions(config):
   saved["data"]["old_option"] = 1
   with pytest.raises(UserError, match="unknown to this version"):
     from_saved(saved)
+
+
+class _Planted:
+  """Unpickling this creates a directory: the proof that a tool ran code from a file."""
+
+  def __init__(self, path):
+    self.path = path
+
+  def __reduce__(self):
+    return (os.mkdir, (self.path,))
+
+
+def test_no_tool_unpickles_what_it_reads(tmp_path):
+  """A pickle planted in every .npy / .npz kind the tools read (neighbour table, embeddings,
+  reference logits, token cache) is refused (or, for the cache, rebuilt), never run."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from dlm_jax import assets, mdlm_checkpoint  # pylint: disable=g-import-not-at-top
+  from dlm_jax.data import rows  # pylint: disable=g-import-not-at-top
+  from dlm_jax.kernels import neighbors  # pylint: disable=g-import-not-at-top
+  marker = str(tmp_path / "ran")
+  planted = np.array([_Planted(marker)], dtype=object)
+  np.savez(tmp_path / "table.npz", kind="partition", fingerprint="x", ids=planted,
+           weights=np.ones(1))
+  with pytest.raises(UserError, match="neighbour table .* cannot be read"):
+    neighbors.NeighborTable.load(str(tmp_path / "table.npz"))
+  np.save(tmp_path / "emb.npy", planted, allow_pickle=True)
+  kernel_cfg = type("K", (), {"embedding_path": str(tmp_path / "emb.npy")})
+  with pytest.raises(UserError, match="embedding file .* cannot be read"):
+    assets._embeddings_file(kernel_cfg)
+  np.savez(tmp_path / "ref.npz", tokens=planted, sigma=np.ones(1), logits=np.ones((1, 1, 2)))
+  with pytest.raises(UserError, match="reference .* cannot be read"):
+    mdlm_checkpoint.reference_difference(str(tmp_path), str(tmp_path / "ref.npz"))
+  np.save(tmp_path / "cache.npy", planted, allow_pickle=True)
+  assert rows._load_cache(str(tmp_path / "cache.npy")) is None     # damaged: rebuilt
+  assert not os.path.exists(marker)
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"garbage", "cannot be read as .npz"),
+    (b"", "cannot be read as .npz"),
+    ("npy", "is a single array"),
+    ("one_column", "R >= 1"),
+])
+def test_convert_check_references_that_are_not_references(tmp_path, content, message):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from dlm_jax import mdlm_checkpoint  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "ref.npz"
+  if content == "npy":
+    with open(path, "wb") as f:
+      np.save(f, np.zeros(3))
+  elif content == "one_column":
+    np.savez(path, tokens=np.zeros((1, 4), np.int32), sigma=np.ones(1),
+             logits=np.zeros((1, 4, 1)))
+  else:
+    path.write_bytes(content)
+  with pytest.raises(UserError, match=message):
+    mdlm_checkpoint.reference_difference(str(tmp_path), str(path))
+
+
+def test_a_judge_that_is_not_gpt2_and_a_read_only_cache_are_one_line(tmp_path, config):
+  from dlm_jax.data import rows  # pylint: disable=g-import-not-at-top
+  from dlm_jax.models import gpt2  # pylint: disable=g-import-not-at-top
+  (tmp_path / "judge").mkdir()
+  (tmp_path / "judge" / "config.json").write_text('{"model_type": "gpt2", "hidden_size": 8}')
+  with pytest.raises(UserError, match="not a GPT-2 config"):
+    gpt2.load(str(tmp_path / "judge"))
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  locked.chmod(0o500)
+  try:
+    if not os.access(locked, os.W_OK):          # (root can write anywhere)
+      import numpy as np  # pylint: disable=g-import-not-at-top
+      with pytest.raises(UserError, match="set data.cache_dir to a writable directory"):
+        rows._save_cache(str(locked / "sub" / "rows.npy"), np.zeros(3))
+  finally:
+    locked.chmod(0o700)

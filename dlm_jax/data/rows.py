@@ -255,7 +255,7 @@ def _load_cache(path: str, mmap_mode=None):
   if not os.path.exists(path):
     return None
   try:
-    return np.load(path, mmap_mode=mmap_mode)
+    return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
   except (ValueError, OSError, EOFError) as e:
     print(f"warning: cache file {path} is damaged ({type(e).__name__}); rebuilding it from the "
           "corpus", flush=True)
@@ -266,10 +266,19 @@ def _load_cache(path: str, mmap_mode=None):
 def _save_cache(path: str, array: np.ndarray) -> None:
   """Writes a cache file atomically (a temporary file renamed), creating its directory."""
   directory = os.path.dirname(path)
-  os.makedirs(directory, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=directory, suffix=".npy", delete=False) as f:
-    np.save(f, array)
-  os.replace(f.name, path)
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory, suffix=".npy", delete=False) as f:
+      try:
+        np.save(f, array)
+      except OSError:
+        f.close()
+        os.remove(f.name)
+        raise
+    os.replace(f.name, path)
+  except OSError as e:
+    raise UserError(f"cannot write the token cache under {directory} ({e.strerror or e}); set "
+                    "data.cache_dir to a writable directory") from None
 
 
 def token_rows(data_cfg, split: str, tokenizer, workdir: str) -> np.ndarray:

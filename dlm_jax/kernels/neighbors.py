@@ -26,6 +26,7 @@ import tempfile
 
 import numpy as np
 
+from dlm_jax import numpy_files
 from dlm_jax.errors import UserError
 
 SPECIAL = (0, 1, 2, 3)   # SentencePiece models trained here: PAD, UNK, BOS, EOS
@@ -76,11 +77,15 @@ class NeighborTable:
 
   @classmethod
   def load(cls, path: str) -> "NeighborTable":
-    if not os.path.exists(path):
-      raise UserError(f"neighbour table not found: {path}")
-    with np.load(path) as f:
-      fields = {k: f[k] for k in f.files}
-    return cls(kind=str(fields.pop("kind")), fingerprint=str(fields.pop("fingerprint")), **fields)
+    fields = numpy_files.load_npz(path, "neighbour table", ("kind", "fingerprint", "ids",
+                                                             "weights"))
+    numpy_files.numeric(fields, path, "neighbour table", [k for k in fields
+                                                          if k not in ("kind", "fingerprint")])
+    try:
+      return cls(kind=str(fields.pop("kind")), fingerprint=str(fields.pop("fingerprint")),
+                 **fields)
+    except TypeError as e:
+      raise UserError(f"neighbour table {path} has unexpected arrays ({e})") from None
 
 
 # ----------------------------------------------------------------------------- embeddings

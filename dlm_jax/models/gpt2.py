@@ -58,6 +58,11 @@ class GPT2Config:
     if act not in _ACTIVATIONS:
       raise UserError(f"GPT-2 activation_function {act!r} is not supported; "
                       f"expected one of {sorted(_ACTIVATIONS)}")
+    required = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
+    bad = [k for k in required if isinstance(hf.get(k), bool) or not isinstance(hf.get(k), int)]
+    if bad:
+      raise UserError(f"judge config.json lacks an integer {bad[0]!r}: not a GPT-2 config "
+                      f"(a GPT-2 config has {', '.join(required)})")
     d = hf["n_embd"]
     return cls(vocab_size=hf["vocab_size"], n_positions=hf["n_positions"], n_embd=d,
                n_layer=hf["n_layer"], n_head=hf["n_head"], n_inner=hf.get("n_inner") or 4 * d,
@@ -177,8 +182,14 @@ def load(directory: str, dtype: str = "float32"):
   if not os.path.exists(config_path):
     raise UserError(f"no config.json in {directory!r}: expected a Hugging Face GPT-2 directory "
                     "(config.json + model.safetensors)")
-  with open(config_path, encoding="utf-8") as f:
-    cfg = GPT2Config.from_hf(json.load(f), dtype)
+  try:
+    with open(config_path, encoding="utf-8") as f:
+      hf = json.load(f)
+  except ValueError as e:
+    raise UserError(f"{config_path} is not JSON ({str(e)[:100]})") from None
+  if not isinstance(hf, dict):
+    raise UserError(f"{config_path} holds a JSON {type(hf).__name__}, not a GPT-2 config")
+  cfg = GPT2Config.from_hf(hf, dtype)
   model = GPT2(cfg)
   return model, params_from_hf(safetensors_io.load(os.path.join(directory, "model.safetensors")),
                                cfg)
