@@ -16,12 +16,9 @@ MFU against a *measured* peak is an optimistic ceiling.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from absl import app, flags
@@ -29,12 +26,10 @@ from ml_collections import config_flags
 
 sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])
 
-from configs import base  # noqa: E402
-from dlm_jax import assets, objectives, parallel, steps  # noqa: E402
-from dlm_jax.models import Transformer, model_config  # noqa: E402
+from dlm_jax import parallel  # noqa: E402
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from common import time_fn  # noqa: E402
+from common import bench, measured_peak_tflops  # noqa: E402
 
 config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Config file.")
 flags.DEFINE_list("kernels", [], "Kernels to compare (default: the config's).")
@@ -43,64 +38,6 @@ flags.DEFINE_integer("steps", 10, "Timed steps.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 flags.DEFINE_float("peak_tflops", None, "Device peak for MFU (default: measured matmul peak).")
 FLAGS = flags.FLAGS
-
-
-def measured_peak_tflops(dtype) -> float:
-  """The best of three timings of a large square matmul (a noisy host reads low otherwise)."""
-  n = 4096 if jax.default_backend() != "cpu" else 2048
-  a = jnp.ones((n, n), dtype)
-  f = jax.jit(lambda a: a @ a)
-  f(a).block_until_ready()
-  reps = 20 if jax.default_backend() != "cpu" else 3
-  best = float("inf")
-  for _ in range(3):
-    start = time.perf_counter()
-    for _ in range(reps):
-      out = f(a)
-    out.block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * n**3 * reps / best / 1e12
-
-
-def model_flops_per_token(mc, seq_len: int, params) -> float:
-  n = sum(x.size for path, x in jax.tree_util.tree_leaves_with_path(params)
-          if "embed" not in jax.tree_util.keystr(path))
-  return 6 * n + 12 * mc.num_layers * seq_len * mc.d_model
-
-
-def bench(cfg, kernel_name: str, vocab: int, mesh) -> dict:
-  batch, length = cfg.train.batch_size, cfg.data.seq_len
-  if not cfg.model.causal:   # the kernel switch the shipped configs make (configs/base.py)
-    cfg = base.use_kernel(cfg.copy_and_resolve_references(), kernel_name)
-  objective = objectives.make_objective(cfg, lambda: assets.shape_only_kernel(cfg, vocab))
-  model = Transformer(model_config(cfg.model, objective.input_vocab_size(vocab), vocab))
-  tx = steps.make_optimizer(cfg.optim, cfg.train.num_steps)
-  init = lambda k: steps.init_state(k, model, tx, length)
-  state_sharding = parallel.logical_shardings(jax.eval_shape(init, jax.random.key(0)), mesh)
-  state = jax.jit(lambda k: nn.meta.unbox(init(k)), out_shardings=state_sharding)(
-      jax.random.key(0))
-  bs, rep = parallel.batch_sharding(mesh), parallel.replicated(mesh)
-  tokens = jax.device_put(jax.random.randint(jax.random.key(1), (batch, length), 4, vocab), bs)
-
-  forward = jax.jit(lambda p, z: model.apply({"params": p}, z, jnp.ones((z.shape[0],))),
-                    in_shardings=(state_sharding.params, bs), out_shardings=bs)
-  fwd_s = time_fn(forward, (state.params, tokens), FLAGS.steps, FLAGS.warmup)
-  param_count = sum(x.size for x in jax.tree.leaves(state.params))
-  flops_tok = model_flops_per_token(model.cfg, length, state.params)
-  train_fn = jax.jit(functools.partial(
-      steps.train_step, objective=objective, model=model, tx=tx, t_min=cfg.train.t_min,
-      ema_decay=cfg.optim.ema_decay, grad_accum_steps=cfg.optim.grad_accum_steps,
-      pad_id=-1),      # synthetic tokens: every position counts
-      in_shardings=(state_sharding, bs, rep), out_shardings=(state_sharding, rep),
-      donate_argnums=0)
-  # The train step donates the state (params included): time it last.
-  step_s = time_fn(train_fn, (state, {"tokens": tokens}, jax.random.key(2)), FLAGS.steps,
-                   FLAGS.warmup, carry_first=True)
-  return {**objective.describe(),
-          "params_M": param_count / 1e6, "flops_per_token": flops_tok,
-          "train_step_ms": step_s * 1e3, "train_tokens_per_s": batch * length / step_s,
-          "forward_tokens_per_s": batch * length / fwd_s, "layers": model.cfg.num_layers,
-          "d_model": model.cfg.d_model, "dtype": model.cfg.dtype}
 
 
 def main(argv):
@@ -113,7 +50,7 @@ def main(argv):
   n_dev = len(jax.devices())
   rows = []
   for name in names:
-    r = bench(cfg, name, vocab, mesh)
+    r = bench(cfg, name, vocab, mesh, FLAGS.steps, FLAGS.warmup)
     r["train_mfu"] = r["train_tokens_per_s"] * r["flops_per_token"] / (peak * 1e12 * n_dev)
     r["forward_mfu"] = r["forward_tokens_per_s"] * r["flops_per_token"] / 3 / (peak * 1e12 * n_dev)
     r["step_time_vs_first"] = r["train_step_ms"] / (rows[0]["train_step_ms"] if rows
