@@ -283,18 +283,14 @@ def global_jump_integrand(kernel, logits, x, z, t):
   return _global_jump_on_rows(kernel, grid, x, z, t)
 
 
-def _gap_and_slope(e, offset, log_1p_offset):
-  """f(u) = u - 1 - log u and f'(u) for u = 1 + offset + e, e >= 0, 1 + offset > 0 known in
-  log space (`log_1p_offset`). log u is log1p(u - 1) where that is accurate, else
-  log(1 + offset) (+) log e: when the denoiser is sure of a z that is not x, u - 1 rounds to
-  -1 in float32 (1 + offset ~ C / V), and log1p(-1) would make the value and gradient NaN."""
+def _log_u(e, offset, inv_1p_offset, log_1p_offset):
+  """(u - 1, log u) for u = 1 + offset + e, e >= 0, with 1 + offset > 0 also known in log
+  space. log1p(u - 1) where u - 1 > -1/2 (accurate there); else log(1 + offset) +
+  log1p(e / (1 + offset)): where a denoiser is sure of a z that is not x, 1 + offset ~ C / V
+  and u - 1 rounds to -1 in float32, and log1p(-1) made the value and gradient NaN."""
   d = e + offset
-  near = d > -0.5
-  log_u = jnp.where(near, jnp.log1p(jnp.maximum(d, -0.5)),
-                    jnp.logaddexp(log_1p_offset, jnp.log(e)))
-  slope = jnp.where(near, d / (1.0 + jnp.maximum(d, -0.5)),
-                    1.0 - jnp.exp(jnp.minimum(-log_u, 80.0)))
-  return d - log_u, slope
+  far = log_1p_offset + jnp.log1p(e * inv_1p_offset)
+  return d, jnp.where(d > -0.5, jnp.log1p(jnp.maximum(d, -0.5)), far)
 
 
 def _bulk_forward(grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n_pad):
@@ -302,14 +298,15 @@ def _bulk_forward(grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n
   totals = jnp.sum(p, -2)                                      # x_hat(c): (B, L, R)
   p_out = jnp.sum(jnp.where(outside, totals, 0.0), -1)
   e_row = c1 * totals + (kappa * p_out)[..., None]             # e at x_hat(y) = 0
-  e = alpha[..., None, None] * p + e_row[..., None, :]
-  f, slope = _gap_and_slope(e, offset[..., None, None], log_1p_offset[..., None, None])
-  f_row, slope_row = _gap_and_slope(e_row, offset[..., None], log_1p_offset[..., None])
+  inv = jnp.exp(jnp.minimum(-log_1p_offset, 80.0))             # 1 / (1 + offset)
+  d, log_u = _log_u(alpha[..., None, None] * p + e_row[..., None, :], offset[..., None, None],
+                    inv[..., None, None], log_1p_offset[..., None, None])
+  d_row, log_u_row = _log_u(e_row, offset[..., None], inv[..., None], log_1p_offset[..., None])
   # A padding slot has x_hat = 0, so e = e_row: its f is taken back out per row (a mask over
   # (B, L, K, R) costs XLA:CPU more than the whole pass).
-  per_row = jnp.sum(f, -2) - n_pad * f_row
+  per_row = jnp.sum(d - log_u, -2) - n_pad * (d_row - log_u_row)
   value = jnp.sum(jnp.where(outside, per_row, 0.0), -1)
-  return (value, p_out), (p, totals, p_out, slope, slope_row)
+  return (value, p_out), (p, totals, p_out, e_row, inv)
 
 
 @jax.custom_vjp
@@ -323,24 +320,26 @@ def _bulk(grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n_pad):
 
 
 def _bulk_fwd(grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n_pad):
-  out, (p, totals, p_out, _, _) = _bulk_forward(grid, lse, alpha, c1, offset, kappa,
-                                                log_1p_offset, outside, n_pad)
-  return out, (grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n_pad)
+  out, (p, totals, p_out, e_row, inv) = _bulk_forward(grid, lse, alpha, c1, offset, kappa,
+                                                      log_1p_offset, outside, n_pad)
+  return out, (p, totals, p_out, e_row, inv, alpha, c1, kappa, outside, n_pad)
 
 
 def _bulk_bwd(residuals, cotangents):
-  grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n_pad = residuals
-  _, (p, totals, p_out, slope, slope_row) = _bulk_forward(grid, lse, alpha, c1, offset, kappa,
-                                                          log_1p_offset, outside, n_pad)
+  p, totals, p_out, e_row, inv, alpha, c1, kappa, outside, n_pad = residuals
   ct_value, ct_p_out = cotangents
+  # f'(u) = 1 - 1 / u, 1 / u = inv / (1 + e inv).
+  slope = lambda e, inv: 1.0 - inv / (1.0 + e * inv)
+  s = slope(alpha[..., None, None] * p + e_row[..., None, :], inv[..., None, None])
+  s_row = slope(e_row, inv[..., None])
   live = jnp.where(outside, ct_value[..., None], 0.0)          # (B, L, R)
-  g = live * (jnp.sum(slope, -2) - n_pad * slope_row)          # d value / d e_row_r
+  g = live * (jnp.sum(s, -2) - n_pad * s_row)                  # d value / d e_row_r
   g_offset = jnp.sum(g, -1)                                    # = d value / d offset
-  d_alpha = jnp.sum(live * jnp.sum(slope * p, -2), -1)
+  d_alpha = jnp.sum(live * jnp.sum(s * p, -2), -1)
   d_totals = g * c1 + jnp.where(outside, (kappa * g_offset + ct_p_out)[..., None], 0.0)
-  d_p = (live * alpha[..., None])[..., None, :] * slope + d_totals[..., None, :]
+  d_p = (live * alpha[..., None])[..., None, :] * s + d_totals[..., None, :]
   d_grid = p * d_p
-  # log_1p_offset only picks a branch of log u; the value's dependence on offset is all in g.
+  # log_1p_offset only rewrites log u; the value's dependence on offset is all in g.
   return (d_grid, -jnp.sum(d_grid.reshape(d_grid.shape[:2] + (-1,)), -1), d_alpha, g * totals,
           g_offset, g_offset * p_out, None, None, None)
 
