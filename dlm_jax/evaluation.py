@@ -136,7 +136,8 @@ def _prior_term(exp, rows) -> dict:
   guess the cluster: about the entropy of the cluster unigram)."""
   kernel = exp.kernel
   per_token = {"prior": np.asarray(kernel.prior_kl_table, np.float64)}
-  within = kernel.sem is not None and kernel.glob is None and kernel.table_kind == "partition"
+  within = (kernel.sem is not None and kernel.glob is None and not kernel.has_mask
+            and kernel.table_kind == "partition")
   if within:
     # What a model that knows each token's cluster and only the unigram inside it scores.
     unigram = np.asarray(kernel.unigram, np.float64)
