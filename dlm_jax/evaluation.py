@@ -179,9 +179,12 @@ def _other_forms(exp, run, rows, headline: dict) -> dict:
       "reported_form": objective.headline,
       "nelbo_t_in_0_1": {**field(results["nelbo"]),
                          "what": "the NELBO with t averaged over (0, 1]"
-                                 + ("" if exp.kernel.integrable_at_zero else
-                                    ": its expectation is infinite for this kernel and form "
-                                    "(~1/t at small t); a heavy-tailed draw, not an estimate")},
+                                 + ("" if not exp.kernel.reports_truncated else
+                                    (": its estimate has an infinite variance for this kernel "
+                                     "(~(1/t) log(1/t) on corrupted tokens at small t): a "
+                                     "heavy-tailed draw" if exp.kernel.mean_form else
+                                     ": its expectation is infinite for this kernel and form "
+                                     "(~1/t at small t); a heavy-tailed draw, not an estimate"))},
       "nelbo_truncated": {**field(results["truncated"]), "t_min": objectives.EVAL_T_MIN,
                           "reconstruction_nats": results["truncated"]["reconstruction_nats"],
                           "what": "the NELBO over t in [t_min, 1] plus the reconstruction term "

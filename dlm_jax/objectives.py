@@ -110,7 +110,8 @@ class Diffusion:
              else f"{self.kernel.nelbo_label} over non-PAD positions (not a bound on the row)")
     over = ("t in (0, 1]" if self.headline == "nelbo" else
             f"t in [{EVAL_T_MIN:g}, 1] plus the reconstruction term -log p(x | z_{EVAL_T_MIN:g}) "
-            "(this kernel's mixture-form integrand is not integrable at t -> 0)")
+            "(over (0, 1] this kernel's estimate is heavy-tailed: infinite variance, and under "
+            "the mixture form an infinite mean)")
     return (f"Monte Carlo estimate (over t and z_t) of the {bound}, "
             f"{self.kernel.parameterization} parameterisation, {over}; "
             "perplexity_bound = exp(NELBO per token)")
@@ -151,9 +152,9 @@ class Diffusion:
 
   @property
   def headline(self) -> str:
-    """The quantity reported as the NELBO: over t in (0, 1] where the integrand is integrable
-    there, else over [EVAL_T_MIN, 1] plus the reconstruction term (`eval_terms`)."""
-    return "nelbo" if self.kernel.integrable_at_zero else "truncated"
+    """The quantity reported as the NELBO: over t in (0, 1] for the mask kernel, else over
+    [EVAL_T_MIN, 1] plus the reconstruction term (`eval_terms`, Kernel.reports_truncated)."""
+    return "truncated" if self.kernel.reports_truncated else "nelbo"
 
   def eval_terms(self, params, batch, key, *, model, pad_id: int, quantity: str = "headline"):
     """(sum, token_count, reconstruction_sum) of one evaluation quantity, per batch:

@@ -101,12 +101,13 @@ class Kernel:
     return self.parameterization == "mean" and not self.is_absorbing
 
   @property
-  def integrable_at_zero(self) -> bool:
-    """Whether E_t over (0, 1] of the integrand is finite for a network continuous in t. The
-    mixture form of a kernel that corrupts into real tokens costs ~(1 - x_hat(z)) / t per
-    clean token as t -> 0 (design.md §3, §6): its NELBO is integrated over [t_min, 1] plus a
-    reconstruction term."""
-    return self.is_absorbing or self.parameterization == "mean"
+  def reports_truncated(self) -> bool:
+    """Whether the reported NELBO integrates t over [t_min, 1] plus a reconstruction term
+    (design.md §6): for every kernel that corrupts into real tokens. There a corrupted token
+    at small t has a true reverse rate ~1/t, so the integrand over (0, 1] is ~(1/t) log(1/t)
+    with probability ~t: under the mean form its mean is finite but its variance is not (the
+    mixture form's mean is infinite too). The pure mask kernel reports t over (0, 1], as MDLM."""
+    return not self.is_absorbing
 
   @property
   def is_markov(self) -> bool:
