@@ -166,6 +166,8 @@ class Diffusion:
       (not a bound: it leaves out [0, t0) and KL(q_1 || p_1));
     - headline: `self.headline`.
     reconstruction_sum is the -log p(x | z_t0) part of `truncated` (0 otherwise)."""
+    if quantity not in QUANTITIES:
+      raise ValueError(f"unknown evaluation quantity {quantity!r}; expected one of {QUANTITIES}")
     quantity = self.headline if quantity == "headline" else quantity
     zero = jnp.zeros(())
     if quantity == "nelbo":

@@ -84,9 +84,8 @@ def log_evidence(kernel, z, t):
   e3 = lambda c: jnp.reshape(c, (-1, 1, 1))
   masked = z == kernel.mask_id
   zr = jnp.where(masked, 0, z)
-  q = (e3(A) * (jnp.arange(kernel.vocab_size) == zr[..., None]) + e3(C) / kernel.vocab_size)
-  if kernel.table is not None:
-    q = q + e3(B) * same_group(kernel, zr) / _grouping(kernel, zr)[1][..., None]
+  q = kernel.real_marginal(e3(A), e3(B), e3(C), jnp.arange(kernel.vocab_size) == zr[..., None],
+                           same_group(kernel, zr) / _grouping(kernel, zr)[1][..., None])
   return jnp.where(masked[..., None], 0.0, logspace.log(q))
 
 
@@ -384,7 +383,7 @@ def _global_jump_on_rows(kernel, grid, x, z, t):
   log_q_zx = jnp.log(q_zx)
   row_ids = jnp.arange(ids.shape[0])
   outside = (row_ids != rz[..., None]) & (row_ids != rx[..., None])
-  f32 = lambda a: a.astype(ftype)
+  cast = lambda a: a.astype(ftype)
   n_pad = ids.shape[1] - row_size
   # The bulk y outside S, in one pass over the rows (`_bulk`): with rho0 = (C / V) / q~(z|x)
   # (rho there), u = rho^(y) / rho0 = 1 + offset + (A x_hat(y) + B / n(y) x_hat(c(y))) * gain
@@ -416,9 +415,9 @@ def _global_jump_on_rows(kernel, grid, x, z, t):
     gain = q_zx * (V / safe_c)[:, None] ** 2
     kappa = q_zx * (V / safe_c)[:, None]
   log_w_row = jax.nn.logsumexp(log_w, -1, keepdims=True)                # log W(c) per row
-  bulk, p_out = _bulk(grid, f32(lse_all), f32(gain * A[:, None]),
-                      f32(gain[..., None] * (e3(B) / row_size)), f32(offset), f32(kappa),
-                      f32(log_1p_offset), outside, n_pad)
+  bulk, p_out = _bulk(grid, cast(lse_all), cast(gain * A[:, None]),
+                      cast(gain[..., None] * (e3(B) / row_size)), cast(offset), cast(kappa),
+                      cast(log_1p_offset), outside, n_pad)
   log_bulk_denominator = (log_q_hat_z if kernel.mean_form
                           else jnp.log(safe_c / V)[:, None])
   log_bulk_w = jnp.where((C > 0)[:, None], logspace.log(p_out) - log_bulk_denominator,
