@@ -7,12 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${WORKDIRS:-workdirs/quickstart_kernels}
 STEPS=${STEPS:-300}
+. scripts/train_once.sh
 run() {  # name config [overrides...]
-  local name=$1 config=$2
-  shift 2
-  [ -d "$W/$name/checkpoints" ] || python -m dlm_jax.train --config="configs/$config.py" \
-      --workdir="$W/$name" --config.train.num_steps="$STEPS" \
-      --config.train.eval_every=$((STEPS / 3)) --config.train.checkpoint_every="$STEPS" "$@"
+  train "$1" "$2" --config.train.num_steps="$STEPS" --config.train.eval_every=$((STEPS / 3)) \
+      --config.train.checkpoint_every="$STEPS" "${@:3}"
 }
 run masking quickstart
 run uniform quickstart_uniform

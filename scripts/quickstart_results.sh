@@ -11,12 +11,7 @@ STEPS=${STEPS:-16,64,256}
 OUT=${OUT:-docs/results}
 mkdir -p "$OUT"
 
-train() {  # name config [overrides...]
-  local name=$1 config=$2
-  shift 2
-  [ -d "$W/$name/checkpoints" ] || python -m dlm_jax.train --config="configs/$config.py" \
-      --workdir="$W/$name" "$@"
-}
+. scripts/train_once.sh
 train qs_masking quickstart
 train qs_uniform quickstart_uniform
 train qs_semdlm_A quickstart_semdlm
