@@ -35,7 +35,7 @@ def define_sampler_flags(steps: bool = True):
   if steps:
     flags.DEFINE_integer("steps", 128, "Reverse steps T (per block with --block_size).")
   flags.DEFINE_integer("length", None, "Sequence length (default: data.seq_len).")
-  flags.DEFINE_string("prompt", None, "Text prefix (after BOS).")
+  flags.DEFINE_string("prompt", None, "Text prefix.")
   flags.DEFINE_string("suffix", None, "Text fixed at the end of the sequence (infilling).")
   flags.DEFINE_float("temperature", 1.0, "Softmax temperature.")
   flags.DEFINE_float("top_p", 1.0, "Nucleus sampling of the denoiser (1: off).")
@@ -52,6 +52,17 @@ def define_sampler_flags(steps: bool = True):
   flags.DEFINE_bool("float64", False, "Sample in float64.")
   flags.DEFINE_integer("batch_size", 16, "Samples generated per jitted call.")
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
+
+
+SAMPLER_FLAGS = ("steps", "length", "prompt", "suffix", "temperature", "top_p", "eta",
+                 "eta_schedule", "rho", "unmasking", "threshold", "block_size", "no_cache",
+                 "float64", "batch_size", "seed")
+
+
+def flag_values(f, names) -> dict:
+  """{name: value} of the flags in `names` that this command defines: what an output file's
+  name hashes and its JSON lists."""
+  return {name: f[name].value for name in names if name in f}
 
 
 def sampler_options(f, steps=None) -> reverse.SamplerOptions:

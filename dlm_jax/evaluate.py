@@ -2,15 +2,16 @@ r"""Evaluate a trained model: test NELBO, or the quality of its samples.
 
   python -m dlm_jax.evaluate --workdir=/tmp/dlm [--split=validation] [--t_samples=4]
 
-writes <workdir>/eval/<split>_step<N>.json: a Monte Carlo estimate of the NELBO (an upper
+writes <workdir>/eval/<split>_step<N>_<hash>.json: a Monte Carlo estimate of the NELBO (an upper
 bound on -log p(x); exact NLL for an AR workdir), bits per token, the perplexity bound and
 a standard error.
 
   python -m dlm_jax.evaluate --workdir=/tmp/dlm --num_samples=64 --steps=16,64,256 \
       --judge=/tmp/ar [--prompt_tokens=0] [any dlm_jax.sample option: --eta --rho ...]
 
-samples N sequences per T and writes <workdir>/eval/quality_step<N>.{json,md}: generative
-perplexity under the AR judge and the metrics of dlm_jax/quality.py, next to real rows.
+samples N sequences per T and writes <workdir>/eval/quality_step<N>_<hash>.{json,md}:
+generative perplexity under the AR judge, the real-word rate and the metrics of
+dlm_jax/quality.py, next to real rows.
 --judge=hf:DIR scores by the MDLM / Duo protocol with a Hugging Face GPT-2 (dlm_jax/judge.py;
 float64 sampling unless --nofloat64) and adds Duo's keys generative_ppl, entropy and
 generated_seqs.
@@ -19,8 +20,12 @@ generated_seqs.
 
 the zero-shot suite of MDLM / Duo (dlm_jax/data/suite.py: wikitext2, wikitext103, ptb,
 lambada, ag_news, scientific_papers_pubmed, scientific_papers_arxiv, lm1b, or `all`) from
-local copies in DIR or the Hugging Face cache; writes <workdir>/eval/zero_shot_step<N>.{json,md}.
-The loops are in `dlm_jax.evaluation`.
+local copies in DIR or the Hugging Face cache; writes
+<workdir>/eval/zero_shot_step<N>_<hash>.{json,md}.
+
+<hash> changes with any option, so no evaluation overwrites another's files (a repeat with the
+same options gets -2, -3, ...); each JSON lists its options under "command_options". Process 0
+writes. The loops are in `dlm_jax.evaluation`.
 """
 
 from __future__ import annotations
@@ -58,6 +63,24 @@ def define_flags():
   cli.define_sampler_flags(steps=False)
 
 
+EVALUATE_FLAGS = ("step", "split", "t_samples", "max_batches", "raw_params", "num_samples",
+                  "judge", "dataset", "datasets_dir", "prompt_tokens") + cli.SAMPLER_FLAGS
+
+
+def _write(f, name: str, report: dict, markdown=None, printed=None):
+  """Process 0 writes <workdir>/eval/<name>_<hash of the options>.{json,md} (or --output),
+  the report listing the options; returns nothing."""
+  if jax.process_index() != 0:
+    return
+  options = {**cli.flag_values(f, EVALUATE_FLAGS), "step": report["step"]}
+  stem = f.output or reports.unique_stem(os.path.join(f.workdir, "eval"), name, options)
+  if f.output and stem.endswith(".json"):     # --output=path.json (the NELBO mode's old form)
+    stem = stem[: -len(".json")]
+  written = reports.write(stem, {**report, "command_options": options}, markdown)
+  print(printed if printed is not None else markdown)
+  print(f"wrote {' and '.join(written)}")
+
+
 def main(argv):
   del argv
   f = flags.FLAGS
@@ -71,12 +94,7 @@ def main(argv):
     names = sorted(suite.SUITE) if f.dataset == ["all"] else f.dataset
     report = cli.run("dlm_jax.evaluate", evaluation.zero_shot, f.workdir, names,
                      f.datasets_dir, f.step, f.t_samples, f.max_batches, not f.raw_params)
-    stem = f.output or os.path.join(f.workdir, "eval", f"zero_shot_step{report['step']}")
-    table = evaluation.zero_shot_markdown(report)
-    if jax.process_index() == 0:
-      written = reports.write(stem, report, table)
-      print(table)
-      print(f"wrote {' and '.join(written)}")
+    _write(f, f"zero_shot_step{report['step']}", report, evaluation.zero_shot_markdown(report))
     return
   if f.num_samples > 0:
     opts = cli.sampler_options(f, steps=1)
@@ -85,21 +103,12 @@ def main(argv):
     report = cli.run("dlm_jax.evaluate", evaluation.sample_quality, f.workdir, f.num_samples,
                      f.steps, opts, f.judge, f.prompt_tokens, f.split, f.seed, f.step,
                      f.batch_size)
-    stem = f.output or os.path.join(f.workdir, "eval", f"quality_step{report['step']}")
-    table = evaluation.quality_markdown(report)
-    written = reports.write(stem, report, table)
-    print(table)
-    print(f"wrote {' and '.join(written)}")
+    _write(f, f"quality_step{report['step']}", report, evaluation.quality_markdown(report))
     return
   report = cli.run("dlm_jax.evaluate", evaluation.evaluate, f.workdir, f.step, f.split,
                    f.t_samples, f.max_batches, not f.raw_params)
-  path = f.output or os.path.join(f.workdir, "eval", f"{report['split']}_step{report['step']}.json")
-  if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-      json.dump(report, fh, indent=2)
-    print(json.dumps(report, indent=2))
-    print(f"wrote {path}")
+  _write(f, f"{report['split']}_step{report['step']}", report,
+         printed=json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,7 @@ import numpy as np
 from dlm_jax import assets, elbo, experiment, generation, judge as judges, objectives, parallel
 from dlm_jax import quality
 from dlm_jax.data import pipeline, planted, suite
-from dlm_jax.data.tokenizer import sample_prefix
-from dlm_jax.data.rows import Layout, build_rows, pad_rule, unigram_counts
+from dlm_jax.data.rows import Layout, build_rows, pad_rule, sample_prefix, unigram_counts
 from dlm_jax.errors import UserError
 
 PROFILE_TIMES = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
@@ -376,7 +375,7 @@ def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
   if len(real) < num_samples:
     raise UserError(f"the {split} split has {len(real)} rows; lower --num_samples")
   real = real.copy()
-  prefix = sample_prefix(tok)
+  prefix = sample_prefix(tok, exp.config.data)
   real[:, : len(prefix)] = prefix
   skip = max(prompt_tokens, len(prefix))
   prompts = real[:, :prompt_tokens] if prompt_tokens > 0 else None
@@ -385,8 +384,11 @@ def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
   lang = (planted.config_language(exp.config.data) if exp.config.data.source == "synthetic"
           else None)
 
+  vocabulary = quality.training_vocabulary(exp.rows("train"), tok.decode)
+
   def measure(rows):
     m = quality.summarize(quality.content_tokens(rows, special, skip), ids)
+    m.update(quality.real_word_rate([tok.decode(r[skip:]) for r in rows], vocabulary))
     if lang is not None:
       m.update(oracle_metrics(lang, rows, skip))
     if judge_run is not None:
@@ -430,8 +432,8 @@ def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
   return report
 
 
-QUALITY_COLUMNS = ("steps", "gen_ppl", "unigram_entropy", "distinct_1", "distinct_2",
-                   "distinct_3", "self_bleu", "basin_share", "top5_share")
+QUALITY_COLUMNS = ("steps", "gen_ppl", "real_word_rate", "unigram_entropy", "distinct_1",
+                   "distinct_2", "distinct_3", "self_bleu", "basin_share", "top5_share")
 ORACLE_COLUMNS = ("oracle_nll_nats", "topic_agreement")      # the planted language only
 
 

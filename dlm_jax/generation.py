@@ -13,15 +13,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlm_jax import experiment
-from dlm_jax.data.tokenizer import sample_prefix
+from dlm_jax import experiment, quality
+from dlm_jax.data.rows import sample_prefix
 from dlm_jax.errors import UserError
 from dlm_jax.samplers import reverse
 
 
-def conditioning(tokenizer, num: int, length: int, prompt=None, suffix=None):
-  """(fixed tokens, fixed mask): BOS + prompt at the start, suffix at the end."""
-  prefix = sample_prefix(tokenizer) + (tokenizer.encode([prompt])[0] if prompt else [])
+def conditioning(tokenizer, num: int, length: int, prompt=None, suffix=None, start=()):
+  """(fixed tokens, fixed mask): `start` (rows.sample_prefix) + prompt at the start, suffix at
+  the end."""
+  prefix = list(start) + (tokenizer.encode([prompt])[0] if prompt else [])
   tail = tokenizer.encode([suffix])[0] if suffix else []
   if len(prefix) + len(tail) >= length:
     raise UserError(f"prompt + suffix are {len(prefix) + len(tail)} tokens, not shorter than "
@@ -38,14 +39,16 @@ def conditioning(tokenizer, num: int, length: int, prompt=None, suffix=None):
 _MASK_SPAN = re.compile(r"<mask:(\d+)>")
 
 
-def template_conditioning(tokenizer, templates, length: int):
-  """(fixed tokens, fixed mask), (N, length), one row per template: the sample prefix (BOS),
-  then the template's text clamped and each `<mask:K>` span left as K free positions; the
-  row after the template is free (a continuation). Text pieces are tokenized one by one."""
+def template_conditioning(tokenizer, templates, length: int, start=()):
+  """(fixed tokens, fixed mask), (N, length), one row per template: `start`
+  (rows.sample_prefix), then the template's text clamped and each `<mask:K>` span left as K
+  free positions; the row after the template is free (a continuation). Text pieces are
+  tokenized one by one."""
+  first = list(start)
   fixed = np.zeros((len(templates), length), np.int32)
   mask = np.zeros((len(templates), length), bool)
   for row, line in enumerate(templates):
-    ids, keep, pos = list(sample_prefix(tokenizer)), [], 0
+    ids, pos = list(first), 0
     keep = [True] * len(ids)
     pieces = [(m.start(), m.end(), m.group(1)) for m in _MASK_SPAN.finditer(line)]
     for start, end, free in pieces:
@@ -113,7 +116,8 @@ def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, l
                     "windows, which take a text --prompt only (no suffix, prompt rows or "
                     "block_size)")
   batch_size = min(batch_size, num_samples)
-  fixed, mask = conditioning(exp.tokenizer, batch_size, min(length, window), prompt, suffix)
+  fixed, mask = conditioning(exp.tokenizer, batch_size, min(length, window), prompt, suffix,
+                             sample_prefix(exp.tokenizer, exp.config.data))
   if rows is not None and (len(rows[0]) < num_samples or np.shape(rows[0])[1] > length):
     raise UserError(f"need {num_samples} conditioning rows of at most {length} tokens, got "
                     f"{np.shape(rows[0])}")
@@ -172,17 +176,25 @@ def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, l
 
 def generate(workdir: str, num_samples: int, opts: reverse.SamplerOptions, length=None,
              prompt=None, suffix=None, seed: int = 0, step=None, batch_size: int = 16,
-             templates=None):
+             templates=None, real_words: bool = True):
   """Restores `workdir` and samples. Returns (texts, tokens, info). `templates`: one per
-  sample (template_conditioning), instead of `prompt` / `suffix`."""
+  sample (template_conditioning), instead of `prompt` / `suffix`. `real_words`: info gets the
+  real-word rate of the text after the prompt (quality.real_word_rate; templates: the whole
+  rows) against the training split's words."""
   exp, params, ckpt_step = experiment.restore(workdir, step)
-  rows = None
+  rows, start = None, sample_prefix(exp.tokenizer, exp.config.data)
   if templates is not None:
     if prompt or suffix:
       raise UserError("a prompts file replaces --prompt and --suffix; give one or the other")
-    rows = template_conditioning(exp.tokenizer, templates, length or exp.config.data.seq_len)
+    rows = template_conditioning(exp.tokenizer, templates, length or exp.config.data.seq_len,
+                                 start)
     num_samples = len(templates)
   tokens, info = generate_with(exp, params, num_samples, opts, length, prompt, suffix, seed,
                                batch_size, progress="sampling", rows=rows)
   info["step"] = ckpt_step
+  if real_words:
+    skip = len(start) + (len(exp.tokenizer.encode([prompt])[0]) if prompt else 0)
+    vocabulary = quality.training_vocabulary(exp.rows("train"), exp.tokenizer.decode)
+    info.update(quality.real_word_rate([exp.tokenizer.decode(r[skip:]) for r in tokens],
+                                       vocabulary))
   return [exp.tokenizer.decode(row) for row in tokens], tokens, info

@@ -14,6 +14,10 @@ prompt and special ids dropped) and are averaged over samples unless stated:
   B = union over x in F of ({x} ∪ N_x), N_x the top-k neighbour table (same table for every
   model being compared). basin_share(s) = #{i : s_i in B} / len(s). `top5_share` is the same
   with B = F; basin_share - top5_share is the part due to neighbours rather than repetition.
+- `real_word_rate`: the share of a text's words (runs of letters and inner apostrophes,
+  case-folded) that occur in the training split (`training_vocabulary`), pooled over samples;
+  a word cut by the end of a row (a letter at the row's edge) is not counted, in the samples
+  and in the training rows alike.
 - generative perplexity is computed by `judge_nll` in evaluation.py (needs a network).
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import math
+import re
 
 import numpy as np
 
@@ -109,3 +114,33 @@ def summarize(samples, neighbour_ids=None) -> dict:
     shares = np.array([basin_shares(s, neighbour_ids) for s in samples])
     out["basin_share"], out["top5_share"] = float(shares[:, 0].mean()), float(shares[:, 1].mean())
   return out
+
+
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
+
+
+def whole_words(text: str) -> list[str]:
+  """The case-folded words of `text`, without a first or last word that touches its edge (it
+  may be the cut end of a longer word)."""
+  found = list(_WORD.finditer(text))
+  if found and found[0].start() == 0:
+    found = found[1:]
+  if found and found[-1].end() == len(text):
+    found = found[:-1]
+  return [m.group().casefold() for m in found]
+
+
+def training_vocabulary(rows, decode, max_tokens: int = 4_000_000) -> frozenset:
+  """The words of the first `max_tokens` tokens of the training rows, decoded row by row."""
+  n = max(1, min(len(rows), max_tokens // max(1, np.shape(rows)[1])))
+  words = set()
+  for row in np.asarray(rows[:n]):
+    words.update(whole_words(decode(row)))
+  return frozenset(words)
+
+
+def real_word_rate(texts, vocabulary) -> dict:
+  """{"real_word_rate": share of the texts' words found in `vocabulary`, "words": how many}."""
+  words = [w for t in texts for w in whole_words(t)]
+  rate = sum(w in vocabulary for w in words) / len(words) if words else float("nan")
+  return {"real_word_rate": rate, "words": len(words)}

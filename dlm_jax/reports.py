@@ -1,7 +1,9 @@
-"""Writing a command's outputs: <stem>.json, <stem>.md and <stem>.png side by side."""
+"""Writing a command's outputs: <stem>.json, <stem>.md and <stem>.png side by side, under a
+name that no other run's outputs have (`unique_stem`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -19,6 +21,24 @@ def check_writable(stem: str) -> None:
                     f"({e.strerror})") from None
   if not os.access(directory, os.W_OK):
     raise UserError(f"cannot write outputs to {stem!r}: {directory!r} is not writable")
+
+
+def options_hash(options: dict) -> str:
+  """8 hex digits that change with any of `options` (JSON, keys sorted)."""
+  text = json.dumps(options, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def unique_stem(directory: str, name: str, options: dict,
+                suffixes=(".json", ".md", ".txt", ".png")) -> str:
+  """<directory>/<name>_<options_hash>: calls with other options never share a file; a
+  repeated call with the same options gets -2, -3, ... rather than overwriting."""
+  stem = os.path.join(directory, f"{name}_{options_hash(options)}")
+  candidate, n = stem, 1
+  while any(os.path.exists(candidate + s) for s in suffixes):
+    n += 1
+    candidate = f"{stem}-{n}"
+  return candidate
 
 
 def write(stem: str, report=None, markdown: str | None = None, plot=None) -> list[str]:

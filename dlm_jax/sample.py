@@ -16,9 +16,11 @@ for the masking kernel only).
 --eta / --rho are SemDLM+'s global transition and semantic-frequency penalty (any kernel
 accepts them); --unmasking other than ancestral and caching apply to the masking kernel;
 --block_size generates semi-autoregressively, --steps per block. A causal (AR) workdir
-samples left to right. Prints the samples and writes
-<workdir>/samples/step<N>_T<steps>.{txt,json} (or --output). The work is done by
-`dlm_jax.generation`.
+samples left to right. Prints the samples and their real-word rate (the share of generated
+words that occur in the training split) and writes
+<workdir>/samples/step<N>_T<steps>_<hash>.{txt,json} (or --output): <hash> changes with any
+option, so no call overwrites another's files (a repeat gets -2, -3, ...); the JSON lists the
+options under "command_options". The work is done by `dlm_jax.generation`.
 """
 
 from __future__ import annotations
@@ -36,10 +38,13 @@ from dlm_jax.errors import UserError
 def define_flags():
   flags.DEFINE_string("workdir", None, "Training workdir with checkpoints.")
   flags.DEFINE_integer("num_samples", 4, "Number of samples.")
-  flags.DEFINE_string("output", None, "Output stem (default <workdir>/samples/step<N>_T<T>).")
+  flags.DEFINE_string("output", None, "Output stem (default <workdir>/samples/step<N>_T<T>_"
+                      "<hash of the options>).")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
   flags.DEFINE_string("prompts_file", None, "One template per line, one sample each: text "
                       "clamped, <mask:K> spans generated (replaces --prompt/--suffix).")
+  flags.DEFINE_bool("real_words", True, "Report the share of generated words that occur in the "
+                    "training split (reads its cached rows).")
   cli.define_sampler_flags()
 
 
@@ -65,17 +70,22 @@ def main(argv):
                else None)
   texts, tokens, info = cli.run("dlm_jax.sample", generation.generate, f.workdir, f.num_samples,
                                 cli.sampler_options(f), f.length, f.prompt, f.suffix, f.seed,
-                                f.step, f.batch_size, templates)
-  for i, text in enumerate(texts):
-    print(f"=== sample {i} ===\n{text}\n")
-  print(json.dumps(info))
-  stem = f.output or os.path.join(f.workdir, "samples", f"step{info['step']}_T{f.steps}")
+                                f.step, f.batch_size, templates, f.real_words)
+  shown = "".join(f"=== sample {i} ===\n{text}\n\n" for i, text in enumerate(texts))
+  print(shown + json.dumps(info))
+  if "real_word_rate" in info:
+    print(f"real-word rate {info['real_word_rate']:.3f}: the share of the {info['words']} "
+          "generated words that occur in the training split")
+  options = {**cli.flag_values(f, cli.SAMPLER_FLAGS + ("num_samples", "prompts_file")),
+             "templates": templates, "step": info["step"]}
+  stem = f.output or reports.unique_stem(os.path.join(f.workdir, "samples"),
+                                         f"step{info['step']}_T{f.steps}", options)
   os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
   with open(stem + ".txt", "w", encoding="utf-8") as fh:
-    fh.write("\n\n".join(texts))
-  with open(stem + ".json", "w", encoding="utf-8") as fh:
-    json.dump({**info, "samples": texts, "tokens": tokens.tolist()}, fh)
-  print(f"wrote {stem}.txt")
+    fh.write(shown)
+  reports.write(stem, {**info, "command_options": options, "samples": texts,
+                       "tokens": tokens.tolist()})
+  print(f"wrote {stem}.txt and {stem}.json")
 
 
 if __name__ == "__main__":

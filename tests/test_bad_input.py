@@ -292,3 +292,13 @@ def test_a_judge_that_is_not_gpt2_and_a_read_only_cache_are_one_line(tmp_path, c
     patch.setattr(os, "makedirs", read_only)
     with pytest.raises(UserError, match="set data.cache_dir to a writable directory"):
       rows._save_cache(str(tmp_path / "sub" / "rows.npy"), np.zeros(3))
+
+
+def test_output_names_never_collide(tmp_path):
+  from dlm_jax import reports
+  a = reports.unique_stem(str(tmp_path), "step5_T8", {"seed": 0, "temperature": 1.0})
+  b = reports.unique_stem(str(tmp_path), "step5_T8", {"temperature": 0.9, "seed": 0})
+  assert a != b and os.path.basename(a).startswith("step5_T8_")
+  assert a == reports.unique_stem(str(tmp_path), "step5_T8", {"temperature": 1.0, "seed": 0})
+  reports.write(a, {"x": 1})
+  assert reports.unique_stem(str(tmp_path), "step5_T8", {"seed": 0, "temperature": 1.0}) == a + "-2"

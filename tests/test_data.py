@@ -138,7 +138,39 @@ def test_tokenizer_round_trip(shared_tokenizer):
   ids = tok.encode(["the quick brown fox"])[0]
   assert all(3 < i < 256 for i in ids)
   assert tok.decode(ids) == "the quick brown fox"
-  assert tok.decode([BOS_ID, *ids, EOS_ID, PAD_ID]) == "<s>the quick brown fox</s>"
+  # No special token is printed; documents are separated by a blank line.
+  assert tok.decode([BOS_ID, *ids, EOS_ID, PAD_ID]) == "the quick brown fox"
+  assert tok.decode([*ids, EOS_ID, BOS_ID, *ids[:2]]) == "the quick brown fox\n\n" + tok.decode(
+      ids[:2])
+
+
+def test_tokenizer_keeps_lines_and_every_character(tmp_path):
+  from pydoc_data import topics
+  from dlm_jax.data.tokenizer import NEWLINE_SYMBOL, UNK_ID, train_sentencepiece
+  docs = list(topics.topics.values())[:60]
+  tok = train_sentencepiece(docs, str(tmp_path / "t.model"), 256)
+  assert tok.keeps_newlines
+  text = "ROMEO.\nBut soft, what light?\n\nJULIET.\nAy me."
+  ids = tok.encode([text])[0]
+  assert tok.decode(ids) == text
+  assert NEWLINE_SYMBOL not in tok.decode(ids)
+  # Character coverage 1.0: no character of the training text becomes UNK.
+  assert all(UNK_ID not in row for row in tok.encode(docs))
+
+
+def test_tokenizer_trained_before_newline_symbol_still_loads(tmp_path):
+  import io
+  import sentencepiece as spm
+  from pydoc_data import topics
+  model = io.BytesIO()
+  lines = [l for d in list(topics.topics.values())[:60] for l in d.splitlines() if l.strip()]
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model,
+                                 vocab_size=256, pad_id=PAD_ID, unk_id=1, bos_id=BOS_ID,
+                                 eos_id=EOS_ID, hard_vocab_limit=False, minloglevel=2)
+  (tmp_path / "old.model").write_bytes(model.getvalue())
+  tok = Tokenizer(str(tmp_path / "old.model"))
+  assert not tok.keeps_newlines            # as trained: line breaks fold into spaces
+  assert tok.decode(tok.encode(["a line\nanother"])[0]) == "a line another"
 
 
 def test_wrap_and_pad_rows(shared_tokenizer):

@@ -47,3 +47,22 @@ def test_content_tokens_drops_prompt_and_specials():
   rows = np.array([[1, 7, 8, 2, 0], [1, 9, 9, 9, 0]])
   out = quality.content_tokens(rows, {0, 1, 2}, skip=2)
   assert [o.tolist() for o in out] == [[8], [9, 9]]
+
+
+def test_real_word_rate_counts_whole_words_only():
+  # Words: letters with inner apostrophes, case-folded; a word touching the text's edge may be
+  # cut, so it is not counted.
+  assert quality.whole_words("ing the King's man, o'er 42 hi-fi 'tis end") == [
+      "the", "king's", "man", "o'er", "hi", "fi", "tis"]
+  assert quality.whole_words(". The end.") == ["the", "end"]
+  vocabulary = frozenset({"the", "end", "king"})
+  got = quality.real_word_rate([". The end. Kin. ", " the Qzx ."], vocabulary)
+  assert got == {"real_word_rate": 3 / 5, "words": 5}
+  assert math.isnan(quality.real_word_rate(["xyz"], vocabulary)["real_word_rate"])
+  # The vocabulary: interior words of each decoded training row.
+  rows = np.array([[1, 2, 3], [3, 2, 1]])
+  decode = {(1, 2, 3): "ab cd ef", (3, 2, 1): "gh. ij kl"}
+  vocab = quality.training_vocabulary(rows, lambda r: decode[tuple(r.tolist())])
+  assert vocab == {"cd", "ij"}
+  assert quality.training_vocabulary(rows, lambda r: decode[tuple(r.tolist())],
+                                     max_tokens=3) == {"cd"}

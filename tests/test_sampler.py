@@ -490,7 +490,8 @@ def test_templates_clamp_text_and_leave_spans_free():
   from dlm_jax.data import planted
   from dlm_jax.data.tokenizer import IdsTokenizer
   from dlm_jax.generation import template_conditioning
-  fixed, mask = template_conditioning(IdsTokenizer(16), ["5 6 <mask:2> 7", "9", "<mask:3> 4"], 8)
+  fixed, mask = template_conditioning(IdsTokenizer(16), ["5 6 <mask:2> 7", "9", "<mask:3> 4"], 8,
+                                      start=[2])
   assert fixed[0].tolist() == [2, 5, 6, 0, 0, 7, 0, 0]
   assert mask[0].tolist() == [True, True, True, False, False, True, False, False]
   assert mask[1].tolist() == [True, True] + [False] * 6 and fixed[1, 1] == 9
@@ -501,7 +502,7 @@ def test_templates_clamp_text_and_leave_spans_free():
   for bad in ("1 <mask:1000000000000> 2", "1 <mask:-3> 2", "1 <mask:5 2"):
     with pytest.raises(UserError, match="prompt 1"):
       template_conditioning(IdsTokenizer(16), [bad], 8)
-  # The planted language has no BOS: templates start at position 0.
+  # Without a start (rows that start anywhere; the planted language): position 0.
   tok = planted.PlantedTokenizer(planted.language())
   fixed, mask = template_conditioning(tok, ["the <mask:1> of"], 4)
   assert mask[0].tolist() == [True, False, True, False]

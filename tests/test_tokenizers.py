@@ -34,7 +34,8 @@ def test_gpt2_bpe_from_local_file(bpe_file):
   assert tok.encode(["hello"])[0] == [259]
   assert tok.eos_id == tok.bos_id == 261 and tok.pad_id == 262 and tok.vocab_size == 263
   ids = tok.encode(["hello world"])[0]
-  assert tok.decode(ids + [tok.eos_id, tok.pad_id]) == "hello world<|endoftext|>"
+  assert tok.decode(ids + [tok.eos_id, tok.pad_id]) == "hello world"    # no special shown
+  assert tok.decode(ids + [tok.eos_id] + ids) == "hello world\n\nhello world"
   assert load_tokenizer("gpt2", bpe_file).fingerprint() == tok.fingerprint()
 
 
@@ -118,7 +119,7 @@ def test_hf_tokenizer_json(tmp_path):
   hf = load_tokenizer("hf", str(tmp_path / "tokenizer.json"))
   assert (hf.bos_id, hf.eos_id, hf.pad_id, hf.vocab_size) == (1, 2, 5, 6)   # PAD added
   assert hf.encode(["hello world", "world"]) == [[3, 4], [4]]
-  assert hf.decode([1, 3, 4, 2, 5, 6]) == "<s>hello world</s>[MASK]"
+  assert hf.decode([1, 3, 4, 2, 5, 6]) == "hello world\n\n[MASK]"   # documents, no specials
   (tmp_path / "bad.json").write_text("{not json")
   with pytest.raises(UserError, match="not a valid tokenizer.json"):
     load_tokenizer("hf", str(tmp_path / "bad.json"))

@@ -1,7 +1,10 @@
 """End-to-end training on CPU: learning, exact resume, evaluation and sampling."""
 
+import glob
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -10,6 +13,8 @@ import pytest
 from dlm_jax import evaluation, experiment, generation, training
 from dlm_jax.errors import UserError
 from dlm_jax.samplers import reverse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _leaves(tree):
@@ -84,13 +89,13 @@ def test_train_learns_then_evaluate_and_sample(tmp_path, config):
   texts, tokens, info = generation.generate(workdir, 2, reverse.SamplerOptions(steps=16), prompt="the")
   assert tokens.shape == (2, 32) and len(texts) == 2
   assert (tokens < 256).all()                       # no mask left
-  assert all(t.startswith("<s>the") for t in texts)
+  assert all(t.startswith("the") for t in texts)         # rows start anywhere: no BOS
   assert 1 <= info["network_evaluations"] <= 16
   # Twice the trained length: sliding windows, each later one clamps what is generated.
   texts, tokens, info = generation.generate(workdir, 2, reverse.SamplerOptions(steps=8),
                                             length=64, prompt="the")
   assert tokens.shape == (2, 64) and (tokens < 256).all()
-  assert all(t.startswith("<s>the") for t in texts)
+  assert all(t.startswith("the") for t in texts)         # rows start anywhere: no BOS
   assert [w["start"] for w in info["windows"]] == [0, 16, 32]
   # One template per sample: clamped text, free spans.
   templates = ["the <mask:3> and", "of"]
@@ -100,6 +105,20 @@ def test_train_learns_then_evaluate_and_sample(tmp_path, config):
       experiment.restore(workdir)[0].tokenizer, templates, 32)
   assert tokens.shape == (2, 32) and (tokens[mask] == fixed[mask]).all()
   assert (tokens[~mask] < 256).all()
+
+  # The command: the real-word rate printed; other options, other files (none overwritten).
+  def sample(*options):
+    run = subprocess.run([sys.executable, "-m", "dlm_jax.sample", f"--workdir={workdir}",
+                          "--num_samples=2", "--steps=4", *options], capture_output=True,
+                         text=True, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+  assert "real-word rate" in sample()
+  sample("--temperature=0.9")
+  written = sorted(glob.glob(os.path.join(workdir, "samples", "step60_T4_*.json")))
+  assert len(written) == 2
+  temperatures = {json.load(open(p))["command_options"]["temperature"] for p in written}
+  assert temperatures == {1.0, 0.9}
 
 
 def test_autoregressive_baseline_learns(tmp_path, config):
@@ -122,6 +141,9 @@ def test_autoregressive_baseline_learns(tmp_path, config):
   for row in (data, samples):
     assert np.isfinite(row["gen_ppl"]) and row["gen_ppl"] > 1
     assert 0 < row["distinct_1"] <= 1 and 0 <= row["basin_share"] <= 1
+  # Real rows of the validation split are words of the training split almost always.
+  assert data["real_word_rate"] > 0.9 and data["words"] > 0
+  assert 0 <= samples["real_word_rate"] <= 1
   # Uniformly random tokens score a perplexity >= V under any judge (cross-entropy >= entropy);
   # the model's own samples (and the real rows) must be far likelier than that.
   vocab = config.data.vocab_size

@@ -85,6 +85,20 @@ class Layout:
       raise UserError(f"data.convention='mdlm' needs data.seq_len >= 3 (BOS, a token, EOS), "
                       f"got {self.seq_len}")
 
+  @property
+  def rows_start_with_bos(self) -> bool:
+    """Whether every row starts with BOS (dlm_jax wrap and md4 rows start anywhere)."""
+    return self.convention == "mdlm" or (self.convention == "dlm_jax" and self.mode == "pad")
+
+
+def sample_prefix(tokenizer, data_cfg) -> list[int]:
+  """The tokens every sample starts with: BOS where every training row starts with one;
+  nothing where rows start anywhere in a document (a clamped BOS would ask for a document's
+  first tokens, seen once per document) and for the planted language (no special tokens)."""
+  if tokenizer.kind == "planted" or not Layout.of(data_cfg).rows_start_with_bos:
+    return []
+  return [tokenizer.bos_id]
+
 
 def data_fingerprint(data_cfg) -> str:
   """What a resumed run must find unchanged: the prepared shards' descriptions when

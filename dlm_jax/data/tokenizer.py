@@ -7,7 +7,11 @@ that caches, neighbour tables and checkpoints carry). A kernel that needs a
 mask token uses the extra id V (= vocab_size), outside the tokenizer
 (docs/design.md §1).
 
-- SentencePiece models trained here fix PAD = 0, UNK = 1, BOS = 2, EOS = 3.
+- SentencePiece models trained here fix PAD = 0, UNK = 1, BOS = 2, EOS = 3, encode every
+  character of their training text (character coverage 1.0 below BYTE_FALLBACK_MIN_VOCAB
+  pieces, byte fallback from there) and keep line breaks: a line break is the piece
+  NEWLINE_SYMBOL (models trained before it fold line breaks into spaces, as SentencePiece
+  does). Decoded text shows no special token: documents are separated by a blank line.
 - GPT-2 BPE (tiktoken, from a local `gpt2.tiktoken` file): BOS = EOS =
   <|endoftext|> = 50256 as in MDLM's OWT setup, plus an extra PAD = 50257, so
   V = 50258.
@@ -22,6 +26,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import re
 import tempfile
 from typing import Iterable, Iterator, Sequence
 
@@ -33,27 +38,39 @@ from dlm_jax.data import corpus, planted
 from dlm_jax.errors import UserError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+# "SYMBOL FOR NEWLINE": a user-defined piece, so always a token of its own.
+NEWLINE_SYMBOL = "\u2424"
+# Byte fallback adds 256 byte pieces: from this size on they cost under 1/16 of the vocabulary.
+BYTE_FALLBACK_MIN_VOCAB = 4096
+DOCUMENT_SEPARATOR = "\n\n"
+_NEWLINES = re.compile("\n+")
+_NEWLINE_SYMBOLS = re.compile(NEWLINE_SYMBOL + "+ ?")
 
 
-def _decode_runs(ids: Sequence[int], pad_id: int, vocab_size: int, marker, decode_run) -> str:
-  """Decodes runs of ordinary ids with `decode_run`, writing specials through `marker(id)`
-  (None: dropped) and ids >= vocab_size (a kernel's mask id) as [MASK]; PAD is dropped."""
-  out, run = [], []
-  for i in ids:
-    i = int(i)
-    if i == pad_id:
-      continue
-    shown = "[MASK]" if i >= vocab_size else marker(i)
-    if shown is None:
-      run.append(i)
-      continue
-    if run:
-      out.append(decode_run(run))
-      run = []
-    out.append(shown)
-  if run:
-    out.append(decode_run(run))
-  return "".join(out)
+def _documents(ids: Sequence[int], pad_id: int, boundary_ids, vocab_size: int,
+               decode_run) -> str:
+  """Text of a row whose `boundary_ids` (BOS / EOS) mark document boundaries: the documents'
+  text joined by DOCUMENT_SEPARATOR (no special token is printed), PAD dropped, ids >=
+  vocab_size (a kernel's mask id) shown as [MASK]."""
+  documents = [[]]
+  for i in map(int, ids):
+    if i in boundary_ids:
+      documents.append([])
+    elif i != pad_id:
+      documents[-1].append(i)
+  texts = []
+  for doc in documents:
+    parts, run = [], []
+    for i in doc + [vocab_size]:
+      if i < vocab_size:
+        run.append(i)
+        continue
+      if run:
+        parts.append(decode_run(run))
+        run = []
+      parts.append("[MASK]")
+    texts.append("".join(parts)[:-len("[MASK]")].strip("\n"))
+  return DOCUMENT_SEPARATOR.join(t for t in texts if t.strip())
 
 
 class SentencePieceTokenizer:
@@ -78,6 +95,7 @@ class SentencePieceTokenizer:
           f"tokenizer {path} has pad/bos/eos ids {self._sp.pad_id()}/{self._sp.bos_id()}/"
           f"{self._sp.eos_id()}; dlm_jax needs {PAD_ID}/{BOS_ID}/{EOS_ID}: retrain it with "
           "`python -m dlm_jax.data.train_tokenizer`")
+    self.keeps_newlines = self._sp.piece_to_id(NEWLINE_SYMBOL) != UNK_ID
 
   @property
   def vocab_size(self) -> int:
@@ -91,12 +109,20 @@ class SentencePieceTokenizer:
     return hashlib.sha256(self.model_proto).hexdigest()[:16]
 
   def encode(self, texts: Sequence[str]) -> list[list[int]]:
+    if self.keeps_newlines:   # a space after each run of symbols: the next word keeps its "▁"
+      texts = [_NEWLINES.sub(lambda m: NEWLINE_SYMBOL * len(m.group()) + " ", t) for t in texts]
     return self._sp.encode(list(texts), out_type=int, num_threads=os.cpu_count() or 1)
 
+  def _decode_run(self, run: Sequence[int]) -> str:
+    text = self._sp.decode(list(run))
+    if self.keeps_newlines:
+      text = _NEWLINE_SYMBOLS.sub(lambda m: "\n" * m.group().count(NEWLINE_SYMBOL), text)
+    return text
+
   def decode(self, ids: Sequence[int]) -> str:
-    """Decodes one sequence, dropping PAD and stopping at nothing (BOS/EOS shown)."""
-    return _decode_runs(ids, PAD_ID, self.vocab_size, {BOS_ID: "<s>", EOS_ID: "</s>"}.get,
-                        self._sp.decode)
+    """Decodes one sequence: PAD dropped, documents (BOS / EOS boundaries) separated by a
+    blank line, a kernel's mask id shown as [MASK]."""
+    return _documents(ids, PAD_ID, (BOS_ID, EOS_ID), self.vocab_size, self._decode_run)
 
 
 # SentencePiece skips training sentences over 4192 bytes: longer lines are cut at spaces.
@@ -134,9 +160,12 @@ def _sentences(documents: Iterable[str], max_sentences: int) -> Iterator[str]:
 def train_sentencepiece(documents: Iterable[str], path: str, vocab_size: int,
                         model_type: str = "unigram",
                         max_sentences: int = 2_000_000) -> "SentencePieceTokenizer":
-  """Trains a SentencePiece model on `documents` and writes it atomically to `path`."""
+  """Trains a SentencePiece model on `documents` and writes it atomically to `path`: every
+  character of the text covered (by a piece, or by byte fallback from BYTE_FALLBACK_MIN_VOCAB
+  pieces on), a line break the piece NEWLINE_SYMBOL."""
   if vocab_size < 8:
     raise UserError(f"tokenizer vocab_size must be >= 8, got {vocab_size}")
+  byte_fallback = vocab_size >= BYTE_FALLBACK_MIN_VOCAB
   model = io.BytesIO()
   try:
     spm.SentencePieceTrainer.train(
@@ -145,7 +174,9 @@ def train_sentencepiece(documents: Iterable[str], path: str, vocab_size: int,
         vocab_size=vocab_size,
         model_type=model_type,
         pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-        character_coverage=0.9995,
+        character_coverage=0.9995 if byte_fallback else 1.0,
+        byte_fallback=byte_fallback,
+        user_defined_symbols=[NEWLINE_SYMBOL],
         shuffle_input_sentence=True,
         input_sentence_size=max_sentences,
         hard_vocab_limit=False,
@@ -220,8 +251,8 @@ class GPT2Tokenizer:
     return [self._enc.encode(t, allowed_special={"<|endoftext|>"}) for t in texts]
 
   def decode(self, ids: Sequence[int]) -> str:
-    return _decode_runs(ids, self.pad_id, self.vocab_size,
-                        {self.eos_id: "<|endoftext|>"}.get, self._enc.decode)
+    """Documents separated by a blank line (judge.protocol_text writes <|endoftext|>)."""
+    return _documents(ids, self.pad_id, (self.eos_id,), self.vocab_size, self._enc.decode)
 
 
 def tokenizer_json(path: str):
@@ -327,7 +358,6 @@ class HFTokenizer:
     self._size = size + (pad is None)
     self.unk_id = -1
     self.special_ids = tuple(sorted({self.bos_id, self.eos_id, self.pad_id}))
-    self._names = {i: t for t, i in vocab.items() if i in self.special_ids}
     self.path = path
     self._fingerprint = _file_fingerprint(self.kind, path)
 
@@ -342,8 +372,9 @@ class HFTokenizer:
     return encode_plain(self._tok, texts)
 
   def decode(self, ids: Sequence[int]) -> str:
-    return _decode_runs(ids, self.pad_id, self.vocab_size, self._names.get,
-                        lambda run: self._tok.decode(run, skip_special_tokens=False))
+    """Documents (BOS / EOS boundaries) separated by a blank line, PAD dropped."""
+    return _documents(ids, self.pad_id, (self.bos_id, self.eos_id), self.vocab_size,
+                      lambda run: self._tok.decode(run, skip_special_tokens=False))
 
 
 class IdsTokenizer:
@@ -411,12 +442,6 @@ TOKENIZERS = {"sentencepiece": SentencePieceTokenizer, "gpt2": GPT2Tokenizer,
               "bert": WordPieceTokenizer, "hf": HFTokenizer, "ids": IdsTokenizer,
               "planted": planted.PlantedTokenizer}
 BUILT_FROM_CONFIG = ("ids", "planted")      # no file: get_tokenizer builds them
-
-
-def sample_prefix(tok) -> list[int]:
-  """The tokens every sample starts with: BOS, except for the planted language, whose rows
-  hold no special tokens (a clamped BOS would be a context the model never saw)."""
-  return [] if tok.kind == "planted" else [tok.bos_id]
 
 
 def load_tokenizer(kind: str, path: str):
