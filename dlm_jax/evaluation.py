@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlm_jax import assets, elbo, experiment, generation, judge as judges, objectives, parallel
-from dlm_jax import quality
+from dlm_jax import quality, rng
 from dlm_jax.data import pipeline, planted, suite
 from dlm_jax.data.rows import Layout, build_rows, pad_rule, sample_prefix, unigram_counts
 from dlm_jax.errors import UserError
@@ -30,20 +30,22 @@ from dlm_jax.errors import UserError
 PROFILE_TIMES = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
 
 
-def nelbo(exp, eval_fn, params, rows, batch_size: int, max_batches: int = 0, seed: int = 0,
+def nelbo(exp, eval_fn, params, rows, batch_size: int, max_batches: int = 0, key=None,
           passes: int = 1) -> dict:
-  """The NELBO (or AR NLL) of `rows`, one t and z_t per row and pass (fresh ones per pass).
+  """The NELBO (or AR NLL) of `rows`, one t and z_t per row and pass (fresh ones per pass),
+  drawn from `key` (default: the validation stream of seed 0).
 
   Returns nats_per_token, tokens (per pass) and std_error_nats: the ratio estimator's standard
   error over batches (None when there is one batch: undefined)."""
   sums, counts, recon = [], [], []
+  key = rng.stream(0, "validation") if key is None else key
   for p in range(passes):
-    key = jax.random.key(seed + p)
+    pass_key = jax.random.fold_in(key, p)
     for i, local in enumerate(pipeline.eval_batches(rows, batch_size, jax.process_index(),
                                                     jax.process_count(), max_batches,
                                                     exp.tokenizer.pad_id)):
       nll_sum, n, recon_sum = eval_fn(params, parallel.global_batch(local, exp.mesh),
-                                      jax.random.fold_in(key, i))
+                                      jax.random.fold_in(pass_key, i))
       sums.append(float(nll_sum))
       counts.append(float(n))
       recon.append(float(recon_sum))
@@ -58,7 +60,7 @@ def nelbo(exp, eval_fn, params, rows, batch_size: int, max_batches: int = 0, see
           "reconstruction_nats": float(np.sum(recon) / max(counts.sum(), 1.0))}
 
 
-def loss_profile(exp, profile_fn, params, rows, batch_size: int, batches: int, seed: int,
+def loss_profile(exp, profile_fn, params, rows, batch_size: int, batches: int, key,
                  times=PROFILE_TIMES):
   """{'loss_at_t/0.05': nats per token, ...}: the NELBO integrand at fixed t, averaged over
   `batches` validation batches (prior term excluded)."""
@@ -69,7 +71,7 @@ def loss_profile(exp, profile_fn, params, rows, batch_size: int, batches: int, s
                                                   jax.process_count(), batches,
                                                   exp.tokenizer.pad_id)):
     batch = parallel.global_batch(local, exp.mesh)
-    total += np.asarray(profile_fn(params, batch, jax.random.key(seed + i), times))
+    total += np.asarray(profile_fn(params, batch, jax.random.fold_in(key, i), times))
     n += 1
   return {f"loss_at_t/{t:.2f}": float(v) for t, v in zip(profile_times, total / max(n, 1))}
 
@@ -90,7 +92,7 @@ def unigram_baseline_nats(exp, rows) -> float:
 
 
 def learning_summary(exp, params, rows, nelbo_nats: float, batch_size: int, batches: int,
-                     seed: int) -> dict:
+                     key) -> dict:
   """What a finished run learned, in numbers a reader can check: the validation NELBO next
   to the unigram baseline on the same rows, the integrand at small and large t (context helps
   only if the first is clearly lower), and for the planted language its exact entropy."""
@@ -100,7 +102,7 @@ def learning_summary(exp, params, rows, nelbo_nats: float, batch_size: int, batc
          "below_unigram_bits": (unigram - nelbo_nats) * bits}
   if exp.objective.is_bound:
     out.update(loss_profile(exp, exp.jit_loss_at_times(), params, rows, batch_size, batches,
-                            seed, times=(0.05, 0.95)))
+                            key, times=(0.05, 0.95)))
   if exp.config.data.source == "synthetic":
     lang = planted.config_language(exp.config.data)
     out["true_entropy_bits_per_token"] = planted.entropy_per_token(lang, exp.config.data.seq_len) * bits
@@ -213,7 +215,8 @@ def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batche
   split = split or exp.config.eval.split
   rows = exp.rows(split)
   run = lambda quantity: nelbo(exp, exp.jit_eval_step(quantity), params, rows,
-                               exp.config.eval.batch_size, max_batches, seed, passes=t_samples)
+                               exp.config.eval.batch_size, max_batches,
+                               rng.stream(seed, "validation"), passes=t_samples)
   result = run("headline")
   return {
       "workdir": os.path.abspath(workdir), "step": step, "split": split,
@@ -242,8 +245,8 @@ def zero_shot(workdir: str, names, datasets_dir: str = "", step=None, t_samples:
     if len(rows) == 0:
       raise UserError(f"zero-shot dataset {name} ({source}) has fewer than {L - 2} tokens: "
                       "no row of the model's length")
-    result = nelbo(exp, eval_fn, params, rows, exp.config.eval.batch_size, max_batches, seed,
-                   passes=t_samples)
+    result = nelbo(exp, eval_fn, params, rows, exp.config.eval.batch_size, max_batches,
+                   rng.stream(seed, "validation"), passes=t_samples)
     results.append({"dataset": name, "source": source, "rows": int(len(rows)),
                     **_nelbo_fields(exp, result),
                     "complete": not max_batches or max_batches * exp.config.eval.batch_size

@@ -40,11 +40,12 @@ class Experiment:
   def param_sharding(self):
     return self.state_sharding.params
 
-  def init_state(self, seed: int):
-    """Fresh train state, created directly in its shardings."""
+  def init_state(self, key):
+    """Fresh train state from `key` (a run's rng.streams(seed)["init"]), created directly in
+    its shardings."""
     init = lambda k: nn.meta.unbox(steps.init_state(k, self.model, self.tx,
                                                     self.config.data.seq_len))
-    return jax.jit(init, out_shardings=self.state_sharding)(jax.random.key(seed))
+    return jax.jit(init, out_shardings=self.state_sharding)(key)
 
   def meta(self) -> dict:
     """What a checkpoint must agree with to be resumed or restored by this experiment."""

@@ -26,7 +26,7 @@ import os
 import jax
 import numpy as np
 
-from dlm_jax import experiment, numpy_files, safetensors_io
+from dlm_jax import experiment, numpy_files, rng, safetensors_io
 from dlm_jax.checkpoint import Checkpointer, checkpoint_dir as ckpt_dir
 from dlm_jax.errors import UserError
 from dlm_jax.models import Transformer
@@ -289,7 +289,7 @@ def import_checkpoint(checkpoint_dir: str, workdir: str, config, tokenizer: str 
   exp = experiment.build(config, workdir, devices)
   params = to_params(tensors, arch, exp.tokenizer.vocab_size, exp.kernel.has_mask)
   _check_shapes(params, exp.abstract_state.params)
-  state = exp.init_state(config.seed)
+  state = exp.init_state(rng.stream(config.seed, "init"))
   placed = jax.tree.map(lambda a, s: jax.device_put(a, s), params, exp.param_sharding)
   state = state.replace(params=placed, ema_params=placed)
   ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)

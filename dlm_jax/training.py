@@ -17,7 +17,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from dlm_jax import configuration, evaluation, experiment, objectives, parallel, steps
-from dlm_jax import workdirs
+from dlm_jax import rng, workdirs
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.data import pipeline, planted
 from dlm_jax.data.rows import data_fingerprint, pad_rule
@@ -113,6 +113,7 @@ def _train(config, workdir: str, devices, stop_after):
     check_same_data(config, saved_meta, latest)
   exp = experiment.build(config, workdir, devices)
   cfg = config
+  keys = rng.streams(cfg.seed)
   process_index, process_count = jax.process_index(), jax.process_count()
   train_rows = exp.rows("train")
   val_rows = exp.rows("validation")
@@ -120,7 +121,7 @@ def _train(config, workdir: str, devices, stop_after):
                                       process_count, cfg.data.worker_count)
   meta = {**exp.meta(), "data": data_fingerprint(cfg.data)}
   if latest is None:
-    state, start = exp.init_state(cfg.seed), 0
+    state, start = exp.init_state(keys["init"]), 0
   else:
     exp.check_compatible(saved_meta, latest)
     state, start = ckpt.restore(latest, exp.abstract_state, data_iter,
@@ -137,8 +138,6 @@ def _train(config, workdir: str, devices, stop_after):
   profile_fn = (exp.jit_loss_at_times()
                 if exp.objective.is_bound and cfg.train.loss_profile_batches > 0 else None)
   lr_fn = steps.learning_rate_schedule(cfg.optim, cfg.train.num_steps)
-  base_key = jax.random.key(cfg.seed + 1)
-  noise_key = jax.random.key(cfg.seed + 4)
   tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
   history, pending, skipped = [], [], 0
   last_time, last_step = time.time(), start
@@ -146,7 +145,7 @@ def _train(config, workdir: str, devices, stop_after):
 
   def run_eval(step):
     result = evaluation.nelbo(exp, eval_fn, state.ema_params, val_rows, cfg.eval.batch_size,
-                              cfg.train.eval_batches, seed=cfg.seed + 2)
+                              cfg.train.eval_batches, keys["validation"])
     nats = result["nats_per_token"]
     metrics = {"nelbo_nats_per_token": nats, "nelbo_bits_per_token": nats / math.log(2),
                exp.objective.perplexity_key: objectives.perplexity(nats),
@@ -154,7 +153,8 @@ def _train(config, workdir: str, devices, stop_after):
     if profile_fn is not None:
       metrics.update(evaluation.loss_profile(exp, profile_fn, state.ema_params, val_rows,
                                              cfg.eval.batch_size,
-                                             cfg.train.loss_profile_batches, cfg.seed + 3))
+                                             cfg.train.loss_profile_batches,
+                                             keys["loss_profile"]))
     writer.write(step, metrics, prefix="val/")
     history.append({"step": step, **{f"val/{k}": v for k, v in metrics.items()}})
 
@@ -162,7 +162,7 @@ def _train(config, workdir: str, devices, stop_after):
     summary = evaluation.learning_summary(exp, state.ema_params, val_rows,
                                           history[-1]["val/nelbo_nats_per_token"],
                                           cfg.eval.batch_size, cfg.train.eval_batches,
-                                          cfg.seed + 3)
+                                          keys["summary"])
     writer.write(step, summary, prefix="final/")
     history.append({"step": step, **{f"final/{k}": v for k, v in summary.items()}})
     if process_index == 0:
@@ -204,10 +204,10 @@ def _train(config, workdir: str, devices, stop_after):
       batch = parallel.global_batch(next(data_iter), exp.mesh)
       if noise_fn is not None and step % cfg.train.grad_noise_every == 0:
         noise = jax.device_get(noise_fn(state.params, batch,
-                                          jax.random.fold_in(noise_key, step)))
+                                          jax.random.fold_in(keys["gradient_noise"], step)))
         writer.write(step, {k: float(v) for k, v in noise.items()}, prefix="train/")
         history.append({"step": step, **{f"train/{k}": float(v) for k, v in noise.items()}})
-      state, metrics = train_fn(state, batch, base_key)
+      state, metrics = train_fn(state, batch, keys["train"])
       pending.append(metrics)
       done = step + 1
       interrupted = stop.requested(process_count)

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dlm_jax import experiment, parallel  # noqa: E402
+from dlm_jax import experiment, parallel, rng  # noqa: E402
 from dlm_jax.data import pipeline  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
@@ -22,7 +22,7 @@ from tests.conftest import tiny_config  # noqa: E402
 def run(config, workdir, devices, num_steps=3):
   exp = experiment.build(config, workdir, devices)
   step_fn = exp.jit_train_step()
-  state = exp.init_state(config.seed)
+  state = exp.init_state(rng.stream(config.seed, "init"))
   it = pipeline.train_iterator(exp.rows("train"), config.train.batch_size, config.seed)
   losses = []
   for _ in range(num_steps):

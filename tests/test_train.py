@@ -84,7 +84,10 @@ def test_train_learns_then_evaluate_and_sample(tmp_path, config):
   truncated = report["nelbo_truncated"]
   assert truncated["t_min"] == 1e-3 and truncated["reconstruction_nats"] >= 0
   assert abs(truncated["nats_per_token"] - report["nats_per_token"]) < 0.3
-  assert report["mdlm_reported"]["nats_per_token"] < report["nats_per_token"]
+  # MDLM's quantity leaves out t in [0, 1e-3) and the prior term (both ~0 for masking): in
+  # expectation a hair below the NELBO, so two Monte Carlo draws may fall either way.
+  assert abs(report["mdlm_reported"]["nats_per_token"] - report["nats_per_token"]) < 0.3
+  assert "not a bound" in report["mdlm_reported"]["what"]
 
   texts, tokens, info = generation.generate(workdir, 2, reverse.SamplerOptions(steps=16), prompt="the")
   assert tokens.shape == (2, 32) and len(texts) == 2

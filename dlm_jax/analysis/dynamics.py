@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlm_jax import evaluation, experiment, objectives, parallel
+from dlm_jax import evaluation, experiment, objectives, parallel, rng
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.errors import UserError
 from dlm_jax.models.transformer import denoiser_logits
@@ -72,7 +72,7 @@ def exposure_bias(exp, params, batches, times, n_steps: int, seed: int = 0):
     sums = np.zeros(4)
     for i, b in enumerate(batches):
       x = b["tokens"]
-      key = jax.random.key(seed + i)
+      key = jax.random.fold_in(jax.random.key(seed), i)
       z_model = run_reverse(x, key, t0, t)
       z_fwd = kernel.sample_forward(jax.random.fold_in(key, 99), x, jnp.full((x.shape[0],), t))
       sums += np.array([*map(float, ce(x, z_model, t)), *map(float, ce(x, z_fwd, t))])
@@ -102,7 +102,7 @@ def analyse(name, workdir, n_batches, batch_size, exposure_t, exposure_steps):
                   "grad_noise_scale": trace / signal})
   ckpt.close()
   profile = evaluation.loss_profile(exp, exp.jit_loss_at_times(), ema, exp.rows("validation"),
-                                    batch_size, n_batches, seed=0)
+                                    batch_size, n_batches, rng.stream(0, "loss_profile"))
   return {
       "name": name, "workdir": os.path.abspath(workdir), **exp.objective.describe(),
       "step": last,

@@ -84,7 +84,7 @@ def marginal_trap(exp, params, judge_run, prompts, masks: int, sizes, seed: int)
   apply = jax.jit(lambda z: denoiser_logits(exp.model, params, exp.kernel, z,
                                             jnp.ones((n_prompts,))))
   for n in sizes:
-    key = jax.random.key(seed + n)
+    key = jax.random.fold_in(jax.random.key(seed), n)
     z = _noised_inputs(exp, prompts, masks, key)
     parallel = draw_tokens(jax.random.fold_in(key, 0),
                            apply(z)[:, P: P + n].astype(jnp.float32), True)

@@ -1,0 +1,21 @@
+"""Named random streams: one `jax.random.split` of the run's seed, one key per purpose, so no
+purpose ever draws from another's keys. A loop derives its per-item keys with
+`jax.random.fold_in(stream, index)`."""
+
+from __future__ import annotations
+
+import jax
+
+STREAMS = ("init", "train", "validation", "loss_profile", "summary", "gradient_noise")
+
+
+def streams(seed: int) -> dict:
+  """{name: key} for every name in STREAMS, from `seed`."""
+  return dict(zip(STREAMS, jax.random.split(jax.random.key(seed), len(STREAMS))))
+
+
+def stream(seed: int, name: str):
+  """One named stream of `seed`."""
+  if name not in STREAMS:
+    raise ValueError(f"unknown random stream {name!r}; expected one of {STREAMS}")
+  return streams(seed)[name]
