@@ -53,19 +53,15 @@ def over_position_chunks(fn, chunk: int, features, *per_position):
 
 
 def chunked_integrand(kernel, head, features, x, z, t, key, chunk: int):
-  """`nelbo_integrand` from hidden states: head(features chunk, columns) -> logits, in the
-  column order the kernel's structure asks for (`logit_columns`; None: the vocabulary's).
-  (B, L) nats.
+  """`nelbo_integrand` from hidden states, one chunk of positions at a time: the kernel's
+  structure receives the network's head(h, columns=None) and asks it for the logits it
+  reads. (B, L) nats.
 
   The bulk-target estimate of a top-k kernel (kernel.bulk_samples > 0) draws its targets
   per chunk, from fold_in(key, chunk index)."""
-  structure = kernel.structure
-  columns = structure.logit_columns(kernel)
-
   def integrand(h, x_c, z_c, i):
-    if columns is not None:
-      return structure.integrand_on_columns(kernel, head(h, columns), x_c, z_c, t)
-    return nelbo_integrand(kernel, head(h), x_c, z_c, t, jax.random.fold_in(key, i))
+    return kernel.structure.integrand_from_head(kernel, head, h, x_c, z_c, t,
+                                                jax.random.fold_in(key, i))
   return over_position_chunks(integrand, chunk, features, x, z)
 
 

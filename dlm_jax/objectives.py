@@ -16,11 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlm_jax import elbo
+from dlm_jax import denoiser, elbo
 from dlm_jax.kernels import logspace
 from dlm_jax.data import rows
 from dlm_jax.errors import UserError
-from dlm_jax.models.transformer import head_logits, time_input
 from dlm_jax.samplers import autoregressive, reverse
 
 # The largest float32 below 1: t = 1 itself is never drawn, since with eps = 0 a component's
@@ -53,14 +52,6 @@ def _weights(tokens, valid, pad_id: int, pad_in_loss: bool):
   counted; it is summed unless `pad_in_loss` is off (data/rows.py: pad_rule)."""
   counted = (tokens != pad_id) * valid[:, None]
   return (jnp.broadcast_to(valid[:, None], tokens.shape) if pad_in_loss else counted), counted
-
-
-def _features_and_head(model, params, tokens, t, train: bool, key, clean=None):
-  """The network's final hidden states and the head that maps a chunk of them to logits."""
-  extra = {} if clean is None else {"clean": clean}
-  features = model.apply({"params": params}, tokens, t, deterministic=not train,
-                         rngs={"dropout": key}, features_only=True, **extra)
-  return features, lambda h, columns=None: head_logits(params, h, model.cfg.dtype, columns)
 
 
 def prompt_spans(key, shape, rate: float):
@@ -144,8 +135,9 @@ class Diffusion:
       clean = prompt_spans(jax.random.fold_in(key, 4), tokens.shape, self.prompt_rate)
       z = jnp.where(clean, tokens, z)
       summed, counted = summed * ~clean, counted * ~clean
-    features, head = _features_and_head(model, params, z, time_input(model.cfg, self.kernel, t),
-                                        train, k_drop, clean)
+    features = denoiser.features(model, params, z, denoiser.time_input(model.cfg, self.kernel, t),
+                                 train=train, key=k_drop, clean=clean)
+    head = denoiser.head(model, params)
     integrand = elbo.chunked_integrand(self.kernel, head, features, tokens, z, t, k_bulk,
                                        self.logits_chunk)
     return integrand, summed, counted
@@ -191,8 +183,9 @@ class Diffusion:
     k_z, k_drop = jax.random.split(key)
     t = jnp.full(tokens.shape[:1], EVAL_T_MIN, jnp.float32)
     z = kernel.sample_forward(k_z, tokens, t)
-    features, head = _features_and_head(model, params, z, time_input(model.cfg, kernel, t),
-                                        False, k_drop)
+    features = denoiser.features(model, params, z, denoiser.time_input(model.cfg, kernel, t),
+                                 key=k_drop)
+    head = denoiser.head(model, params)
 
     def nll(h, x, z_c, i):
       del i
@@ -213,8 +206,9 @@ class Diffusion:
       k_z, k_bulk = jax.random.split(jax.random.fold_in(key, jnp.round(t * 1e6).astype(jnp.int32)))
       t_vec = jnp.full(tokens.shape[:1], t)
       z = self.kernel.sample_forward(k_z, tokens, t_vec)
-      features, head = _features_and_head(model, params, z,
-                                          time_input(model.cfg, self.kernel, t_vec), False, k_bulk)
+      features = denoiser.features(model, params, z,
+                                   denoiser.time_input(model.cfg, self.kernel, t_vec), key=k_bulk)
+      head = denoiser.head(model, params)
       per_token = elbo.chunked_integrand(self.kernel, head, features, tokens, z, t_vec, k_bulk,
                                          self.logits_chunk)
       return jnp.sum(per_token * counted) / jnp.maximum(jnp.sum(counted), 1.0)
@@ -263,7 +257,8 @@ class Autoregressive:
     tokens = batch["tokens"]
     valid = batch.get("valid", jnp.ones(tokens.shape[:1], jnp.float32))
     k_drop = jax.random.split(key, 4)[2]           # the diffusion loss's dropout key
-    features, head = _features_and_head(model, params, tokens, None, train, k_drop)
+    features = denoiser.features(model, params, tokens, None, train=train, key=k_drop)
+    head = denoiser.head(model, params)
     per_token = elbo.chunked_ar_nll(head, features, tokens, self.logits_chunk)
     summed, counted = _weights(tokens[:, 1:], valid, pad_id, self.pad_in_loss)
     return jnp.sum(per_token * summed), jnp.sum(counted)

@@ -84,6 +84,13 @@ def test_head_logits_equal_the_forward():
       model.apply({"params": p}, tokens, t, features_only=True)))(params)
   np.testing.assert_allclose(np.asarray(head_logits(params, features[:, 4:8], "float32")),
                              np.asarray(logits[:, 4:8]), rtol=1e-6, atol=1e-6)
+  # The head as the kernels receive it: the module's own method, through model.apply.
+  from dlm_jax import denoiser  # pylint: disable=g-import-not-at-top
+  columns = jnp.array([3, -1, 0])
+  via_apply = denoiser.head(model, params)(features[:, 4:8], columns)
+  np.testing.assert_allclose(np.asarray(via_apply[..., [0, 2]]),
+                             np.asarray(logits[:, 4:8][..., [3, 0]]), rtol=1e-6, atol=1e-6)
+  assert (np.asarray(via_apply[..., 1]) == -1e30).all()
 
 
 def test_remat_policies_and_chunks_change_memory_not_math():

@@ -14,10 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlm_jax import evaluation, experiment, objectives, parallel, rng
+from dlm_jax import denoiser, evaluation, experiment, objectives, parallel, rng
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.errors import UserError
-from dlm_jax.models.transformer import denoiser_logits
 from dlm_jax.samplers import reverse
 
 
@@ -41,7 +40,7 @@ def _nelbo_curve(workdir, tokens_per_step):
 
 
 def _denoising_ce(exp, params, x, z, t):
-  logits = denoiser_logits(exp.model, params, exp.kernel, z, jnp.full((x.shape[0],), t))
+  logits = denoiser.logits(exp.model, params, exp.kernel, z, jnp.full((x.shape[0],), t))
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
   ce = -jnp.take_along_axis(logp, x[..., None], -1)[..., 0]
   kernel = exp.kernel
@@ -61,7 +60,7 @@ def exposure_bias(exp, params, batches, times, n_steps: int, seed: int = 0):
     grid = jnp.linspace(t0, t, n_steps + 1)
 
     def body(z, i):
-      logits = denoiser_logits(exp.model, params, kernel, z, jnp.full((x.shape[0],), grid[i]))
+      logits = denoiser.logits(exp.model, params, kernel, z, jnp.full((x.shape[0],), grid[i]))
       return reverse.reverse_step(kernel, opts, jax.random.fold_in(key, i + 1), z,
                                   logits.astype(jnp.float32), grid[i], grid[i + 1]), None
     z, _ = jax.lax.scan(body, z, jnp.arange(n_steps))

@@ -28,9 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from dlm_jax import cli, evaluation, experiment, objectives, reports
+from dlm_jax import cli, denoiser, evaluation, experiment, objectives, reports
 from dlm_jax.errors import UserError
-from dlm_jax.models.transformer import denoiser_logits
 from dlm_jax.samplers.reverse import draw_tokens
 from dlm_jax.data.rows import unigram_counts
 
@@ -59,7 +58,7 @@ def _noised_inputs(exp, prompts, masks: int, key):
 def position_decay(exp, params, prompts, masks: int, top_k: int, seed: int):
   n, P = prompts.shape
   z = _noised_inputs(exp, prompts, masks, jax.random.key(seed))
-  logits = denoiser_logits(exp.model, params, exp.kernel, z, jnp.ones((n,)))
+  logits = denoiser.logits(exp.model, params, exp.kernel, z, jnp.ones((n,)))
   probs = np.asarray(jax.nn.softmax(logits[:, P:].astype(jnp.float32), -1), np.float64)
   counts = unigram_counts(exp.config.data, exp.tokenizer, exp.workdir)
   frequent = np.argsort(-np.asarray(counts))[:10]
@@ -81,7 +80,7 @@ def marginal_trap(exp, params, judge_run, prompts, masks: int, sizes, seed: int)
   """Judge NLL per token of n tokens decoded in parallel vs one at a time."""
   n_prompts, P = prompts.shape
   out = {}
-  apply = jax.jit(lambda z: denoiser_logits(exp.model, params, exp.kernel, z,
+  apply = jax.jit(lambda z: denoiser.logits(exp.model, params, exp.kernel, z,
                                             jnp.ones((n_prompts,))))
   for n in sizes:
     key = jax.random.fold_in(jax.random.key(seed), n)

@@ -263,6 +263,15 @@ def logit_columns(kernel):
   return None
 
 
+def integrand_from_head(kernel, head, h, x, z, t, key=None):
+  """`integrand` from hidden states h (..., d) and the network's head(h, columns=None): the
+  logits are asked for in the column order this structure reads (`logit_columns`). (B, L)."""
+  columns = logit_columns(kernel)
+  if columns is not None:
+    return integrand_on_columns(kernel, head(h, columns), x, z, t)
+  return integrand(kernel, head(h), x, z, t, key)
+
+
 def integrand_on_columns(kernel, logits, x, z, t):
   """`integrand` from logits laid out in `logit_columns(kernel)` order. (B, L) nats."""
   ids = _rows(kernel)[0]

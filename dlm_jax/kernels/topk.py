@@ -97,6 +97,11 @@ def logit_columns(kernel):
   return None
 
 
+def integrand_from_head(kernel, head, h, x, z, t, key=None):
+  """`integrand` from hidden states h and the network's head(h) (vocabulary order). (B, L)."""
+  return integrand(kernel, head(h), x, z, t, key)
+
+
 def integrand(kernel, logits, x, z, t, key=None):
   """(B) integrand in log space. With a uniform part and kernel.bulk_samples > 0 the bulk of
   the target sum is an unbiased Monte Carlo estimate (uniform targets); otherwise every term

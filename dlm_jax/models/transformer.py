@@ -11,12 +11,14 @@ Two variants (`model.variant`, docs/design.md §7):
   biases on every dense layer, time embedding of 1000 t.
 - "mdlm": exactly the DiT of MDLM / Duo (arXiv 2406.07524, 2506.10892): LayerNorms with a
   learned weight and no bias (eps 1e-5), no bias on qkv / attn_out, and the time embedding
-  reads the noise level sigma(t) = -log alpha(t) (`time_input`), so their checkpoints load
-  unchanged (dlm_jax/mdlm_checkpoint.py).
+  reads the noise level sigma(t) = -log alpha(t) (the caller passes it: dlm_jax/denoiser.py),
+  so their checkpoints load unchanged (dlm_jax/mdlm_checkpoint.py).
 
 `features_only=True` stops before the output head and returns the final hidden states
-(B, T, d_model); `head_logits` applies the head to any slice of them, so a loss can
-evaluate the (B, T, V) logits one chunk of positions at a time (`dlm_jax/elbo.py`).
+(B, T, d_model); the `logits` method applies the head to any slice of them, so a loss can
+evaluate the (B, T, V) logits one chunk of positions at a time (`dlm_jax/elbo.py`). The network
+knows nothing of diffusion kernels: `dlm_jax/denoiser.py` turns diffusion times into its time
+input.
 """
 
 from __future__ import annotations
@@ -159,23 +161,6 @@ class Norm(nn.Module):
     return layer_norm(x, 1e-5) * weight
 
 
-def time_input(model_cfg: TransformerConfig, kernel, t):
-  """What the network's time embedding reads for diffusion times t: t itself (dlm), or the
-  noise level sigma(t) = -log alpha(t) of `kernel` (mdlm, as MDLM / Duo condition)."""
-  return kernel.noise_level(t) if model_cfg.variant == "mdlm" else t
-
-
-def denoiser_logits(model, params, kernel, z, t, clean=None, features_only: bool = False):
-  """fp32 logits of the denoiser on z_t (B, L) at diffusion times t (B,) (or, with
-  `features_only`, the final hidden states for `head_logits`); `clean` (B, L): the positions
-  that hold clean prompt tokens (read by models with `clean_flag`)."""
-  t = jnp.asarray(t, jnp.float32)
-  extra = {} if clean is None else {"clean": clean}
-  if features_only:
-    extra["features_only"] = True
-  return model.apply({"params": params}, z, time_input(model.cfg, kernel, t), **extra)
-
-
 def _rope(x, positions):
   """Rotary position embedding on (B, T, N, H) with rotate-half pairing."""
   half = x.shape[-1] // 2
@@ -267,6 +252,11 @@ class Transformer(nn.Module):
         head(h[:, :1])
       return h
     return head(h).astype(jnp.float32)
+
+  def logits(self, features, columns=None):
+    """The output head on final hidden states (..., d_model) (`features_only=True`): fp32
+    logits, what the full forward returns at those positions (`head_logits`)."""
+    return head_logits(self.variables["params"], features, self.cfg.dtype, columns)
 
 
 def head_logits(params, features, dtype, columns=None):

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from dlm_jax.errors import UserError
-from dlm_jax.models.transformer import denoiser_logits, head_logits
+from dlm_jax import denoiser
 from dlm_jax.samplers import unmasking
 
 ETA_SCHEDULES = ("constant", "linear")
@@ -209,13 +209,16 @@ def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: Sample
   position = jnp.arange(length)
   clean = fixed_mask if model.cfg.clean_flag else None
   chunk = position_chunk(length, opts.logits_chunk)
+  head = denoiser.head(model, params)
 
   def network(z, t):
     """The denoiser's output on z_t: logits (B, L, V), or with chunks the final hidden states
     (B, L, d), from which each chunk's logits are made when it is drawn."""
-    out = denoiser_logits(model, params, kernel, z.astype(jnp.int32),
-                          jnp.full((batch,), t, jnp.float32), clean, features_only=chunk > 0)
-    return out if chunk else out.astype(ftype)
+    z, t = z.astype(jnp.int32), jnp.full((batch,), t, jnp.float32)
+    if chunk:
+      return denoiser.features(model, params, z, denoiser.time_input(model.cfg, kernel, t),
+                               clean=clean)
+    return denoiser.logits(model, params, kernel, z, t, clean).astype(ftype)
 
   def step(key, z, out, t, s, reveal):
     if not chunk:
@@ -225,7 +228,7 @@ def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: Sample
 
     def one_chunk(c):           # never more than (B, chunk, V) logits at once
       part = lambda a: jax.lax.dynamic_slice_in_dim(a, c * chunk, chunk, 1)
-      logits = head_logits(params, part(out), model.cfg.dtype).astype(ftype)
+      logits = head(part(out)).astype(ftype)
       return draw(kernel, opts, k_draw, part(z), logits, t, penalty,
                   c * chunk + jnp.arange(chunk))
     drawn = jax.lax.map(one_chunk, jnp.arange(length // chunk))
