@@ -102,3 +102,20 @@ def test_docs_cite_existing_files():
       assert (glob.glob(os.path.join(ROOT, ref) + "*")
               or os.path.exists(os.path.join(ROOT, "dlm_jax", ref))), \
           f"{os.path.relpath(doc, ROOT)} cites {ref}, which does not exist"
+
+
+def test_models_know_nothing_of_kernels():
+  graph, _ = _graph()
+  for module, deps in graph.items():
+    if module.startswith("dlm_jax.models"):
+      assert not {d for d in deps if d.startswith("dlm_jax.kernels")}, module
+      text = open(_modules()[module], encoding="utf-8").read()
+      assert "noise_level" not in text and "kernel.structure" not in text, module
+
+
+def test_random_streams_never_overlap():
+  """Keys come from named streams (dlm_jax/rng.py) and fold_in, never key(seed + n)."""
+  pattern = re.compile(r"key\(\s*\w*seed\s*\+|seed \+ [0-9]")
+  for module, path in _modules().items():
+    for lineno, line in enumerate(open(path, encoding="utf-8"), 1):
+      assert not pattern.search(line), f"{path}:{lineno}: {line.strip()}"
