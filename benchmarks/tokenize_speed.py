@@ -14,7 +14,7 @@ import glob
 import itertools
 import time
 
-from dlm_jax.data import corpus
+from dlm_jax.data.sources import files
 from dlm_jax.data.tokenizer import WordPieceTokenizer
 
 LM1B_TRAIN_SENTENCES = 30_301_028
@@ -22,7 +22,7 @@ LM1B_TRAIN_SENTENCES = 30_301_028
 
 def sentences(n: int) -> list[str]:
   lines = []
-  for path in sorted(glob.glob(corpus.quickstart_pattern())):
+  for path in sorted(glob.glob(files.quickstart_pattern())):
     with open(path, encoding="utf-8") as f:
       lines.extend(line.strip() for line in f if line.strip())
   joined = [" ".join(lines[i:i + 4]) for i in range(0, len(lines) - 3, 4)]

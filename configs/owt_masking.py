@@ -2,7 +2,7 @@
 
 Data as MDLM / Duo (data.convention = "mdlm", README "Data conventions"): the Hugging Face
 `openwebtext` train split from the local cache (or a save_to_disk directory in
-data.hf_name), the last 100k documents held out for validation; rows are
+data.hf.name), the last 100k documents held out for validation; rows are
 BOS + 1022 tokens of `doc EOS doc EOS ...` + EOS. Local .txt/.jsonl files instead:
 data.source = "files", data.train_pattern = glob, data.validation_documents = 100000.
 Tokenizer: GPT-2 BPE as in MDLM/Duo/SEDD (V = 50258 with PAD), from data.tokenizer_path or
@@ -15,9 +15,9 @@ from configs import base
 def get_config():
   c = base.get_config()
   c.data.source = "hf"
-  c.data.hf_name = "openwebtext"
-  c.data.hf_train_split = "train[:-100000]"
-  c.data.hf_validation_split = "train[-100000:]"
+  c.data.hf.name = "openwebtext"
+  c.data.hf.train_split = "train[:-100000]"
+  c.data.hf.validation_split = "train[-100000:]"
   c.data.convention = "mdlm"
   c.data.mode = "wrap"
   c.data.seq_len = 1024

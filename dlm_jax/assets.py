@@ -75,9 +75,10 @@ def _embeddings_file(k) -> np.ndarray:
 
 def _source_id(config, tokenizer, workdir: str) -> str:
   k = config.kernel
-  if k.embedding_source == "corpus":
+  origin = k.embedding_source
+  if origin == "corpus":
     return f"corpus-{cache_key(config.data, 'train', tokenizer)}-w{k.cooc_window}"
-  if k.embedding_source == "npy":
+  if origin == "npy":
     return f"npy-{_file_sha(k.embedding_path) if os.path.exists(k.embedding_path) else 'missing'}"
   return f"checkpoint-{_sha(np.ascontiguousarray(checkpoint_embeddings(k.embedding_path)))}"
 
@@ -106,10 +107,11 @@ def table_path(config, tokenizer, workdir: str) -> str:
 
 def token_embeddings(config, tokenizer, workdir: str) -> np.ndarray:
   k, V = config.kernel, tokenizer.vocab_size
-  if k.embedding_source == "corpus":
+  origin = k.embedding_source
+  if origin == "corpus":
     rows = token_rows(config.data, "train", tokenizer, workdir)
     return neighbors.corpus_embeddings(rows, V, k.embedding_dim, k.cooc_window, config.seed)
-  emb = (_embeddings_file(k) if k.embedding_source == "npy"
+  emb = (_embeddings_file(k) if origin == "npy"
          else checkpoint_embeddings(k.embedding_path))
   if emb.ndim != 2 or emb.shape[0] < V:
     raise UserError(f"embeddings from {k.embedding_path} have shape {emb.shape}; need ({V}, d)")

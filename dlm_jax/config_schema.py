@@ -4,6 +4,10 @@ rejected by `dlm_jax.configuration`, whose choice lists come from the registries
 
 from ml_collections import config_dict
 
+from dlm_jax.data.sources import REGISTRY
+
+SOURCE_DEFAULTS = {name: cls.defaults for name, cls in REGISTRY.items() if cls.defaults}
+
 
 def get_config() -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
@@ -21,19 +25,6 @@ def get_config() -> config_dict.ConfigDict:
       text_unit="file",             # .txt documents: file | paragraph | line
       text_field="text",            # .jsonl field / Hugging Face column / TFDS feature
       detokenizer="",               # "" | wikitext | ptb | lm1b | lambada | scientific_papers
-      hf_name="",                   # Hugging Face dataset name (local cache) or save_to_disk dir
-      hf_config="",
-      hf_train_split="train",       # datasets split syntax: train[:-100000], test[:10%], ...
-      hf_validation_split="validation",
-      hf_cache_dir="",              # empty: the default Hugging Face cache
-      tfds_name="lm1b",
-      tfds_data_dir="",
-      tfds_train_split="train",
-      tfds_validation_split="test",
-      synthetic_topics=8,           # the planted language: topics (V = 4 + 24 + 48 * topics),
-      synthetic_seed=0,             # its word / cluster probabilities' seed,
-      synthetic_train_rows=50_000,  # and the rows drawn for each split (seq_len tokens each)
-      synthetic_validation_rows=2_000,
       seq_len=128,
       mode="wrap",                  # wrap (concat + chunk) | pad (one document per row)
       tokenizer="sentencepiece",    # sentencepiece (trained here) | gpt2 (BPE) | bert (WordPiece)
@@ -49,6 +40,13 @@ def get_config() -> config_dict.ConfigDict:
       prepared_dir="",              # ArrayRecord rows from `python -m dlm_jax.data.prepare`
       worker_count=0,               # grain multiprocessing workers (0: in-process)
   ))
+  # Each source's own settings, config.data.<source>.* (dlm_jax/data/sources/<module>.py),
+  # and their flat names of before (data.hf_name, ...): still accepted for one release, with
+  # a warning (configuration.move_flat_source_keys).
+  for name, defaults in SOURCE_DEFAULTS.items():
+    c.data[name] = config_dict.ConfigDict(dict(defaults))
+    for key, value in defaults.items():
+      c.data[f"{name}_{key}"] = value
 
   c.kernel = config_dict.ConfigDict(dict(
       name="masking",               # masking | uniform | semdlm | semdlm_plus (docs/design.md §1)

@@ -7,19 +7,19 @@ import math
 from ml_collections import config_dict
 
 from dlm_jax import config_schema as base
-from dlm_jax.data import corpus, detokenizers, rows, tokenizer
+from dlm_jax.data import detokenizers, readers, rows, sources, tokenizer
 from dlm_jax.errors import UserError
 from dlm_jax.kernels import family, schedules
 from dlm_jax.models.transformer import REMAT_POLICIES, VARIANTS
 
 # Every choice list comes from the registry that implements it.
 _CHOICES = {
-    "data.source": corpus.SOURCES,
+    "data.source": sources.SOURCES,
     "data.mode": rows.MODES,
     "data.convention": rows.CONVENTIONS,
     "data.detokenizer": detokenizers.NAMES,
     "data.tokenizer": tuple(tokenizer.TOKENIZERS),
-    "data.text_unit": corpus.TEXT_UNITS,
+    "data.text_unit": readers.TEXT_UNITS,
     "data.tokenizer_model_type": tokenizer.SENTENCEPIECE_MODEL_TYPES,
     "kernel.name": family.KERNELS,
     "kernel.schedule": tuple(schedules.SCHEDULES),
@@ -68,9 +68,32 @@ def _check_finite(cfg, prefix=""):
       raise UserError(f"{prefix}{key} must be a finite number, got {value}")
 
 
+def move_flat_source_keys(cfg, warn: bool = True) -> None:
+  """Moves a source setting given under its old flat name (data.hf_name) to its group
+  (data.hf.name), with a warning; the flat names go in a later release."""
+  schema = base.get_config().data
+  for name, defaults in base.SOURCE_DEFAULTS.items():
+    for key, default in defaults.items():
+      flat = f"{name}_{key}"
+      value = cfg.data[flat]
+      if value == default:
+        continue
+      grouped = cfg.data[name][key]
+      if grouped != schema[name][key] and grouped != value:
+        raise UserError(f"data.{flat}={value!r} and data.{name}.{key}={grouped!r} disagree: "
+                        f"set data.{name}.{key} only (data.{flat} is its old name)")
+      cfg.data[name][key] = value
+      cfg.data[flat] = default
+      if warn:
+        print(f"warning: data.{flat} is now data.{name}.{key}; the old name goes in a later "
+              "release", flush=True)
+
+
 def validate_config(cfg) -> None:
-  """Checks keys, types and values of a full config against the schema."""
+  """Checks keys, types and values of a full config against the schema (old flat source
+  keys are moved to their groups first)."""
   _check_schema(cfg, base.get_config())
+  move_flat_source_keys(cfg)
   for path, choices in _CHOICES.items():
     group, key = path.split(".")
     if cfg[group][key] not in choices:
@@ -96,7 +119,8 @@ def validate_config(cfg) -> None:
   for name in ("power", "global_power"):
     if k[name] <= 0:
       raise UserError(f"kernel.{name} must be > 0 (alpha must decrease in t), got {k[name]}")
-  if k.name.startswith("semdlm") and k.embedding_source != "corpus" and not k.embedding_path:
+  embeddings_from = k.embedding_source
+  if k.name.startswith("semdlm") and embeddings_from != "corpus" and not k.embedding_path:
     raise UserError(f"kernel.embedding_source={k.embedding_source!r} needs kernel.embedding_path")
   if k.bulk_samples < 0:
     raise UserError(f"kernel.bulk_samples must be >= 0, got {k.bulk_samples}")
@@ -106,26 +130,17 @@ def validate_config(cfg) -> None:
   if chunk < 0 or (0 < chunk < d.seq_len and d.seq_len % chunk):
     raise UserError(f"model.logits_chunk={chunk} must be 0 (off) or divide data.seq_len="
                     f"{d.seq_len}")
-  if d.source == "files" and not d.train_pattern:
-    raise UserError("data.source='files' needs data.train_pattern (a glob of .txt/.jsonl files)")
-  if d.source == "hf" and not d.hf_name:
-    raise UserError("data.source='hf' needs data.hf_name (a Hugging Face dataset name in the "
-                    "local cache, or a save_to_disk directory)")
-  if (d.source == "synthetic") != (d.tokenizer == "planted"):
-    raise UserError("data.source='synthetic' and data.tokenizer='planted' go together (the "
-                    f"planted language's rows are its words' ids); got source={d.source!r}, "
-                    f"tokenizer={d.tokenizer!r}")
-  if d.source == "synthetic" and min(d.synthetic_train_rows, d.synthetic_validation_rows,
-                                     d.synthetic_topics) < 1:
-    raise UserError("data.synthetic_train_rows, synthetic_validation_rows and synthetic_topics "
-                    "must be >= 1")
-  if d.source == "synthetic" and d.vocab_size != base.get_config().data.vocab_size:
-    from dlm_jax.data import planted  # pylint: disable=g-import-not-at-top
-    V = planted.config_language(d).vocab_size
-    if d.vocab_size != V:
-      raise UserError(f"data.vocab_size={d.vocab_size} does not apply to the planted language: "
-                      f"its vocabulary is set by data.synthetic_topics (V = {V}); leave "
-                      "data.vocab_size at its default")
+  source = sources.build(d)
+  source.check()
+  if d.tokenizer == "planted" and source.tokenizer() is None:
+    raise UserError(f"data.tokenizer='planted' is the planted language's own vocabulary: it "
+                    f"needs data.source='synthetic', got {d.source!r}")
+  own_vocab = source.vocab_size()
+  if own_vocab is not None and d.vocab_size not in (own_vocab,
+                                                    base.get_config().data.vocab_size):
+    raise UserError(f"data.vocab_size={d.vocab_size} does not apply to {source.title} "
+                    f"(data.source={d.source!r}): its vocabulary is its own (V = {own_vocab}, set "
+                    f"by data.{d.source}.*); leave data.vocab_size at its default")
   if not 0.0 < d.validation_fraction < 1.0:
     raise UserError(f"data.validation_fraction must be in (0, 1), got {d.validation_fraction}")
   if d.validation_documents < 0:
@@ -187,6 +202,7 @@ def from_saved(saved: dict):
         with node.ignore_type():
           node[key] = value
   merge(cfg, saved)
+  move_flat_source_keys(cfg, warn=False)        # runs saved before the source groups
   if "kernel" in saved and "parameterization" not in saved["kernel"]:
     cfg.kernel.parameterization = "mixture"    # what every run before the choice trained
   return cfg

@@ -103,9 +103,10 @@ def learning_summary(exp, params, rows, nelbo_nats: float, batch_size: int, batc
   if exp.objective.is_bound:
     out.update(loss_profile(exp, exp.jit_loss_at_times(), params, rows, batch_size, batches,
                             key, times=(0.05, 0.95)))
-  if exp.config.data.source == "synthetic":
-    lang = planted.config_language(exp.config.data)
-    out["true_entropy_bits_per_token"] = planted.entropy_per_token(lang, exp.config.data.seq_len) * bits
+  lang = exp.source.oracle()
+  if lang is not None:
+    out["true_entropy_bits_per_token"] = (planted.entropy_per_token(lang, exp.config.data.seq_len)
+                                          * bits)
   return out
 
 
@@ -384,8 +385,7 @@ def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
   prompts = real[:, :prompt_tokens] if prompt_tokens > 0 else None
   ids = _basin_table(exp)
   special = {tok.pad_id, tok.bos_id, tok.eos_id}
-  lang = (planted.config_language(exp.config.data) if exp.config.data.source == "synthetic"
-          else None)
+  lang = exp.source.oracle()
 
   vocabulary = quality.training_vocabulary(exp.rows("train"), tok.decode)
 

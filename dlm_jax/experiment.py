@@ -13,6 +13,7 @@ from jax.sharding import Mesh
 
 from dlm_jax import assets, configuration, objectives, parallel, steps, workdirs
 from dlm_jax.checkpoint import Checkpointer
+from dlm_jax.data import sources
 from dlm_jax.data.rows import token_rows
 from dlm_jax.data.tokenizer import get_tokenizer
 from dlm_jax.errors import UserError
@@ -25,6 +26,7 @@ class Experiment:
   workdir: str
   mesh: Mesh
   tokenizer: Any                       # a dlm_jax.data.tokenizer tokenizer
+  source: Any                          # a dlm_jax.data.sources Source
   objective: Any                       # objectives.Diffusion | objectives.Autoregressive
   model: Transformer
   tx: Any
@@ -113,12 +115,15 @@ def _architecture(model_fields: dict) -> dict:
   return {k: v for k, v in model_fields.items() if k != "remat"}
 
 
-def build(config, workdir: str, devices=None, restoring: bool = False) -> Experiment:
-  """Validates the config, loads/trains the tokenizer and derives shardings; compiles nothing.
+def build(config, workdir: str, devices=None, restoring: bool = False,
+          validated: bool = False) -> Experiment:
+  """Validates the config (unless the caller just did: `validated`), loads/trains the
+  tokenizer and derives shardings; compiles nothing.
 
   `restoring`: the run exists already; a missing tokenizer or neighbour table is an error,
   never trained or rebuilt."""
-  configuration.validate_config(config)
+  if not validated:
+    configuration.validate_config(config)
   workdirs.ensure(workdir)
   mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
   tokenizer = get_tokenizer(config.data, workdir, jax.process_index(), may_train=not restoring)
@@ -139,7 +144,7 @@ def assemble(config, workdir: str, mesh: Mesh, tokenizer, objective) -> Experime
   abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                 nn.meta.unbox(abstract), state_sharding)
   return Experiment(config=config, workdir=workdir, mesh=mesh, tokenizer=tokenizer,
-                    objective=objective, model=model, tx=tx, state_sharding=state_sharding,
+                    source=sources.build(config.data), objective=objective, model=model, tx=tx, state_sharding=state_sharding,
                     abstract_state=abstract_state)
 
 

@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 from dlm_jax import configuration, evaluation, experiment, objectives, parallel, steps
 from dlm_jax import rng, workdirs
 from dlm_jax.checkpoint import Checkpointer
-from dlm_jax.data import pipeline, planted
+from dlm_jax.data import pipeline
 from dlm_jax.data.rows import data_fingerprint, pad_rule
 from dlm_jax.errors import UserError
 from dlm_jax.metric_writers import MetricWriter
@@ -69,11 +69,12 @@ def _first_nonfinite(fetched, first_step: int):
   return None, None
 
 
-def check_same_data(config, saved_meta: dict, step: int) -> None:
+def check_same_data(config, saved_meta: dict, step: int, fingerprint: str) -> None:
   """A resumed run reads the data it started with: refuse when the training files changed
-  (names, sizes, modification times) since `step` was saved, unless the config allows it."""
+  (names, sizes, modification times: `fingerprint`, rows.data_fingerprint) since `step` was
+  saved, unless the config allows it."""
   saved = saved_meta.get("data")
-  if saved is None or saved == data_fingerprint(config.data):
+  if saved is None or saved == fingerprint:
     return
   if config.train.resume_on_changed_data:
     print(f"warning: the training data changed since step {step}; resuming on the new data "
@@ -86,12 +87,10 @@ def check_same_data(config, saved_meta: dict, step: int) -> None:
                   "train.resume_on_changed_data=True to go on with the new data")
 
 
-def _describe_rows(data_cfg) -> str:
-  if data_cfg.source == "synthetic":
-    lang = planted.config_language(data_cfg)
-    bits = planted.entropy_per_token(lang, data_cfg.seq_len) / math.log(2)
-    return (f"rows of {data_cfg.seq_len} drawn from the planted language (data/planted.py, "
-            f"V = {lang.vocab_size}): exact entropy {bits:.3f} bits/token")
+def _describe_rows(source, data_cfg) -> str:
+  described = source.describe()
+  if described is not None:
+    return described
   return (f"{data_cfg.mode} rows of {data_cfg.seq_len}, convention {data_cfg.convention} | "
           f"{pad_rule(data_cfg.convention)}")
 
@@ -107,11 +106,12 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
 def _train(config, workdir: str, devices, stop_after):
   ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
   latest = ckpt.latest_step()
+  fingerprint = data_fingerprint(config.data)
   if latest is not None:           # before anything is tokenized or compiled
     latest = ckpt.readable_step(latest, config.train.restore_fallback)
     saved_meta = ckpt.restore_json(latest, "meta")
-    check_same_data(config, saved_meta, latest)
-  exp = experiment.build(config, workdir, devices)
+    check_same_data(config, saved_meta, latest, fingerprint)
+  exp = experiment.build(config, workdir, devices, validated=True)
   cfg = config
   keys = rng.streams(cfg.seed)
   process_index, process_count = jax.process_index(), jax.process_count()
@@ -119,7 +119,7 @@ def _train(config, workdir: str, devices, stop_after):
   val_rows = exp.rows("validation")
   data_iter = pipeline.train_iterator(train_rows, cfg.train.batch_size, cfg.seed, process_index,
                                       process_count, cfg.data.worker_count)
-  meta = {**exp.meta(), "data": data_fingerprint(cfg.data)}
+  meta = {**exp.meta(), "data": fingerprint}
   if latest is None:
     state, start = exp.init_state(keys["init"]), 0
   else:
@@ -131,7 +131,7 @@ def _train(config, workdir: str, devices, stop_after):
   if process_index == 0:
     print(f"model: {num_params / 1e6:.2f}M parameters | kernel: {meta['kernel']} "
           f"({meta['structure']}) | mesh: {dict(exp.mesh.shape)} | start step: {start}", flush=True)
-    print(f"data: {_describe_rows(cfg.data)}", flush=True)
+    print(f"data: {_describe_rows(exp.source, cfg.data)}", flush=True)
 
   train_fn, eval_fn = exp.jit_train_step(), exp.jit_eval_step()
   noise_fn = exp.jit_gradient_noise() if cfg.train.grad_noise_every > 0 else None

@@ -9,7 +9,7 @@ import pytest
 
 from configs import base
 from dlm_jax import configuration, objectives
-from dlm_jax.data import corpus, detokenizers, rows, suite
+from dlm_jax.data import detokenizers, rows, sources, suite
 from dlm_jax.data.rows import Layout, build_rows
 from dlm_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, IdsTokenizer
 from dlm_jax.errors import UserError
@@ -98,7 +98,7 @@ def test_shipped_field_configs_follow_mdlm():
   from configs import lm1b_masking, owt_masking  # pylint: disable=g-import-not-at-top
   owt, lm1b = owt_masking.get_config().data, lm1b_masking.get_config().data
   assert (owt.convention, owt.mode, owt.seq_len) == ("mdlm", "wrap", 1024)
-  assert (owt.source, owt.hf_train_split, owt.hf_validation_split) == (
+  assert (owt.source, owt.hf.train_split, owt.hf.validation_split) == (
       "hf", "train[:-100000]", "train[-100000:]")
   assert (lm1b.convention, lm1b.mode, lm1b.detokenizer, lm1b.seq_len) == (
       "mdlm", "pad", "lm1b", 128)
@@ -114,21 +114,21 @@ def _saved_dataset(path, n):
 
 def test_hf_source_slices_the_last_documents_off(tmp_path):
   c = base.get_config().data
-  c.source, c.hf_name = "hf", _saved_dataset(tmp_path / "ds", 10)
-  c.hf_train_split, c.hf_validation_split = "train[:-3]", "train[-3:]"
-  assert list(corpus.documents(c, "train")) == [f"doc {i}" for i in range(7)]
-  assert list(corpus.documents(c, "validation")) == ["doc 7", "doc 8", "doc 9"]
-  c.hf_validation_split = "train[:20%]"
-  assert list(corpus.documents(c, "validation")) == ["doc 0", "doc 1"]
-  c.hf_validation_split = "test"
+  c.source, c.hf.name = "hf", _saved_dataset(tmp_path / "ds", 10)
+  c.hf.train_split, c.hf.validation_split = "train[:-3]", "train[-3:]"
+  assert list(sources.documents(c, "train")) == [f"doc {i}" for i in range(7)]
+  assert list(sources.documents(c, "validation")) == ["doc 7", "doc 8", "doc 9"]
+  c.hf.validation_split = "train[:20%]"
+  assert list(sources.documents(c, "validation")) == ["doc 0", "doc 1"]
+  c.hf.validation_split = "test"
   with pytest.raises(UserError, match="has no split 'test'"):
-    list(corpus.documents(c, "validation"))
-  c.hf_validation_split, c.text_field = "train", "body"
+    list(sources.documents(c, "validation"))
+  c.hf.validation_split, c.text_field = "train", "body"
   with pytest.raises(UserError, match="no column 'body'"):
-    list(corpus.documents(c, "validation"))
-  c.text_field, c.hf_name = "text", "surely_not_cached_dataset_xyz"
+    list(sources.documents(c, "validation"))
+  c.text_field, c.hf.name = "text", "surely_not_cached_dataset_xyz"
   with pytest.raises(UserError, match="not available offline"):
-    list(corpus.documents(c, "train"))
+    list(sources.documents(c, "train"))
 
 
 def test_a_single_saved_dataset_needs_slices_for_its_splits(tmp_path):
@@ -138,15 +138,15 @@ def test_a_single_saved_dataset_needs_slices_for_its_splits(tmp_path):
   datasets.Dataset.from_dict({"text": [f"doc {i}" for i in range(10)]}).save_to_disk(
       str(tmp_path / "single"))
   c = base.get_config().data
-  c.source, c.hf_name = "hf", str(tmp_path / "single")
+  c.source, c.hf.name = "hf", str(tmp_path / "single")
   with pytest.raises(UserError, match="single dataset without splits: give each split a slice"):
-    list(corpus.documents(c, "train"))
-  c.hf_validation_split = "validation[-2:]"
+    list(sources.documents(c, "train"))
+  c.hf.validation_split = "validation[-2:]"
   with pytest.raises(UserError, match="without a split 'validation'"):
-    list(corpus.documents(c, "validation"))
-  c.hf_train_split, c.hf_validation_split = "train[:-2]", "train[-2:]"
-  assert list(corpus.documents(c, "validation")) == ["doc 8", "doc 9"]
-  assert len(list(corpus.documents(c, "train"))) == 8
+    list(sources.documents(c, "validation"))
+  c.hf.train_split, c.hf.validation_split = "train[:-2]", "train[-2:]"
+  assert list(sources.documents(c, "validation")) == ["doc 8", "doc 9"]
+  assert len(list(sources.documents(c, "train"))) == 8
 
 
 def test_validation_files_are_never_trained_on(tmp_path):
@@ -157,11 +157,11 @@ def test_validation_files_are_never_trained_on(tmp_path):
   c = base.get_config().data
   c.source, c.train_pattern, c.validation_pattern = "files", str(tmp_path / "*.txt"), str(
       tmp_path / "b.txt")
-  assert list(corpus.documents(c, "train")) == ["alpha"]
-  assert list(corpus.documents(c, "validation")) == ["beta"]
+  assert list(sources.documents(c, "train")) == ["alpha"]
+  assert list(sources.documents(c, "validation")) == ["beta"]
   c.train_pattern = str(tmp_path / "b.txt")
   with pytest.raises(UserError, match="nothing is left to train on"):
-    list(corpus.documents(c, "train"))
+    list(sources.documents(c, "train"))
 
 
 def test_files_hold_out_the_last_n_documents(tmp_path):
@@ -169,8 +169,8 @@ def test_files_hold_out_the_last_n_documents(tmp_path):
   c = base.get_config().data
   c.source, c.train_pattern, c.text_unit, c.validation_documents = (
       "files", str(tmp_path / "*.txt"), "line", 4)
-  assert corpus.documents(c, "validation") == [f"line {i}" for i in range(6, 10)]
-  assert corpus.documents(c, "train") == [f"line {i}" for i in range(6)]
+  assert sources.documents(c, "validation") == [f"line {i}" for i in range(6, 10)]
+  assert sources.documents(c, "train") == [f"line {i}" for i in range(6)]
 
 
 DETOKENIZED = {
@@ -280,3 +280,22 @@ def test_zero_shot_suite_command(tmp_path):
     assert r["rows"] == len(expected) > 0 and r["tokens"] == 16 * len(expected)
     assert np.isfinite(r["nats_per_token"]) and r["complete"]
   assert "| lambada |" in written.with_suffix(".md").read_text()
+
+
+def test_flat_source_keys_still_accepted_with_a_warning(capsys):
+  from configs import base  # pylint: disable=g-import-not-at-top
+  c = base.get_config()
+  c.data.source, c.data.hf_name, c.data.hf_train_split = "hf", "/data/owt", "train[:-10]"
+  configuration.validate_config(c)
+  assert (c.data.hf.name, c.data.hf.train_split) == ("/data/owt", "train[:-10]")
+  assert "data.hf_name is now data.hf.name" in capsys.readouterr().out
+  c.data.hf_name = "/elsewhere"                     # both names, two values: refused
+  with pytest.raises(UserError, match="disagree"):
+    configuration.validate_config(c)
+  # A run saved before the groups restores with its values in them.
+  saved = base.get_config().to_dict()
+  for key in [k for k in saved["data"] if isinstance(saved["data"][k], dict)]:
+    del saved["data"][key]
+  saved["data"].update(source="synthetic", tokenizer="planted", synthetic_topics=3)
+  restored = configuration.from_saved(saved)
+  assert restored.data.synthetic.topics == 3 and restored.data.synthetic_topics == 8

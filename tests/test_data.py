@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from dlm_jax.data import corpus, pipeline
+from dlm_jax.data import pipeline, readers, sources
 from dlm_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from dlm_jax.data.tokenizer import SentencePieceTokenizer as Tokenizer
 from dlm_jax.errors import UserError
@@ -23,25 +23,25 @@ def test_text_units(tmp_path, config):
   (tmp_path / "a.txt").write_text("one line\nsecond line\n\nnew paragraph\n")
   (tmp_path / "b.txt").write_text("b file\n")
   pattern = str(tmp_path / "*.txt")
-  assert corpus.read_text_files(pattern, "file", "text") == [
+  assert readers.read_text_files(pattern, "file", "text") == [
       "one line\nsecond line\n\nnew paragraph\n", "b file\n"]
-  assert corpus.read_text_files(pattern, "paragraph", "text") == [
+  assert readers.read_text_files(pattern, "paragraph", "text") == [
       "one line\nsecond line", "new paragraph", "b file"]
-  assert corpus.read_text_files(pattern, "line", "text") == [
+  assert readers.read_text_files(pattern, "line", "text") == [
       "one line", "second line", "new paragraph", "b file"]
 
 
 def test_jsonl_and_errors(tmp_path):
   path = tmp_path / "c.jsonl"
   path.write_text(json.dumps({"body": "hello"}) + "\n\n" + json.dumps({"body": "world"}) + "\n")
-  assert corpus.read_text_files(str(path), "file", "body") == ["hello", "world"]
+  assert readers.read_text_files(str(path), "file", "body") == ["hello", "world"]
   with pytest.raises(UserError, match="no field 'text'"):
-    corpus.read_text_files(str(path), "file", "text")
+    readers.read_text_files(str(path), "file", "text")
   with pytest.raises(UserError, match="no files match"):
-    corpus.read_text_files(str(tmp_path / "missing*.txt"), "file", "text")
+    readers.read_text_files(str(tmp_path / "missing*.txt"), "file", "text")
   (tmp_path / "empty.txt").write_text("  \n\n")
   with pytest.raises(UserError, match="is empty"):
-    corpus.read_text_files(str(tmp_path / "empty.txt"), "file", "text")
+    readers.read_text_files(str(tmp_path / "empty.txt"), "file", "text")
 
 
 @pytest.mark.parametrize("line, message", [
@@ -55,14 +55,14 @@ def test_jsonl_values_that_are_not_text(tmp_path, line, message):
   path = tmp_path / "c.jsonl"
   path.write_text('{"text": "fine"}\n' + line + "\n")
   with pytest.raises(UserError, match=re.escape(message)):
-    corpus.read_text_files(str(path), "file", "text")
+    readers.read_text_files(str(path), "file", "text")
 
 
 def test_invalid_utf8_is_replaced_and_counted_in_both_formats(tmp_path, capsys):
   (tmp_path / "a.txt").write_bytes(b"caf\xe9 ok \xff\n")
   (tmp_path / "b.jsonl").write_bytes(b'{"text": "na\xefve"}\n')
-  assert corpus.read_text_files(str(tmp_path / "a.txt"), "file", "text") == ["caf\ufffd ok \ufffd\n"]
-  assert corpus.read_text_files(str(tmp_path / "b.jsonl"), "file", "text") == ["na\ufffdve"]
+  assert readers.read_text_files(str(tmp_path / "a.txt"), "file", "text") == ["caf\ufffd ok \ufffd\n"]
+  assert readers.read_text_files(str(tmp_path / "b.jsonl"), "file", "text") == ["na\ufffdve"]
   out = capsys.readouterr().out
   assert "a.txt: 2 invalid UTF-8" in out and "b.jsonl: 1 invalid UTF-8" in out
 
@@ -71,9 +71,9 @@ def test_glob_parts_that_match_nothing_or_a_directory(tmp_path):
   (tmp_path / "a.txt").write_text("text")
   (tmp_path / "sub").mkdir()
   with pytest.raises(UserError, match="part .*typo.txt.* matches no file"):
-    corpus.read_text_files(f"{tmp_path}/a.txt,{tmp_path}/typo.txt", "file", "text")
+    readers.read_text_files(f"{tmp_path}/a.txt,{tmp_path}/typo.txt", "file", "text")
   with pytest.raises(UserError, match="matches the directory"):
-    corpus.read_text_files(f"{tmp_path}/*", "file", "text")
+    readers.read_text_files(f"{tmp_path}/*", "file", "text")
 
 
 def _finishes_within(seconds, fn):
@@ -94,9 +94,9 @@ def test_glob_through_a_symlink_loop_ends_and_reads_each_file_once(tmp_path):
   (tmp_path / "d" / "a.txt").write_text("alpha")
   os.symlink(".", tmp_path / "d" / "self")
   os.symlink(tmp_path / "d" / "a.txt", tmp_path / "d" / "b.txt")
-  assert _finishes_within(30, lambda: corpus._paths(str(tmp_path / "d" / "**" / "*.txt"))) == [
+  assert _finishes_within(30, lambda: readers.paths(str(tmp_path / "d" / "**" / "*.txt"))) == [
       str(tmp_path / "d" / "a.txt")]
-  assert corpus._paths(str(tmp_path / "d" / "*.txt")) == [str(tmp_path / "d" / "a.txt")]
+  assert readers.paths(str(tmp_path / "d" / "*.txt")) == [str(tmp_path / "d" / "a.txt")]
 
 
 def test_long_lines_are_cut_for_sentencepiece_in_linear_time():
@@ -125,8 +125,8 @@ def test_long_lines_are_cut_for_sentencepiece_in_linear_time():
 
 
 def test_holdout_split(config):
-  train = corpus.documents(config.data, "train")
-  val = corpus.documents(config.data, "validation")
+  train = sources.documents(config.data, "train")
+  val = sources.documents(config.data, "validation")
   assert len(val) == round(0.1 * (len(train) + len(val)))
   assert not set(val) & set(train[-5:])
 
@@ -254,15 +254,15 @@ class TinyText(tfds.core.GeneratorBasedBuilder):
 
 def test_tfds_source(tmp_path, config):
   TinyText(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
-  data = _cfg(config, source="tfds", tfds_name="tiny_text", tfds_data_dir=str(tmp_path),
-              tfds_validation_split="test", mode="pad")
-  docs = list(corpus.documents(data, "validation"))
+  data = _cfg(config, source="tfds", mode="pad")
+  data.tfds.name, data.tfds.data_dir, data.tfds.validation_split = "tiny_text", str(tmp_path), "test"
+  docs = list(sources.documents(data, "validation"))
   assert len(docs) == 6 and docs[0].startswith("sentence number")
   rows = token_rows(data, "train", Tokenizer(data.tokenizer_path), str(tmp_path / "w"))
   assert rows.shape == (30, 32)
-  data.tfds_name = "not_prepared_here"
+  data.tfds.name = "not_prepared_here"
   with pytest.raises(UserError, match="not available"):
-    list(corpus.documents(data, "train"))
+    list(sources.documents(data, "train"))
 
 
 def test_train_tokenizer_cli_function(tmp_path, config):
@@ -306,7 +306,7 @@ def test_prepared_array_record_rows_train(tmp_path, config):
 def test_binary_files_warn_and_long_lines_train_a_tokenizer(tmp_path, capsys):
   from dlm_jax.data.tokenizer import train_sentencepiece  # pylint: disable=g-import-not-at-top
   (tmp_path / "blob.txt").write_bytes(b"text\x00\x01\x02 more text")
-  corpus.read_text_files(str(tmp_path / "blob.txt"), "file", "text")
+  readers.read_text_files(str(tmp_path / "blob.txt"), "file", "text")
   assert "looks like a binary file" in capsys.readouterr().out
   rng = np.random.default_rng(0)
   words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa"]

@@ -17,6 +17,7 @@ import pytest
 
 from dlm_jax import evaluation, training
 from dlm_jax.checkpoint import Checkpointer
+from dlm_jax.data.rows import data_fingerprint
 from dlm_jax.errors import UserError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -294,7 +295,8 @@ def test_resume_refuses_changed_training_files(tmp_path, config, capsys):
     training.train_and_evaluate(config, workdir)
   assert _steps(workdir) == [4]
   config.train.resume_on_changed_data = True      # the explicit way on: a warning, no error
-  training.check_same_data(config, Checkpointer(workdir, create=False).restore_json(4, "meta"), 4)
+  training.check_same_data(config, Checkpointer(workdir, create=False).restore_json(4, "meta"), 4,
+                           data_fingerprint(config.data))
   assert "resuming on the new data" in capsys.readouterr().out
 
 

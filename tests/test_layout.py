@@ -119,3 +119,27 @@ def test_random_streams_never_overlap():
   for module, path in _modules().items():
     for lineno, line in enumerate(open(path, encoding="utf-8"), 1):
       assert not pattern.search(line), f"{path}:{lineno}: {line.strip()}"
+
+
+def test_data_sources_are_chosen_once():
+  """Only the source registry and the experiment look at config.data.source; everything else
+  asks the Source (dlm_jax/data/sources/)."""
+  pattern = re.compile(r"source ==|source in|source !=|\.source\b ?==")
+  allowed = os.path.join(PACKAGE, "data", "sources")
+  for module, path in _modules().items():
+    if path.startswith(allowed) or path == os.path.join(PACKAGE, "experiment.py"):
+      continue
+    for lineno, line in enumerate(open(path, encoding="utf-8"), 1):
+      assert not pattern.search(line), f"{path}:{lineno}: {line.strip()}"
+
+
+def test_readme_layout_lists_every_module():
+  text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+  layout = text[text.index("## Layout"):]
+  layout = layout[: layout.index("```", layout.index("```") + 3)]
+  for module, path in _modules().items():
+    name = os.path.basename(path)
+    if name == "__init__.py" and module not in ("dlm_jax.data.sources",):
+      continue
+    shown = name if name != "__init__.py" else "__init__.py"
+    assert shown in layout, f"README's layout does not list {os.path.relpath(path, ROOT)}"

@@ -119,8 +119,8 @@ def test_synthetic_source_trains_evaluates_and_samples_scored_by_the_oracle(tmp_
   from dlm_jax import training
   from dlm_jax.samplers import reverse
   c = planted_config.get_config()
-  c.data.synthetic_topics = 2
-  c.data.synthetic_train_rows, c.data.synthetic_validation_rows = 256, 64
+  c.data.synthetic.topics = 2
+  c.data.synthetic.train_rows, c.data.synthetic.validation_rows = 256, 64
   c.data.seq_len = 16
   c.model.num_layers, c.model.d_model, c.model.num_heads, c.model.cond_dim = 2, 32, 2, 16
   c.train.batch_size, c.eval.batch_size = 16, 16

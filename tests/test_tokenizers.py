@@ -95,9 +95,9 @@ def test_wordpiece_matches_berts_reference_tokenizer():
   MDLM's LM1B pipeline uses) on 12k lines of the quickstart corpus and the hard lines."""
   import glob  # pylint: disable=g-import-not-at-top
   from transformers import BertTokenizer  # pylint: disable=g-import-not-at-top
-  from dlm_jax.data import corpus  # pylint: disable=g-import-not-at-top
+  from dlm_jax.data.sources import files  # pylint: disable=g-import-not-at-top
   lines = []
-  for path in sorted(glob.glob(corpus.quickstart_pattern()))[:12]:
+  for path in sorted(glob.glob(files.quickstart_pattern()))[:12]:
     with open(path, encoding="utf-8") as f:
       lines.extend(line.strip() for line in f if line.strip())
   lines = lines[:12_000] + HARD_LINES

@@ -52,7 +52,7 @@ def table(workdir, judge, num_samples, steps_list, thresholds) -> dict:
   exp, _, _ = experiment.restore(workdir)
   if not objectives.require_diffusion(exp.objective, "unmasking_table").is_absorbing:
     raise UserError("the unmasking laws need a masking-kernel workdir")
-  synthetic = exp.config.data.source == "synthetic"
+  synthetic = exp.source.oracle() is not None      # a known distribution scores the samples
   if not synthetic and not judge:
     raise UserError("--judge (an AR workdir) is required outside the planted language")
   rows, data = [], None

@@ -88,7 +88,7 @@ def language(topics: int = 8, seed: int = 0, cluster_size: int = CLUSTER_SIZE) -
   """The planted language with `topics` topics; the word and cluster probabilities are drawn
   once from `seed` (Dirichlet), the grammar is fixed. Tests use a small `cluster_size`."""
   if topics < 1:
-    raise UserError(f"data.synthetic_topics must be >= 1, got {topics}")
+    raise UserError(f"data.synthetic.topics must be >= 1, got {topics}")
   if not 1 <= cluster_size <= CLUSTER_SIZE:
     raise UserError(f"cluster_size must be in [1, {CLUSTER_SIZE}], got {cluster_size}")
   rng = np.random.default_rng(seed)
@@ -252,12 +252,12 @@ class PlantedTokenizer:
 
 
 def config_language(data_cfg) -> Language:
-  return language(data_cfg.synthetic_topics, data_cfg.synthetic_seed)
+  return language(data_cfg.synthetic.topics, data_cfg.synthetic.seed)
 
 
 def split_rows(data_cfg, split: str) -> np.ndarray:
   """The rows of a split: seeded draws, the validation split from its own stream."""
-  count = (data_cfg.synthetic_train_rows if split == "train"
-           else data_cfg.synthetic_validation_rows)
-  seed = data_cfg.synthetic_seed * 1000 + {"train": 1, "validation": 2}[split]
+  own = data_cfg.synthetic
+  count = own.train_rows if split == "train" else own.validation_rows
+  seed = own.seed * 1000 + {"train": 1, "validation": 2}[split]
   return sample(config_language(data_cfg), count, data_cfg.seq_len, seed)

@@ -22,7 +22,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from dlm_jax import cli, configuration
-from dlm_jax.data import corpus
+from dlm_jax.data import sources
 from dlm_jax.errors import UserError
 from dlm_jax.data.tokenizer import get_tokenizer
 from dlm_jax.data.rows import Layout, iter_rows
@@ -33,11 +33,11 @@ def define_flags():
   flags.DEFINE_string("output_dir", None, "Where the shards go.")
   flags.DEFINE_string("workdir", "", "Workdir (only for a SentencePiece tokenizer trained there).")
   flags.DEFINE_integer("rows_per_shard", 100_000, "Rows per ArrayRecord file.")
-  flags.DEFINE_list("splits", list(corpus.SPLITS), "Splits to prepare.")
+  flags.DEFINE_list("splits", list(sources.SPLITS), "Splits to prepare.")
 
 
 def prepare(config, output_dir: str, workdir: str = "", rows_per_shard: int = 100_000,
-            splits=corpus.SPLITS) -> dict:
+            splits=sources.SPLITS) -> dict:
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   configuration.validate_config(config)
   os.makedirs(output_dir, exist_ok=True)
@@ -46,7 +46,7 @@ def prepare(config, output_dir: str, workdir: str = "", rows_per_shard: int = 10
   summary = {}
   for split in splits:
     start, shards, rows, writer = time.time(), [], 0, None
-    for row in iter_rows(corpus.documents(d, split), tokenizer, Layout.of(d), split):
+    for row in iter_rows(sources.documents(d, split), tokenizer, Layout.of(d), split):
       if rows % rows_per_shard == 0:
         if writer is not None:
           writer.close()

@@ -30,7 +30,7 @@ from typing import Iterable, Iterator
 import grain
 import numpy as np
 
-from dlm_jax.data import corpus, planted
+from dlm_jax.data import sources
 from dlm_jax.errors import UserError
 
 _ENCODE_CHUNK = 8192
@@ -102,11 +102,11 @@ def sample_prefix(tokenizer, data_cfg) -> list[int]:
 
 def data_fingerprint(data_cfg) -> str:
   """What a resumed run must find unchanged: the prepared shards' descriptions when
-  data.prepared_dir is set, else the corpus files (corpus.fingerprint)."""
+  data.prepared_dir is set, else what the source reads (sources.fingerprint)."""
   if not data_cfg.prepared_dir:
-    return corpus.fingerprint(data_cfg)
+    return sources.fingerprint(data_cfg)
   described = []
-  for split in corpus.SPLITS:
+  for split in sources.SPLITS:
     path = os.path.join(data_cfg.prepared_dir, f"{split}.json")
     if os.path.exists(path):
       with open(path, "rb") as f:
@@ -114,10 +114,20 @@ def data_fingerprint(data_cfg) -> str:
   return "prepared:" + hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
 
 
+def _as_flat_dict(data_cfg) -> dict:
+  """config.data with each source group under its flat names of before (data.hf_name, ...):
+  the cache keys and table fingerprints of runs saved before the groups stay the same."""
+  out = data_cfg.to_dict()
+  for name in sources.REGISTRY:
+    if isinstance(out.get(name), dict):
+      out.update({f"{name}_{key}": value for key, value in out.pop(name).items()})
+  return out
+
+
 def cache_key(data_cfg, split: str, tokenizer) -> str:
-  relevant = {k: v for k, v in data_cfg.to_dict().items() if k not in ROW_INDEPENDENT}
+  relevant = {k: v for k, v in _as_flat_dict(data_cfg).items() if k not in ROW_INDEPENDENT}
   relevant.update(split=split, tokenizer=tokenizer.fingerprint(),
-                  corpus=corpus.fingerprint(data_cfg))
+                  corpus=sources.fingerprint(data_cfg))
   return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -300,14 +310,15 @@ def token_rows(data_cfg, split: str, tokenizer, workdir: str) -> np.ndarray:
   (memory-mapped .npy), tokenizing the corpus into it the first time."""
   if data_cfg.prepared_dir:
     return prepared_rows(data_cfg, split, tokenizer)
-  if data_cfg.source == "synthetic":
-    return planted.split_rows(data_cfg, split)
+  drawn = sources.build(data_cfg).rows(split)
+  if drawn is not None:
+    return drawn
   path = os.path.join(_cache_dir(data_cfg, workdir),
                       f"{split}-{cache_key(data_cfg, split, tokenizer)}.npy")
   cached = _load_cache(path, mmap_mode="r")
   if cached is not None:
     return cached
-  rows = build_rows(corpus.documents(data_cfg, split), tokenizer, Layout.of(data_cfg), split)
+  rows = build_rows(sources.documents(data_cfg, split), tokenizer, Layout.of(data_cfg), split)
   if len(rows) == 0:
     raise UserError(f"the {split} split has fewer than seq_len={data_cfg.seq_len} tokens: "
                     "add text or lower data.seq_len")

@@ -22,7 +22,7 @@ import dataclasses
 import os
 from typing import Iterator
 
-from dlm_jax.data import corpus, detokenizers
+from dlm_jax.data import detokenizers, readers
 from dlm_jax.errors import UserError
 
 
@@ -71,12 +71,12 @@ def raw_documents(name: str, datasets_dir: str = "") -> tuple[Iterator[str], str
   bench = SUITE[name]
   path = _local_copy(name, datasets_dir)
   if path.endswith(".jsonl"):
-    return iter(corpus.jsonl_documents(path, bench.column)), path
+    return iter(readers.jsonl_documents(path, bench.column)), path
   if path.endswith(".txt"):
     return _lines(path), path
   hf_name = path or bench.hf_name
   where = path or f"hf:{bench.hf_name}" + (f"/{bench.hf_config}" if bench.hf_config else "")
-  return (corpus.hf_documents(hf_name, bench.hf_config, bench.split, bench.column),
+  return (readers.hf_documents(hf_name, bench.hf_config, bench.split, bench.column),
           f"{where} [{bench.split}]")
 
 

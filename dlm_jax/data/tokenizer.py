@@ -34,7 +34,7 @@ import jax
 import sentencepiece as spm
 from jax.experimental import multihost_utils
 
-from dlm_jax.data import corpus, planted
+from dlm_jax.data import sources
 from dlm_jax.errors import UserError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -432,15 +432,16 @@ NOMINAL_VOCAB_SIZES = {"gpt2": 50258, "bert": 30522}
 
 def nominal_vocab_size(data_cfg) -> int:
   """The vocabulary a config's tokenizer will have, without loading it."""
-  if data_cfg.tokenizer == "planted":
-    return planted.config_language(data_cfg).vocab_size
+  own = sources.build(data_cfg).vocab_size()      # a source with its own vocabulary
+  if own is not None:
+    return own
   return NOMINAL_VOCAB_SIZES.get(data_cfg.tokenizer, data_cfg.vocab_size)
 
 
 SENTENCEPIECE_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 TOKENIZERS = {"sentencepiece": SentencePieceTokenizer, "gpt2": GPT2Tokenizer,
               "bert": WordPieceTokenizer, "hf": HFTokenizer, "ids": IdsTokenizer,
-              "planted": planted.PlantedTokenizer}
+              "planted": None}              # the synthetic source's own (sources/synthetic.py)
 BUILT_FROM_CONFIG = ("ids", "planted")      # no file: get_tokenizer builds them
 
 
@@ -464,10 +465,11 @@ def tokenizer_path(data_cfg, workdir: str) -> str:
 def get_tokenizer(data_cfg, workdir: str, process_index: int = 0, may_train: bool = True):
   """Loads the configured tokenizer; a missing SentencePiece model is trained into the workdir
   (unless `may_train` is False: commands that restore a run never create files in it)."""
+  own = sources.build(data_cfg).tokenizer()      # a source with its own vocabulary
+  if own is not None:
+    return own
   if data_cfg.tokenizer == "ids":
     return IdsTokenizer(data_cfg.vocab_size)
-  if data_cfg.tokenizer == "planted":
-    return planted.PlantedTokenizer(planted.config_language(data_cfg))
   path = tokenizer_path(data_cfg, workdir)
   if data_cfg.tokenizer != "sentencepiece":
     return load_tokenizer(data_cfg.tokenizer, path)
@@ -479,7 +481,7 @@ def get_tokenizer(data_cfg, workdir: str, process_index: int = 0, may_train: boo
       raise UserError(f"tokenizer file not found: {path} (set data.train_tokenizer_if_missing=True "
                       "or run `python -m dlm_jax.data.train_tokenizer`)")
     if process_index == 0:
-      train_sentencepiece(corpus.documents(data_cfg, "train"), path, data_cfg.vocab_size,
+      train_sentencepiece(sources.documents(data_cfg, "train"), path, data_cfg.vocab_size,
                           data_cfg.tokenizer_model_type)
     if jax.process_count() > 1:  # the others wait for process 0's file (shared workdir)
       multihost_utils.sync_global_devices("dlm_jax:tokenizer")

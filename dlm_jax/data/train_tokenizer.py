@@ -15,7 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from dlm_jax import cli, configuration
-from dlm_jax.data import corpus
+from dlm_jax.data import sources
 from dlm_jax.data.tokenizer import train_sentencepiece
 from dlm_jax.errors import UserError
 from dlm_jax.data.tokenizer import tokenizer_path
@@ -33,7 +33,7 @@ def train(config, workdir: str, overwrite: bool = False) -> str:
   if os.path.exists(path) and not overwrite:
     raise UserError(f"{path} exists; pass --overwrite to replace it (its data caches and "
                     "checkpoints would no longer match)")
-  tok = train_sentencepiece(corpus.documents(config.data, "train"), path, config.data.vocab_size,
+  tok = train_sentencepiece(sources.documents(config.data, "train"), path, config.data.vocab_size,
                             config.data.tokenizer_model_type)
   print(f"wrote {path}: {tok.vocab_size} pieces, fingerprint {tok.fingerprint()}")
   return path

