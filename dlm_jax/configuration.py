@@ -18,7 +18,7 @@ _CHOICES = {
     "data.mode": rows.MODES,
     "data.convention": rows.CONVENTIONS,
     "data.detokenizer": detokenizers.NAMES,
-    "data.tokenizer": tuple(tokenizer.TOKENIZERS),
+    "data.tokenizer": tuple(tokenizer.TOKENIZERS) + tokenizer.SOURCE_TOKENIZERS,
     "data.text_unit": readers.TEXT_UNITS,
     "data.tokenizer_model_type": tokenizer.SENTENCEPIECE_MODEL_TYPES,
     "kernel.name": family.KERNELS,
@@ -132,9 +132,11 @@ def validate_config(cfg) -> None:
                     f"{d.seq_len}")
   source = sources.build(d)
   source.check()
-  if d.tokenizer == "planted" and source.tokenizer() is None:
-    raise UserError(f"data.tokenizer='planted' is the planted language's own vocabulary: it "
-                    f"needs data.source='synthetic', got {d.source!r}")
+  owner = next((cls for cls in sources.REGISTRY.values() if cls.tokenizer_name == d.tokenizer),
+               None)
+  if owner is not None and owner.name != d.source:
+    raise UserError(f"data.tokenizer={d.tokenizer!r} is the vocabulary of {owner.title}: it "
+                    f"needs data.source={owner.name!r}, got {d.source!r}")
   own_vocab = source.vocab_size()
   if own_vocab is not None and d.vocab_size not in (own_vocab,
                                                     base.get_config().data.vocab_size):

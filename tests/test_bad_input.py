@@ -199,6 +199,13 @@ def test_a_planted_vocabulary_size_cannot_be_overridden(tmp_path, no_compile):
   validate_config(config)
 
 
+def test_a_source_and_its_own_vocabulary_go_together(config, tmp_path, no_compile):
+  config.data.tokenizer = "planted"
+  _expect(config, str(tmp_path), "needs data.source='synthetic'")
+  config.data.source, config.data.tokenizer = "synthetic", "sentencepiece"
+  _expect(config, str(tmp_path), "data.tokenizer='planted' go together")
+
+
 def test_clean_flag_and_prompt_rate_go_together(config, tmp_path, no_compile):
   config.kernel.name = "uniform"
   config.model.clean_flag = True

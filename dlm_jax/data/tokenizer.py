@@ -440,9 +440,11 @@ def nominal_vocab_size(data_cfg) -> int:
 
 SENTENCEPIECE_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 TOKENIZERS = {"sentencepiece": SentencePieceTokenizer, "gpt2": GPT2Tokenizer,
-              "bert": WordPieceTokenizer, "hf": HFTokenizer, "ids": IdsTokenizer,
-              "planted": None}              # the synthetic source's own (sources/synthetic.py)
-BUILT_FROM_CONFIG = ("ids", "planted")      # no file: get_tokenizer builds them
+              "bert": WordPieceTokenizer, "hf": HFTokenizer, "ids": IdsTokenizer}
+BUILT_FROM_CONFIG = ("ids",)                # no file: get_tokenizer builds it
+# Sources with their own vocabulary name it (data.tokenizer) and build it (Source.tokenizer).
+SOURCE_TOKENIZERS = tuple(cls.tokenizer_name for cls in sources.REGISTRY.values()
+                          if cls.tokenizer_name)
 
 
 def load_tokenizer(kind: str, path: str):

@@ -21,6 +21,7 @@ class Source:
   - `oracle()`: a source with a known distribution returns it (the planted language)."""
   name = ""
   title = ""           # what it is, in words
+  tokenizer_name = ""  # a source with its own vocabulary: the data.tokenizer value naming it
   defaults: dict = {}
 
   def __init__(self, data_cfg):

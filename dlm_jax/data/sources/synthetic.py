@@ -14,6 +14,7 @@ from dlm_jax.errors import UserError
 class Planted(Source):
   name = "synthetic"
   title = "the planted language"
+  tokenizer_name = "planted"
   defaults = dict(
       topics=8,                   # topics (V = 4 + 24 + 48 * topics),
       seed=0,                     # the seed of its word / cluster probabilities,
@@ -23,7 +24,7 @@ class Planted(Source):
 
   def check(self):
     own, d = self.own, self.data
-    if d.tokenizer != "planted":
+    if d.tokenizer != self.tokenizer_name:
       raise UserError("data.source='synthetic' and data.tokenizer='planted' go together (the "
                       f"planted language's rows are its words' ids); got tokenizer="
                       f"{d.tokenizer!r}")
