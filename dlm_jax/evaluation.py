@@ -21,8 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlm_jax import assets, elbo, experiment, generation, judge as judges, objectives, parallel
-from dlm_jax import quality, rng
+from dlm_jax import assets, experiment, generation, objectives, parallel, quality, rng, scorers
 from dlm_jax.data import pipeline, planted, suite
 from dlm_jax.data.rows import Layout, build_rows, pad_rule, sample_prefix, unigram_counts
 from dlm_jax.errors import UserError
@@ -129,7 +128,7 @@ def _nelbo_fields(exp, result: dict) -> dict:
   nats = result["nats_per_token"]
   return {"tokens": int(result["tokens"]), "nats_per_token": nats,
           "bits_per_token": nats / math.log(2), "std_error_nats": result["std_error_nats"],
-          exp.objective.perplexity_key: objectives.perplexity(nats)}
+          exp.objective.perplexity_key: quality.perplexity(nats)}
 
 
 def _prior_term(exp, rows) -> dict:
@@ -278,79 +277,6 @@ def zero_shot_markdown(report: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def judge_nll(judge_exp, judge_params, rows, tokenizer, score_from: int = 1,
-              batch_size: int = 16):
-  """(sum of the judge's NLL in nats, number of scored tokens) over `rows` (N, L).
-
-  Same tokenizer: the ids are scored as they are, targets at positions >= score_from.
-  Otherwise each row is decoded to text (specials dropped) and re-encoded by the judge's
-  tokenizer, and every token after BOS is scored (retokenisation changes the count)."""
-  jt, L = judge_exp.tokenizer, judge_exp.config.data.seq_len
-  rows = np.asarray(rows)
-  if jt.fingerprint() != tokenizer.fingerprint() or rows.shape[1] > L:
-    special = {tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id}
-    texts = [tokenizer.decode([int(i) for i in r if i not in special]) for r in rows]
-    encoded = [[jt.bos_id] + ids[: L - 1] for ids in jt.encode(texts)]
-    rows = np.full((len(encoded), L), jt.pad_id, np.int32)
-    for i, ids in enumerate(encoded):
-      rows[i, : len(ids)] = ids
-    score_from = 1
-  width = rows.shape[1]
-  target_pos = np.arange(1, width)[None, :]
-
-  @jax.jit
-  def batch_nll(params, tokens):
-    logits = judge_exp.model.apply({"params": params}, tokens, jnp.zeros((tokens.shape[0],)))
-    return elbo.ar_nll(logits, tokens)
-
-  total, count = 0.0, 0
-  for start in range(0, len(rows), batch_size):
-    chunk = rows[start: start + batch_size]
-    padded = np.full((batch_size, width), jt.pad_id, np.int32)
-    padded[: len(chunk)] = chunk
-    nll = np.asarray(batch_nll(judge_params, jnp.asarray(padded)), np.float64)[: len(chunk)]
-    weight = (chunk[:, 1:] != jt.pad_id) & (target_pos >= score_from)
-    total += float((nll * weight).sum())
-    count += int(weight.sum())
-  return total, count
-
-
-ORACLE_SMOOTHING = 1e-3
-
-
-def oracle_metrics(lang, rows, prompt_tokens: int = 0) -> dict:
-  """Samples of the planted language scored by the true model: `oracle_nll_nats`, the exact
-  NLL per generated token of the generated part given the prompt, under the true law mixed
-  per token with eps = ORACLE_SMOOTHING of uniform (so invalid samples score finitely);
-  `oracle_ppl` = exp of it; `valid_share`, the share of rows the unsmoothed law can produce;
-  `cluster_share`, the mean share of a row's generated tokens in its most used true cluster;
-  with a prompt, `topic_agreement` (planted.topic_agreement: does the sample follow it).
-  `*_se`: standard errors over rows (of the unigram entropy of each row's generated part too)."""
-  rows = np.asarray(rows)
-  generated = rows[:, prompt_tokens:]
-  whole = planted.log_prob(lang, rows, ORACLE_SMOOTHING)
-  given = (planted.log_prob(lang, rows[:, :prompt_tokens], ORACLE_SMOOTHING)
-           if prompt_tokens else 0.0)
-  nll = (given - whole) / generated.shape[1]
-  cluster = planted.clusters(lang)
-  in_range = np.where(generated < len(cluster), generated, 0)
-  shares = np.array([np.bincount(cluster[r]).max() / len(r) for r in in_range])
-  entropy = np.array([quality.unigram_entropy(r) for r in generated])
-
-  def se(x):
-    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
-
-  out = {"oracle_nll_nats": float(nll.mean()), "oracle_nll_se": se(nll),
-         "oracle_ppl": math.exp(float(nll.mean())),
-         "valid_share": float(np.mean(np.isfinite(planted.log_prob(lang, rows)))),
-         "cluster_share": float(shares.mean()), "cluster_share_se": se(shares),
-         "unigram_entropy_se": se(entropy)}
-  agreement = planted.topic_agreement(lang, rows, prompt_tokens) if prompt_tokens else []
-  if len(agreement):
-    out.update(topic_agreement=float(agreement.mean()), topic_agreement_se=se(agreement))
-  return out
-
-
 def _basin_table(exp):
   """The top-k neighbour ids used by the basin metric: the same k for every kernel."""
   config = exp.config.copy_and_resolve_references()
@@ -367,12 +293,8 @@ def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
   MDLM / Duo protocol of dlm_jax/judge.py, whose keys each row then carries)."""
   if num_samples < 2:
     raise UserError("--num_samples must be >= 2 (self-BLEU compares samples)")
-  hf_judge = judges.load(judge) if judge and judge.startswith("hf:") else None
-  judge_run = experiment.restore(judge) if judge and hf_judge is None else None
-  if judge_run is not None and judge_run[0].objective.is_bound:
-    raise UserError(f"--judge={judge} is a diffusion workdir; the judge must be autoregressive "
-                    "(train one with configs/*_ar.py)")
   exp, params, ckpt_step = experiment.restore(workdir, step)
+  scorers_ = scorers.build(judge, exp.source)       # chosen once: judge, oracle
   split = split or exp.config.eval.split
   tok = exp.tokenizer
   real = np.asarray(exp.rows(split)[:num_samples])
@@ -385,21 +307,13 @@ def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
   prompts = real[:, :prompt_tokens] if prompt_tokens > 0 else None
   ids = _basin_table(exp)
   special = {tok.pad_id, tok.bos_id, tok.eos_id}
-  lang = exp.source.oracle()
-
   vocabulary = quality.training_vocabulary(exp.rows("train"), tok.decode)
 
   def measure(rows):
     m = quality.summarize(quality.content_tokens(rows, special, skip), ids)
     m.update(quality.real_word_rate([tok.decode(r[skip:]) for r in rows], vocabulary))
-    if lang is not None:
-      m.update(oracle_metrics(lang, rows, skip))
-    if judge_run is not None:
-      total, count = judge_nll(judge_run[0], judge_run[1], rows, tok, skip)
-      m.update(judge_nll_nats=total / count, gen_ppl=math.exp(total / count))
-    if hf_judge is not None:
-      m.update(judges.protocol_report(hf_judge, rows, tok, exp.config.data.seq_len))
-      m["gen_ppl"] = m["generative_ppl"]
+    for scorer in scorers_:
+      m.update(scorer.score(rows, tok, skip, exp.config.data.seq_len))
     return m
 
   results = [{"name": "data", "steps": None, **measure(real)}]
@@ -418,14 +332,14 @@ def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
   report = {
       "workdir": os.path.abspath(workdir), "step": ckpt_step,
       **exp.objective.describe(),
-      "judge": hf_judge.source if hf_judge else (os.path.abspath(judge) if judge else None),
+      "judge": next((s.source for s in scorers_ if hasattr(s, "source")), None),
       "split": split, "prompt_tokens": prompt_tokens, "num_samples": num_samples,
       "sampler": {k: v for k, v in opts.__dict__.items() if k != "steps"},
       "what": ("gen_ppl = exp(mean NLL of the generated tokens under the AR judge): an estimate "
                "from N samples, not a bound; the 'data' row measures N real rows of the split"),
       "results": results,
   }
-  if hf_judge is not None:
+  if any(isinstance(s, scorers.HuggingFaceJudge) for s in scorers_):
     report["what"] = ("generative_ppl (= gen_ppl) and entropy by the MDLM / Duo protocol "
                       "(dlm_jax/judge.py: retokenised by the judge, EOS counted once, token-"
                       "weighted): an estimate from N samples, not a bound; the 'data' row "

@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from typing import Any, Callable
 
-import jax
 import numpy as np
 
-from dlm_jax import elbo, quality
+from dlm_jax import quality
 from dlm_jax.data.tokenizer import GPT2Tokenizer, encode_plain, tokenizer_json
 from dlm_jax.errors import UserError
 from dlm_jax.models import gpt2
@@ -108,41 +106,6 @@ def judge_rows(judge: Judge, texts: list[str], max_length: int) -> np.ndarray:
   return rows
 
 
-def generative_nll(judge: Judge, texts: list[str], max_length: int,
-                   batch_size: int = 8) -> tuple[float, int]:
-  """(sum of the judge's NLL in nats over counted targets, number of counted targets)."""
-  rows = judge_rows(judge, texts, max_length)
-
-  nll_of = jax.jit(lambda params, tokens: elbo.ar_nll(
-      judge.model.apply({"params": params}, tokens), tokens))
-
-  total, count = 0.0, 0
-  for start in range(0, len(rows), batch_size):
-    batch = rows[start: start + batch_size]
-    padded = np.full((batch_size, rows.shape[1]), judge.eos_id, np.int32)
-    padded[: len(batch)] = batch
-    for c in range(0, rows.shape[1], judge.context):
-      chunk = padded[:, c: c + judge.context]
-      if chunk.shape[1] < 2:
-        continue
-      nll = np.asarray(nll_of(judge.params, chunk), np.float64)[: len(batch)]
-      weight = counted_targets(chunk[: len(batch)], judge.eos_id)
-      total += float((nll * weight).sum())
-      count += int(weight.sum())
-  return total, count
-
-
 def mean_entropy(rows) -> float:
   """Mean over rows of the unigram entropy (nats) of each row's ids."""
   return float(np.mean([quality.unigram_entropy(r) for r in np.asarray(rows)]))
-
-
-def protocol_report(judge: Judge, rows, tokenizer, max_length: int,
-                    batch_size: int = 8) -> dict:
-  """Duo's keys (generative_ppl, entropy, generated_seqs) for sampled token rows."""
-  texts = [protocol_text(r, tokenizer, judge.eos_text) for r in np.asarray(rows)]
-  total, count = generative_nll(judge, texts, max_length, batch_size)
-  nll = total / max(count, 1)
-  return {"generative_ppl": math.exp(nll) if nll < 709 else math.inf,
-          "judge_nll_nats": nll, "judge_tokens_counted": count,
-          "entropy": mean_entropy(rows), "generated_seqs": texts}

@@ -9,7 +9,6 @@ sampling loops are generic over the two; nothing else asks which one a run is.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax
@@ -30,11 +29,6 @@ T_MAX = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 # The reconstruction time of a truncated NELBO, and MDLM's t_min (its `sampling_eps`).
 EVAL_T_MIN = 1e-3
 QUANTITIES = ("headline", "nelbo", "truncated", "mdlm")
-
-
-def perplexity(nats_per_token: float) -> float:
-  """exp(nats) per token; inf beyond float range (never silently clipped)."""
-  return math.exp(nats_per_token) if nats_per_token < 709.0 else math.inf
 
 
 def times_from_offset(offset, batch_size: int, t_min: float):

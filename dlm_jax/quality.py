@@ -18,7 +18,7 @@ prompt and special ids dropped) and are averaged over samples unless stated:
   case-folded) that occur in the training split (`training_vocabulary`), pooled over samples;
   a word cut by the end of a row (a letter at the row's edge) is not counted, in the samples
   and in the training rows alike.
-- generative perplexity is computed by `judge_nll` in evaluation.py (needs a network).
+- generative perplexity is computed by the judges of dlm_jax/scorers.py (needs a network).
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ import math
 import re
 
 import numpy as np
+
+
+def perplexity(nats_per_token: float) -> float:
+  """exp(nats) per token; inf beyond float range (never an overflow error, never clipped)."""
+  return math.exp(nats_per_token) if nats_per_token < 709.0 else math.inf
 
 
 def content_tokens(rows, special_ids, skip: int = 0):

@@ -16,8 +16,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from dlm_jax import configuration, evaluation, experiment, objectives, parallel, steps
-from dlm_jax import rng, workdirs
+from dlm_jax import configuration, evaluation, experiment, parallel, quality, rng, steps
+from dlm_jax import workdirs
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.data import pipeline
 from dlm_jax.data.rows import data_fingerprint, pad_rule
@@ -148,7 +148,7 @@ def _train(config, workdir: str, devices, stop_after):
                               cfg.train.eval_batches, keys["validation"])
     nats = result["nats_per_token"]
     metrics = {"nelbo_nats_per_token": nats, "nelbo_bits_per_token": nats / math.log(2),
-               exp.objective.perplexity_key: objectives.perplexity(nats),
+               exp.objective.perplexity_key: quality.perplexity(nats),
                "tokens": result["tokens"]}
     if profile_fn is not None:
       metrics.update(evaluation.loss_profile(exp, profile_fn, state.ema_params, val_rows,

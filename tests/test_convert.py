@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlm_jax import judge, mdlm_checkpoint, safetensors_io, training
+from dlm_jax import judge, mdlm_checkpoint, safetensors_io, scorers, training
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.data.tokenizer import IdsTokenizer
 from dlm_jax.errors import UserError
@@ -317,7 +317,7 @@ def test_hf_judge_scores_samples_by_the_protocol(tmp_path, config):
   assert hf.encode(["ab<|endoftext|>"])[0] == [65, 66, 95]
   # The protocol's NLL equals a direct computation with the Flax judge.
   texts = ["hi<|endoftext|>yo", "a"]
-  total, count = judge.generative_nll(hf, texts, max_length=16, batch_size=4)
+  total, count = scorers.HuggingFaceJudge(spec).nll(texts, max_length=16, batch_size=4)
   rows = judge.judge_rows(hf, texts, 16)
   logp = jax.nn.log_softmax(jax.jit(hf.model.apply)({"params": hf.params}, rows), -1)
   nll = -np.take_along_axis(np.asarray(logp)[:, :-1], rows[:, 1:, None], -1)[..., 0]

@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from dlm_jax import evaluation
+from dlm_jax import evaluation, scorers
 from dlm_jax.data import planted
 from dlm_jax.kernels import neighbors
 
@@ -144,7 +144,7 @@ def test_synthetic_source_trains_evaluates_and_samples_scored_by_the_oracle(tmp_
 def test_oracle_metrics_condition_on_the_prompt():
   lang = planted.language(topics=2, seed=0, cluster_size=2)
   rows = planted.sample(lang, 8, 6, seed=3)
-  m = evaluation.oracle_metrics(lang, rows, 2)
+  m = scorers.oracle_metrics(lang, rows, 2)
   expected = np.mean(planted.log_prob(lang, rows[:, :2], 1e-3) - planted.log_prob(lang, rows, 1e-3)) / 4
   assert m["oracle_nll_nats"] == pytest.approx(expected)
   assert m["valid_share"] == 1.0

@@ -10,7 +10,7 @@ under --root is reused, an unfinished one resumed), then measures, per variant:
   entropy per token of the rows; gradient-noise scale and exposure bias
   (dlm_jax/analysis/dynamics.py);
 - unconditional samples at each T of --sample_steps: the exact oracle NLL per token under the
-  true law (evaluation.oracle_metrics: eps-smoothed, so invalid rows score finitely), the share
+  true law (scorers.oracle_metrics: eps-smoothed, so invalid rows score finitely), the share
   of rows the true law can produce, unigram entropy, distinct-n, and the share of a row's
   tokens in its most used true cluster (the semantic basin);
 - SemDLM+: eta and rho chosen on validation prompts by a rule that cannot pick collapse
@@ -29,7 +29,7 @@ import os
 import numpy as np
 from absl import flags
 
-from dlm_jax import cli, config_schema, evaluation, reports, training
+from dlm_jax import cli, config_schema, evaluation, reports, scorers, training
 from dlm_jax.analysis import dynamics
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.data import planted
@@ -312,7 +312,7 @@ def markdown(report: dict) -> str:
       "(sequences) at the last checkpoint. *Exposure*: the denoiser's cross-entropy on its own "
       "sampler's states minus on forward-process states at t = 0.25 / 0.5 (nats; > 0: its own "
       "states are harder). *Oracle NLL*: the exact NLL per token of unconditional samples under "
-      f"the true law, smoothed per token with eps = {evaluation.ORACLE_SMOOTHING:g} of uniform so "
+      f"the true law, smoothed per token with eps = {scorers.ORACLE_SMOOTHING:g} of uniform so "
       "that invalid rows score finitely (nats; real rows score the entropy). *Valid*: share of "
       "samples with non-zero true probability. *Cluster share*: share of a row's tokens in its "
       "most used true cluster (the semantic basin). Samples: "

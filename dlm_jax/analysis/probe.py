@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from dlm_jax import cli, denoiser, evaluation, experiment, objectives, reports
+from dlm_jax import cli, denoiser, evaluation, experiment, objectives, reports, scorers
 from dlm_jax.errors import UserError
 from dlm_jax.samplers.reverse import draw_tokens
 from dlm_jax.data.rows import unigram_counts
@@ -76,7 +76,7 @@ def position_decay(exp, params, prompts, masks: int, top_k: int, seed: int):
   }
 
 
-def marginal_trap(exp, params, judge_run, prompts, masks: int, sizes, seed: int):
+def marginal_trap(exp, params, judge, prompts, masks: int, sizes, seed: int):
   """Judge NLL per token of n tokens decoded in parallel vs one at a time."""
   n_prompts, P = prompts.shape
   out = {}
@@ -96,8 +96,7 @@ def marginal_trap(exp, params, judge_run, prompts, masks: int, sizes, seed: int)
             "one_at_a_time": seq[:, : P + n]}
     result = {}
     for name, r in rows.items():
-      total, count = evaluation.judge_nll(judge_run[0], judge_run[1], np.asarray(r),
-                                        exp.tokenizer, score_from=P)
+      total, count = judge.nll(np.asarray(r), exp.tokenizer, score_from=P)
       result[f"{name}_judge_nll"] = total / count
     result["gap_nats_per_token"] = result["parallel_judge_nll"] - result["one_at_a_time_judge_nll"]
     out[str(n)] = result
@@ -120,9 +119,8 @@ def probe(workdir, judge, num_prompts, prompt_tokens, masks, top_k, trap_sizes, 
             "prompt_tokens": prompt_tokens, "masks": masks,
             "decay": position_decay(exp, params, prompts, masks, top_k, seed)}
   if judge and kernel.has_mask:
-    judge_run = experiment.restore(judge)
-    report["marginal_trap"] = marginal_trap(exp, params, judge_run, prompts, masks,
-                                            [int(s) for s in trap_sizes], seed)
+    report["marginal_trap"] = marginal_trap(exp, params, scorers.WorkdirJudge(judge), prompts,
+                                            masks, [int(s) for s in trap_sizes], seed)
     report["marginal_trap_what"] = ("mean judge NLL (nats/token) of n tokens after the prompt, "
                                     "decoded in one parallel step vs one at a time")
   elif judge:

@@ -9,7 +9,7 @@ laws `confidence`, `margin`, `entropy` at each T of --steps, and `threshold` at 
 (at most seq_len steps: a threshold law stops calling the network once everything is
 revealed). Network evaluations are counted as run, MDLM's cache included (a step in which
 nothing changed costs none). Quality: on the planted language (data.source=synthetic) the
-exact oracle NLL per token under the true law (evaluation.oracle_metrics), otherwise the
+exact oracle NLL per token under the true law (scorers.oracle_metrics), otherwise the
 judge's gen-PPL (--judge); with entropy and distinct-n either way. Writes <output>.md and
 <output>.json.
 """
