@@ -143,3 +143,10 @@ def test_readme_layout_lists_every_module():
       continue
     shown = name if name != "__init__.py" else "__init__.py"
     assert shown in layout, f"README's layout does not list {os.path.relpath(path, ROOT)}"
+
+
+def test_the_library_never_imports_the_shipped_configs():
+  """Drivers that combine configs/ with the library live in experiments/, not in dlm_jax/."""
+  for module, path in _modules().items():
+    text = open(path, encoding="utf-8").read()
+    assert not re.search(r"^\s*(from configs\b|import configs\b)", text, re.M), path

@@ -1,7 +1,7 @@
 """Training-dynamics measures of a diffusion run, read from its workdir (the kernel factors
 of the SemDLM analysis, docs/design.md §6): the logged NELBO curve, two-half-batch gradient
 noise at every saved checkpoint, the per-t loss, and exposure bias. The commands
-`analysis.kernel_report` and `analysis.planted` report them; the definitions are in
+`analysis.kernel_report` and `experiments.planted` report them; the definitions are in
 kernel_report's docstring.
 """
 

@@ -1,7 +1,7 @@
 r"""The seed papers' claims, measured on the planted language (dlm_jax/data/planted.py), where
 the true likelihood and entropy are known exactly.
 
-  python -m dlm_jax.analysis.planted --output=docs/planted [--root=workdirs/planted] \
+  python -m experiments.planted --output=docs/planted [--root=workdirs/planted] \
       [--steps=600] [--num_samples=64] [--sample_steps=8,16,64,256]
 
 Trains every variant of VARIANTS from configs/planted.py with the same budget (a finished run
@@ -434,7 +434,7 @@ def analyse(output, root, steps, num_samples, steps_list, names, parameterizatio
     print(f"== {name}", flush=True)
     results.append(run_variant(name, VARIANTS[name], base, root, steps, num_samples, steps_list,
                                embeddings_path, parameterization, t_samples))
-  command = (f"python -m dlm_jax.analysis.planted --output={output} --steps={steps} "
+  command = (f"python -m experiments.planted --output={output} --steps={steps} "
              f"--num_samples={num_samples} --sample_steps={','.join(map(str, steps_list))} "
              f"--parameterization={parameterization} --variants={','.join(names)} "
              f"--t_samples={t_samples}" + (f" --baseline={baseline}" if baseline else ""))
@@ -467,7 +467,7 @@ def rederive(report: dict) -> dict:
     r["gap_nats"] = r["nelbo_nats"] - entropy
     if r["kernel"] != "semdlm" or r["structure"] != "partition":   # pure SemDLM's floor only
       r.get("prior_term", {}).pop("within_cluster_unigram_bits_per_token", None)
-  report["rewrite_command"] = (f"python -m dlm_jax.analysis.planted --output={report['output']} "
+  report["rewrite_command"] = (f"python -m experiments.planted --output={report['output']} "
                                "--rewrite")
   ts = report["sample_steps"]
   report["verdicts"] = verdicts(report["results"], ts[0], ts[-1])
