@@ -38,7 +38,7 @@ import sys
 import jax
 from absl import flags
 
-from dlm_jax import cli, evaluation, reports
+from dlm_jax import cli, evaluation, reports, sample_quality
 from dlm_jax.data import suite
 
 
@@ -100,10 +100,10 @@ def main(argv):
     opts = cli.sampler_options(f, steps=1)
     if f.judge and f.judge.startswith("hf:") and not f["float64"].present:
       opts = dataclasses.replace(opts, float64=True)   # the protocol samples in float64
-    report = cli.run("dlm_jax.evaluate", evaluation.sample_quality, f.workdir, f.num_samples,
+    report = cli.run("dlm_jax.evaluate", sample_quality.sample_quality, f.workdir, f.num_samples,
                      f.steps, opts, f.judge, f.prompt_tokens, f.split, f.seed, f.step,
                      f.batch_size)
-    _write(f, f"quality_step{report['step']}", report, evaluation.quality_markdown(report))
+    _write(f, f"quality_step{report['step']}", report, sample_quality.quality_markdown(report))
     return
   report = cli.run("dlm_jax.evaluate", evaluation.evaluate, f.workdir, f.step, f.split,
                    f.t_samples, f.max_batches, not f.raw_params)

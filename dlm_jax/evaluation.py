@@ -1,19 +1,15 @@
-"""Evaluation loops: the NELBO (or AR NLL) of a split, the per-t loss profile, and the
-quality of samples under an AR judge. `python -m dlm_jax.evaluate` is their shell; training
-uses the same NELBO loop for its periodic validation.
+"""Evaluation loops: the NELBO (or AR NLL) of a split, the per-t loss profile, the
+learning summary and the zero-shot suite. `python -m dlm_jax.evaluate` is their shell;
+training uses the same NELBO loop for its periodic validation (sample quality:
+dlm_jax/sample_quality.py).
 
 The reported NELBO is a Monte Carlo estimate (one t and one z_t per sequence per pass) of
 the continuous-time NELBO, which upper-bounds -log p(x); exp of it per token is a
-perplexity *bound*. The standard error is over batches (ratio estimator). Sample quality:
-generative perplexity under the judge (an AR workdir of this stack; exp of the judge's mean
-NLL per generated token: an estimate, not a bound), unigram entropy, distinct-1/2/3,
-self-BLEU and the semantic-basin share (dlm_jax/quality.py defines each), next to the same
-metrics on real rows of the split.
+perplexity *bound*. The standard error is over batches (ratio estimator).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 
@@ -21,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlm_jax import assets, experiment, generation, objectives, parallel, quality, rng, scorers
+from dlm_jax import experiment, objectives, parallel, quality, rng
 from dlm_jax.data import pipeline, planted, suite
-from dlm_jax.data.rows import Layout, build_rows, pad_rule, sample_prefix, unigram_counts
+from dlm_jax.data.rows import Layout, build_rows, pad_rule, unigram_counts
 from dlm_jax.errors import UserError
 
 PROFILE_TIMES = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
@@ -274,96 +270,4 @@ def zero_shot_markdown(report: dict) -> str:
     lines.append(f"| {r['dataset']} | {r['rows']} | {r['tokens']}{partial} | "
                  f"{r['nats_per_token']:.4f} ± {_se(r['std_error_nats'])} | {r[key]:.2f} | "
                  f"{r['source']} |")
-  return "\n".join(lines) + "\n"
-
-
-def _basin_table(exp):
-  """The top-k neighbour ids used by the basin metric: the same k for every kernel."""
-  config = exp.config.copy_and_resolve_references()
-  config.kernel.neighbors = "topk"
-  return assets.neighbor_table(config, exp.tokenizer, exp.workdir).ids
-
-
-def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
-                   prompt_tokens: int = 0, split=None, seed: int = 0, step=None,
-                   batch_size: int = 16) -> dict:
-  """Samples N sequences per T and measures them (and N real rows, as a reference).
-
-  `judge`: an AR workdir of this stack, or `hf:DIR` (a Hugging Face GPT-2, scored by the
-  MDLM / Duo protocol of dlm_jax/judge.py, whose keys each row then carries)."""
-  if num_samples < 2:
-    raise UserError("--num_samples must be >= 2 (self-BLEU compares samples)")
-  exp, params, ckpt_step = experiment.restore(workdir, step)
-  scorers_ = scorers.build(judge, exp.source)       # chosen once: judge, oracle
-  split = split or exp.config.eval.split
-  tok = exp.tokenizer
-  real = np.asarray(exp.rows(split)[:num_samples])
-  if len(real) < num_samples:
-    raise UserError(f"the {split} split has {len(real)} rows; lower --num_samples")
-  real = real.copy()
-  prefix = sample_prefix(tok, exp.config.data)
-  real[:, : len(prefix)] = prefix
-  skip = max(prompt_tokens, len(prefix))
-  prompts = real[:, :prompt_tokens] if prompt_tokens > 0 else None
-  ids = _basin_table(exp)
-  special = {tok.pad_id, tok.bos_id, tok.eos_id}
-  vocabulary = quality.training_vocabulary(exp.rows("train"), tok.decode)
-
-  def measure(rows):
-    m = quality.summarize(quality.content_tokens(rows, special, skip), ids)
-    m.update(quality.real_word_rate([tok.decode(r[skip:]) for r in rows], vocabulary))
-    for scorer in scorers_:
-      m.update(scorer.score(rows, tok, skip, exp.config.data.seq_len))
-    return m
-
-  results = [{"name": "data", "steps": None, **measure(real)}]
-  for steps in steps_list:
-    run_opts = dataclasses.replace(opts, steps=int(steps))
-    tokens, info = generation.generate_with(exp, params, num_samples, run_opts, seed=seed,
-                                        batch_size=batch_size,
-                                        rows=None if prompts is None else
-                                        (prompts, np.ones(prompts.shape, bool)),
-                                        progress=f"T={steps}")
-    results.append({"name": "samples", "steps": int(steps), **measure(tokens),
-                    "network_evaluations": info["network_evaluations"],
-                    "steps_per_sec": info["steps_per_sec"],
-                    "tokens_per_sec": info["tokens_per_sec"],
-                    "example": tok.decode(tokens[0])})
-  report = {
-      "workdir": os.path.abspath(workdir), "step": ckpt_step,
-      **exp.objective.describe(),
-      "judge": next((s.source for s in scorers_ if hasattr(s, "source")), None),
-      "split": split, "prompt_tokens": prompt_tokens, "num_samples": num_samples,
-      "sampler": {k: v for k, v in opts.__dict__.items() if k != "steps"},
-      "what": ("gen_ppl = exp(mean NLL of the generated tokens under the AR judge): an estimate "
-               "from N samples, not a bound; the 'data' row measures N real rows of the split"),
-      "results": results,
-  }
-  if any(isinstance(s, scorers.HuggingFaceJudge) for s in scorers_):
-    report["what"] = ("generative_ppl (= gen_ppl) and entropy by the MDLM / Duo protocol "
-                      "(dlm_jax/judge.py: retokenised by the judge, EOS counted once, token-"
-                      "weighted): an estimate from N samples, not a bound; the 'data' row "
-                      "measures N real rows of the split")
-    if len(steps_list) == 1:   # Duo's eval writes these three at the top level
-      report.update({k: results[-1][k] for k in ("generative_ppl", "entropy", "generated_seqs")})
-  return report
-
-
-QUALITY_COLUMNS = ("steps", "gen_ppl", "real_word_rate", "unigram_entropy", "distinct_1",
-                   "distinct_2", "distinct_3", "self_bleu", "basin_share", "top5_share")
-ORACLE_COLUMNS = ("oracle_nll_nats", "topic_agreement")      # the planted language only
-
-
-def quality_markdown(report: dict, label: str | None = None) -> str:
-  """Markdown table rows of a sample_quality report."""
-  label = label or report["kernel"]
-  columns = QUALITY_COLUMNS + tuple(c for c in ORACLE_COLUMNS
-                                    if any(c in r for r in report["results"]))
-  lines = ["| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-  for r in report["results"]:
-    cells = []
-    for c in columns:
-      v = r.get(c)
-      cells.append("—" if v is None else (str(v) if isinstance(v, int) else f"{v:.3g}"))
-    lines.append(f"| {label if r['name'] == 'samples' else 'data'} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"

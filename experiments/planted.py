@@ -29,7 +29,7 @@ import os
 import numpy as np
 from absl import flags
 
-from dlm_jax import cli, config_schema, evaluation, reports, scorers, training
+from dlm_jax import cli, config_schema, evaluation, reports, sample_quality, scorers, training
 from dlm_jax.analysis import dynamics
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.data import planted
@@ -112,7 +112,7 @@ def choose(grid: list[dict], data_entropy: float) -> dict:
 
 
 def _sample_rows(workdir, num_samples, steps_list, opts, prompt_tokens=0, split=None):
-  report = evaluation.sample_quality(workdir, num_samples, steps_list, opts,
+  report = sample_quality.sample_quality(workdir, num_samples, steps_list, opts,
                                      prompt_tokens=prompt_tokens, split=split,
                                      batch_size=num_samples)
   keep = ("steps", "oracle_nll_nats", "oracle_nll_se", "oracle_ppl", "valid_share",

@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from dlm_jax import evaluation, scorers
+from dlm_jax import sample_quality, scorers
 from dlm_jax.data import planted
 from dlm_jax.kernels import neighbors
 
@@ -132,7 +132,7 @@ def test_synthetic_source_trains_evaluates_and_samples_scored_by_the_oracle(tmp_
   lang = planted.language(2, 0)
   assert final["final/true_entropy_bits_per_token"] == pytest.approx(
       planted.entropy_per_token(lang, 16) / np.log(2))
-  report = evaluation.sample_quality(workdir, 4, [4], reverse.SamplerOptions(), batch_size=4)
+  report = sample_quality.sample_quality(workdir, 4, [4], reverse.SamplerOptions(), batch_size=4)
   data, samples = report["results"]
   # Real rows are valid, score near the entropy, and samples start with no clamped BOS.
   assert data["valid_share"] == 1.0

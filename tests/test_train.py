@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from dlm_jax import evaluation, experiment, generation, training
+from dlm_jax import evaluation, experiment, generation, sample_quality, training
 from dlm_jax.errors import UserError
 from dlm_jax.samplers import reverse
 
@@ -137,7 +137,7 @@ def test_autoregressive_baseline_learns(tmp_path, config):
 
   # The quality evaluation, with the AR model sampling and judging itself.
   ar = str(tmp_path / "ar")
-  quality = evaluation.sample_quality(ar, 4, [8], reverse.SamplerOptions(), judge=ar,
+  quality = sample_quality.sample_quality(ar, 4, [8], reverse.SamplerOptions(), judge=ar,
                                     prompt_tokens=4, batch_size=4)
   data, samples = quality["results"]
   assert data["name"] == "data" and samples["steps"] == 8
@@ -151,7 +151,7 @@ def test_autoregressive_baseline_learns(tmp_path, config):
   # the model's own samples (and the real rows) must be far likelier than that.
   vocab = config.data.vocab_size
   assert samples["gen_ppl"] < 0.75 * vocab and data["gen_ppl"] < 0.75 * vocab
-  assert "| autoregressive | 8 |" in evaluation.quality_markdown(quality)
+  assert "| autoregressive | 8 |" in sample_quality.quality_markdown(quality)
 
 
 def test_gradient_accumulation_runs(tmp_path, config):

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import sys
 
-from dlm_jax import evaluation
+from dlm_jax import sample_quality
 
 
 def table(labelled_reports) -> str:
-  lines = evaluation.quality_markdown(labelled_reports[0][1], labelled_reports[0][0]).splitlines()
+  lines = sample_quality.quality_markdown(labelled_reports[0][1], labelled_reports[0][0]).splitlines()
   out = lines[:3]                                       # header, rule, data row
   for label, report in labelled_reports:
-    out += [l for l in evaluation.quality_markdown(report, label).splitlines()[2:]
+    out += [l for l in sample_quality.quality_markdown(report, label).splitlines()[2:]
             if not l.startswith("| data ")]
   return "\n".join(out) + "\n"
 

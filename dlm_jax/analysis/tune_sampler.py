@@ -21,7 +21,7 @@ import sys
 
 from absl import flags
 
-from dlm_jax import cli, evaluation
+from dlm_jax import cli, sample_quality
 from dlm_jax.errors import UserError
 from dlm_jax.samplers import reverse
 
@@ -57,11 +57,11 @@ def tune(workdir, judge, etas, rhos, eta_schedule, steps, num_samples, prompt_to
   rows = []
   for eta, rho in itertools.product([float(e) for e in etas], [float(r) for r in rhos]):
     opts = reverse.SamplerOptions(eta=eta, rho=rho, eta_schedule=eta_schedule)
-    report = evaluation.sample_quality(workdir, num_samples, [steps], opts, judge=judge,
+    report = sample_quality.sample_quality(workdir, num_samples, [steps], opts, judge=judge,
                                      prompt_tokens=prompt_tokens, split="validation",
                                      batch_size=batch_size)
     metrics = report["results"][1]
-    rows.append({"eta": eta, "rho": rho, **{k: metrics[k] for k in evaluation.QUALITY_COLUMNS
+    rows.append({"eta": eta, "rho": rho, **{k: metrics[k] for k in sample_quality.QUALITY_COLUMNS
                                               if k in metrics}})
     print(f"eta={eta:g} rho={rho:g}: gen_ppl={metrics['gen_ppl']:.1f} "
           f"entropy={metrics['unigram_entropy']:.3f} basin={metrics['basin_share']:.3f}",

@@ -21,7 +21,7 @@ import sys
 
 from absl import flags
 
-from dlm_jax import cli, evaluation, experiment, objectives, reports
+from dlm_jax import cli, experiment, objectives, reports, sample_quality
 from dlm_jax.errors import UserError
 from dlm_jax.samplers import reverse
 
@@ -58,7 +58,7 @@ def table(workdir, judge, num_samples, steps_list, thresholds) -> dict:
   rows, data = [], None
   for label, opts in settings([int(t) for t in steps_list], [float(t) for t in thresholds],
                               exp.config.data.seq_len):
-    report = evaluation.sample_quality(workdir, num_samples, [opts.steps], opts, judge=judge,
+    report = sample_quality.sample_quality(workdir, num_samples, [opts.steps], opts, judge=judge,
                                        batch_size=num_samples)
     data, r = report["results"]
     rows.append({"setting": label, **dataclasses.asdict(opts), **r})
