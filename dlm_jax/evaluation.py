@@ -105,8 +105,12 @@ def learning_summary(exp, params, rows, nelbo_nats: float, batch_size: int, batc
   return out
 
 
-def summary_line(summary: dict) -> str:
-  text = (f"validation NELBO {summary['nelbo_bits_per_token']:.3f} bits/token (an upper bound) "
+def summary_line(summary: dict, is_bound: bool = True) -> str:
+  """The learning summary in one line; `is_bound`: a diffusion NELBO (an upper bound), else
+  the exact next-token NLL of the autoregressive baseline."""
+  what = "NELBO" if is_bound else "NLL"
+  kind = "an upper bound" if is_bound else "exact"
+  text = (f"validation {what} {summary['nelbo_bits_per_token']:.3f} bits/token ({kind}) "
           f"vs unigram {summary['unigram_bits_per_token']:.3f} on the same rows: "
           f"{summary['below_unigram_bits']:.3f} below")
   if "loss_at_t/0.05" in summary:

@@ -166,7 +166,7 @@ def _train(config, workdir: str, devices, stop_after):
     writer.write(step, summary, prefix="final/")
     history.append({"step": step, **{f"final/{k}": v for k, v in summary.items()}})
     if process_index == 0:
-      print(f"step {step} (EMA weights): {evaluation.summary_line(summary)}", flush=True)
+      print(f"step {step} (EMA weights): {evaluation.summary_line(summary, exp.objective.is_bound)}", flush=True)
 
   def flush(done):
     """Fetches pending metrics; enforces the non-finite policy; logs at log steps."""

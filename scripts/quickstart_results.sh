@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates docs/results.md's numbers on a CPU from the quickstart runs: trains what is
-# missing (about 5 min per run on 2 cores), chooses SemDLM+'s sampling controls on validation
+# missing (about 7 min per run on 2 cores), chooses SemDLM+'s sampling controls on validation
 # prompts, then evaluates unconditional samples of every kernel at T in $STEPS.
 #   N=16 STEPS=16,64,256 scripts/quickstart_results.sh
 set -euo pipefail
