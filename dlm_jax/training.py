@@ -103,6 +103,93 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
     return _train(config, workdir, devices, stop_after)
 
 
+class _Metrics:
+  """The run's logged metrics: one writer (process 0 writes) and the history returned."""
+
+  def __init__(self, writer):
+    self.writer, self.history = writer, []
+
+  def log(self, step: int, values: dict, prefix: str):
+    self.writer.write(step, values, prefix=prefix)
+    self.history.append({"step": step, **{f"{prefix}{k}": v for k, v in values.items()}})
+
+
+class _TrainLog:
+  """Buffers the per-step metrics on device; `flush` fetches them, enforces the non-finite
+  policy and logs their means with the step rate."""
+
+  def __init__(self, cfg, metrics: _Metrics, ckpt, start: int):
+    self.cfg, self.metrics, self.ckpt = cfg, metrics, ckpt
+    self.lr_fn = steps.learning_rate_schedule(cfg.optim, cfg.train.num_steps)
+    self.tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
+    self.pending, self.skipped = [], 0
+    self.last_time, self.last_step = time.time(), start
+
+  def add(self, step_metrics):
+    self.pending.append(step_metrics)
+
+  def flush(self, done: int):
+    if not self.pending:
+      return
+    cfg = self.cfg
+    fetched = jax.device_get(self.pending)
+    first = done - len(self.pending) + 1
+    self.pending = []
+    bad_step, bad = _first_nonfinite(fetched, first)
+    if bad_step is not None:
+      if cfg.train.nonfinite == "stop":
+        raise FloatingPointError(
+            f"non-finite {', '.join(bad) or 'value'} at step {bad_step} (update not applied); "
+            f"last good checkpoint: step {self.ckpt.latest_step()} in {self.ckpt.directory}; "
+            "set train.nonfinite=skip to skip such updates")
+      self.skipped += sum(not bool(m["finite"]) for m in fetched)
+    good = [m for m in fetched if bool(m["finite"])] or fetched
+    rate = (done - self.last_step) / max(time.time() - self.last_time, 1e-9)
+    scalars = {k: float(np.mean([m[k] for m in good])) for k in good[0]
+               if k not in ("tokens", "finite")}
+    scalars.update(lr=float(self.lr_fn(done)), steps_per_sec=rate,
+                   tokens_per_sec=rate * self.tokens_per_step, skipped_updates=self.skipped,
+                   eta_hours=(cfg.train.num_steps - done) / max(rate, 1e-9) / 3600)
+    self.metrics.log(done, scalars, "train/")
+    self.last_time, self.last_step = time.time(), done
+
+
+class _Validation:
+  """Periodic validation of the EMA parameters (NELBO, optional per-t profile) and the
+  learning summary at the end."""
+
+  def __init__(self, exp, val_rows, keys, metrics: _Metrics):
+    cfg = exp.config
+    self.exp, self.rows, self.keys, self.metrics = exp, val_rows, keys, metrics
+    self.eval_fn = exp.jit_eval_step()
+    self.profile_fn = (exp.jit_loss_at_times()
+                       if exp.objective.is_bound and cfg.train.loss_profile_batches > 0 else None)
+    self.last_nats = None
+
+  def run(self, step: int, ema_params):
+    exp, cfg = self.exp, self.exp.config
+    result = evaluation.nelbo(exp, self.eval_fn, ema_params, self.rows, cfg.eval.batch_size,
+                              cfg.train.eval_batches, self.keys["validation"])
+    nats = self.last_nats = result["nats_per_token"]
+    values = {"nelbo_nats_per_token": nats, "nelbo_bits_per_token": nats / math.log(2),
+              exp.objective.perplexity_key: quality.perplexity(nats), "tokens": result["tokens"]}
+    if self.profile_fn is not None:
+      values.update(evaluation.loss_profile(exp, self.profile_fn, ema_params, self.rows,
+                                            cfg.eval.batch_size, cfg.train.loss_profile_batches,
+                                            self.keys["loss_profile"]))
+    self.metrics.log(step, values, "val/")
+
+  def summarize(self, step: int, ema_params):
+    exp, cfg = self.exp, self.exp.config
+    summary = evaluation.learning_summary(exp, ema_params, self.rows, self.last_nats,
+                                          cfg.eval.batch_size, cfg.train.eval_batches,
+                                          self.keys["summary"])
+    self.metrics.log(step, summary, "final/")
+    if jax.process_index() == 0:
+      line = evaluation.summary_line(summary, exp.objective.is_bound)
+      print(f"step {step} (EMA weights): {line}", flush=True)
+
+
 def _train(config, workdir: str, devices, stop_after):
   ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
   latest = ckpt.latest_step()
@@ -115,10 +202,8 @@ def _train(config, workdir: str, devices, stop_after):
   cfg = config
   keys = rng.streams(cfg.seed)
   process_index, process_count = jax.process_index(), jax.process_count()
-  train_rows = exp.rows("train")
-  val_rows = exp.rows("validation")
-  data_iter = pipeline.train_iterator(train_rows, cfg.train.batch_size, cfg.seed, process_index,
-                                      process_count, cfg.data.worker_count)
+  data_iter = pipeline.train_iterator(exp.rows("train"), cfg.train.batch_size, cfg.seed,
+                                      process_index, process_count, cfg.data.worker_count)
   meta = {**exp.meta(), "data": fingerprint}
   if latest is None:
     state, start = exp.init_state(keys["init"]), 0
@@ -126,105 +211,47 @@ def _train(config, workdir: str, devices, stop_after):
     exp.check_compatible(saved_meta, latest)
     state, start = ckpt.restore(latest, exp.abstract_state, data_iter,
                                 fallback=cfg.train.restore_fallback)
-  writer = MetricWriter(workdir, enabled=process_index == 0, resume_step=start)
-  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  metrics = _Metrics(MetricWriter(workdir, enabled=process_index == 0, resume_step=start))
   if process_index == 0:
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
     print(f"model: {num_params / 1e6:.2f}M parameters | kernel: {meta['kernel']} "
           f"({meta['structure']}) | mesh: {dict(exp.mesh.shape)} | start step: {start}", flush=True)
     print(f"data: {_describe_rows(exp.source, cfg.data)}", flush=True)
 
-  train_fn, eval_fn = exp.jit_train_step(), exp.jit_eval_step()
+  train_fn = exp.jit_train_step()
   noise_fn = exp.jit_gradient_noise() if cfg.train.grad_noise_every > 0 else None
-  profile_fn = (exp.jit_loss_at_times()
-                if exp.objective.is_bound and cfg.train.loss_profile_batches > 0 else None)
-  lr_fn = steps.learning_rate_schedule(cfg.optim, cfg.train.num_steps)
-  tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
-  history, pending, skipped = [], [], 0
-  last_time, last_step = time.time(), start
+  validation = _Validation(exp, exp.rows("validation"), keys, metrics)
+  log = _TrainLog(cfg, metrics, ckpt, start)
   end = cfg.train.num_steps if stop_after is None else min(cfg.train.num_steps, stop_after)
-
-  def run_eval(step):
-    result = evaluation.nelbo(exp, eval_fn, state.ema_params, val_rows, cfg.eval.batch_size,
-                              cfg.train.eval_batches, keys["validation"])
-    nats = result["nats_per_token"]
-    metrics = {"nelbo_nats_per_token": nats, "nelbo_bits_per_token": nats / math.log(2),
-               exp.objective.perplexity_key: quality.perplexity(nats),
-               "tokens": result["tokens"]}
-    if profile_fn is not None:
-      metrics.update(evaluation.loss_profile(exp, profile_fn, state.ema_params, val_rows,
-                                             cfg.eval.batch_size,
-                                             cfg.train.loss_profile_batches,
-                                             keys["loss_profile"]))
-    writer.write(step, metrics, prefix="val/")
-    history.append({"step": step, **{f"val/{k}": v for k, v in metrics.items()}})
-
-  def summarize(step):
-    summary = evaluation.learning_summary(exp, state.ema_params, val_rows,
-                                          history[-1]["val/nelbo_nats_per_token"],
-                                          cfg.eval.batch_size, cfg.train.eval_batches,
-                                          keys["summary"])
-    writer.write(step, summary, prefix="final/")
-    history.append({"step": step, **{f"final/{k}": v for k, v in summary.items()}})
-    if process_index == 0:
-      print(f"step {step} (EMA weights): {evaluation.summary_line(summary, exp.objective.is_bound)}", flush=True)
-
-  def flush(done):
-    """Fetches pending metrics; enforces the non-finite policy; logs at log steps."""
-    nonlocal pending, last_time, last_step, skipped
-    if not pending:
-      return
-    fetched = jax.device_get(pending)
-    first = done - len(pending) + 1
-    pending = []
-    bad_step, bad = _first_nonfinite(fetched, first)
-    if bad_step is not None:
-      if cfg.train.nonfinite == "stop":
-        raise FloatingPointError(
-            f"non-finite {', '.join(bad) or 'value'} at step {bad_step} (update not applied); "
-            f"last good checkpoint: step {ckpt.latest_step()} in {ckpt.directory}; "
-            "set train.nonfinite=skip to skip such updates")
-      skipped += sum(not bool(m["finite"]) for m in fetched)
-    good = [m for m in fetched if bool(m["finite"])] or fetched
-    now = time.time()
-    rate = (done - last_step) / max(now - last_time, 1e-9)
-    scalars = {k: float(np.mean([m[k] for m in good])) for k in good[0]
-               if k not in ("tokens", "finite")}
-    scalars.update(lr=float(lr_fn(done)), steps_per_sec=rate,
-                   tokens_per_sec=rate * tokens_per_step, skipped_updates=skipped,
-                   eta_hours=(cfg.train.num_steps - done) / max(rate, 1e-9) / 3600)
-    writer.write(done, scalars, prefix="train/")
-    history.append({"step": done, **{f"train/{k}": v for k, v in scalars.items()}})
-    last_time, last_step = time.time(), done
 
   with _StopRequest() as stop:
     if start == 0:
-      run_eval(0)
-    done = start
+      validation.run(0, state.ema_params)
     for step in range(start, end):
       batch = parallel.global_batch(next(data_iter), exp.mesh)
       if noise_fn is not None and step % cfg.train.grad_noise_every == 0:
         noise = jax.device_get(noise_fn(state.params, batch,
-                                          jax.random.fold_in(keys["gradient_noise"], step)))
-        writer.write(step, {k: float(v) for k, v in noise.items()}, prefix="train/")
-        history.append({"step": step, **{f"train/{k}": float(v) for k, v in noise.items()}})
-      state, metrics = train_fn(state, batch, keys["train"])
-      pending.append(metrics)
+                                        jax.random.fold_in(keys["gradient_noise"], step)))
+        metrics.log(step, {k: float(v) for k, v in noise.items()}, "train/")
+      state, step_metrics = train_fn(state, batch, keys["train"])
+      log.add(step_metrics)
       done = step + 1
       interrupted = stop.requested(process_count)
       if done % cfg.train.log_every == 0 or done == end or interrupted:
-        flush(done)
+        log.flush(done)
       if done % cfg.train.eval_every == 0 or done == cfg.train.num_steps:
-        run_eval(done)
+        validation.run(done, state.ema_params)
       if done == cfg.train.num_steps:
-        summarize(done)
+        validation.summarize(done, state.ema_params)
       if done % cfg.train.checkpoint_every == 0 or done == end or interrupted:
-        flush(done)                       # never save past an unchecked non-finite step
+        log.flush(done)                   # never save past an unchecked non-finite step
         ckpt.save(done, state, data_iter, cfg, meta)
       if interrupted:
         if process_index == 0:
-          print(f"received {stop.signal or 'a stop signal on another host'} at step {done}: saved checkpoint {done} in "
-                f"{ckpt.directory}; rerun the same command to resume", flush=True)
+          print(f"received {stop.signal or 'a stop signal on another host'} at step {done}: "
+                f"saved checkpoint {done} in {ckpt.directory}; rerun the same command to resume",
+                flush=True)
         break
   ckpt.close()
-  writer.close()
-  return history, state
+  metrics.writer.close()
+  return metrics.history, state
