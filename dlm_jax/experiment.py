@@ -106,8 +106,10 @@ class Experiment:
     return jax.jit(fn, in_shardings=(self.param_sharding, self.batch_sharding, self.replicated,
                                      self.replicated), out_shardings=self.replicated)
 
-  def rows(self, split: str):
-    return token_rows(self.config.data, split, self.tokenizer, self.workdir)
+  def rows(self, split: str, build: bool = True):
+    """Token rows of `split` (data/rows.py: token_rows); None when `build` is False and they
+    would have to be tokenized first."""
+    return token_rows(self.config.data, split, self.tokenizer, self.workdir, build)
 
 
 def _architecture(model_fields: dict) -> dict:

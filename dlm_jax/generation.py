@@ -192,9 +192,10 @@ def generate(workdir: str, num_samples: int, opts: reverse.SamplerOptions, lengt
   tokens, info = generate_with(exp, params, num_samples, opts, length, prompt, suffix, seed,
                                batch_size, progress="sampling", rows=rows)
   info["step"] = ckpt_step
-  if real_words:
+  if real_words:      # from cached training rows only: never tokenizes a corpus here
     skip = len(start) + (len(exp.tokenizer.encode([prompt])[0]) if prompt else 0)
-    vocabulary = quality.training_vocabulary(exp.rows("train"), exp.tokenizer.decode)
+    vocabulary = quality.training_vocabulary(exp.rows("train", build=False),
+                                             exp.tokenizer.decode)
     info.update(quality.real_word_rate([exp.tokenizer.decode(r[skip:]) for r in tokens],
                                        vocabulary))
   return [exp.tokenizer.decode(row) for row in tokens], tokens, info

@@ -135,8 +135,11 @@ def whole_words(text: str) -> list[str]:
   return [m.group().casefold() for m in found]
 
 
-def training_vocabulary(rows, decode, max_tokens: int = 4_000_000) -> frozenset:
-  """The words of the first `max_tokens` tokens of the training rows, decoded row by row."""
+def training_vocabulary(rows, decode, max_tokens: int = 4_000_000) -> frozenset | None:
+  """The words of the first `max_tokens` tokens of the training rows, decoded row by row
+  (None without rows)."""
+  if rows is None:
+    return None
   n = max(1, min(len(rows), max_tokens // max(1, np.shape(rows)[1])))
   words = set()
   for row in np.asarray(rows[:n]):
@@ -145,7 +148,10 @@ def training_vocabulary(rows, decode, max_tokens: int = 4_000_000) -> frozenset:
 
 
 def real_word_rate(texts, vocabulary) -> dict:
-  """{"real_word_rate": share of the texts' words found in `vocabulary`, "words": how many}."""
+  """{"real_word_rate": share of the texts' words found in `vocabulary`, "words": how many};
+  {} without a vocabulary (the training rows are not at hand)."""
+  if vocabulary is None:
+    return {}
   words = [w for t in texts for w in whole_words(t)]
   rate = sum(w in vocabulary for w in words) / len(words) if words else float("nan")
   return {"real_word_rate": rate, "words": len(words)}

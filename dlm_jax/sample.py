@@ -44,7 +44,7 @@ def define_flags():
   flags.DEFINE_string("prompts_file", None, "One template per line, one sample each: text "
                       "clamped, <mask:K> spans generated (replaces --prompt/--suffix).")
   flags.DEFINE_bool("real_words", True, "Report the share of generated words that occur in the "
-                    "training split (reads its cached rows).")
+                    "training split (from its cached rows; skipped when there are none).")
   cli.define_sampler_flags()
 
 
@@ -76,6 +76,9 @@ def main(argv):
   if "real_word_rate" in info:
     print(f"real-word rate {info['real_word_rate']:.3f}: the share of the {info['words']} "
           "generated words that occur in the training split")
+  elif f.real_words:
+    print("real-word rate: not measured (the training rows are not cached in this workdir; "
+          "`train` writes them)")
   options = {**cli.flag_values(f, cli.SAMPLER_FLAGS + ("num_samples", "prompts_file")),
              "templates": templates, "step": info["step"]}
   stem = f.output or reports.unique_stem(os.path.join(f.workdir, "samples"),

@@ -47,7 +47,7 @@ def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
   prompts = real[:, :prompt_tokens] if prompt_tokens > 0 else None
   ids = _basin_table(exp)
   special = {tok.pad_id, tok.bos_id, tok.eos_id}
-  vocabulary = quality.training_vocabulary(exp.rows("train"), tok.decode)
+  vocabulary = quality.training_vocabulary(exp.rows("train", build=False), tok.decode)
 
   def measure(rows):
     m = quality.summarize(quality.content_tokens(rows, special, skip), ids)

@@ -313,3 +313,12 @@ def test_binary_files_warn_and_long_lines_train_a_tokenizer(tmp_path, capsys):
   docs = [" ".join(rng.choice(words, size=1500)) for _ in range(20)]   # ~9 KB lines only
   tok = train_sentencepiece(docs, str(tmp_path / "long.model"), 24)
   assert tok.vocab_size == 24 and tok.decode(tok.encode(["alpha beta"])[0]) == "alpha beta"
+
+
+def test_readers_never_start_tokenizing(tmp_path, config, shared_tokenizer):
+  """token_rows(build=False) serves a cached split and returns None for one never built."""
+  tok = Tokenizer(shared_tokenizer)
+  assert token_rows(config.data, "train", tok, str(tmp_path), build=False) is None
+  built = token_rows(config.data, "train", tok, str(tmp_path))
+  again = token_rows(config.data, "train", tok, str(tmp_path), build=False)
+  assert again is not None and np.array_equal(np.asarray(again), built)

@@ -66,3 +66,6 @@ def test_real_word_rate_counts_whole_words_only():
   assert vocab == {"cd", "ij"}
   assert quality.training_vocabulary(rows, lambda r: decode[tuple(r.tolist())],
                                      max_tokens=3) == {"cd"}
+  # Without training rows at hand (a workdir whose rows are not cached): no figure, no error.
+  assert quality.training_vocabulary(None, str) is None
+  assert quality.real_word_rate(["the end ."], None) == {}

@@ -305,9 +305,10 @@ def _save_cache(path: str, array: np.ndarray) -> None:
                     "data.cache_dir to a writable directory") from None
 
 
-def token_rows(data_cfg, split: str, tokenizer, workdir: str) -> np.ndarray:
+def token_rows(data_cfg, split: str, tokenizer, workdir: str, build: bool = True):
   """Rows of `split`: from data.prepared_dir (ArrayRecord) when set, else from the workdir cache
-  (memory-mapped .npy), tokenizing the corpus into it the first time."""
+  (memory-mapped .npy), tokenizing the corpus into it the first time (or, with build=False,
+  returning None: a reader that must not start tokenizing a corpus)."""
   if data_cfg.prepared_dir:
     return prepared_rows(data_cfg, split, tokenizer)
   drawn = sources.build(data_cfg).rows(split)
@@ -316,7 +317,7 @@ def token_rows(data_cfg, split: str, tokenizer, workdir: str) -> np.ndarray:
   path = os.path.join(_cache_dir(data_cfg, workdir),
                       f"{split}-{cache_key(data_cfg, split, tokenizer)}.npy")
   cached = _load_cache(path, mmap_mode="r")
-  if cached is not None:
+  if cached is not None or not build:
     return cached
   rows = build_rows(sources.documents(data_cfg, split), tokenizer, Layout.of(data_cfg), split)
   if len(rows) == 0:
