@@ -68,10 +68,11 @@ def _check_finite(cfg, prefix=""):
       raise UserError(f"{prefix}{key} must be a finite number, got {value}")
 
 
-def move_flat_source_keys(cfg, warn: bool = True) -> None:
+def move_flat_source_keys(cfg, warn: bool = True, schema=None) -> None:
   """Moves a source setting given under its old flat name (data.hf_name) to its group
-  (data.hf.name), with a warning; the flat names go in a later release."""
-  schema = base.get_config().data
+  (data.hf.name), with a warning; the flat names go in a later release. `schema`: the
+  config schema, when the caller has it built."""
+  schema = (schema or base.get_config()).data
   for name, defaults in base.SOURCE_DEFAULTS.items():
     for key, default in defaults.items():
       flat = f"{name}_{key}"
@@ -92,8 +93,9 @@ def move_flat_source_keys(cfg, warn: bool = True) -> None:
 def validate_config(cfg) -> None:
   """Checks keys, types and values of a full config against the schema (old flat source
   keys are moved to their groups first)."""
-  _check_schema(cfg, base.get_config())
-  move_flat_source_keys(cfg)
+  schema = base.get_config()
+  _check_schema(cfg, schema)
+  move_flat_source_keys(cfg, schema=schema)
   for path, choices in _CHOICES.items():
     group, key = path.split(".")
     if cfg[group][key] not in choices:
@@ -138,8 +140,7 @@ def validate_config(cfg) -> None:
     raise UserError(f"data.tokenizer={d.tokenizer!r} is the vocabulary of {owner.title}: it "
                     f"needs data.source={owner.name!r}, got {d.source!r}")
   own_vocab = source.vocab_size()
-  if own_vocab is not None and d.vocab_size not in (own_vocab,
-                                                    base.get_config().data.vocab_size):
+  if own_vocab is not None and d.vocab_size not in (own_vocab, schema.data.vocab_size):
     raise UserError(f"data.vocab_size={d.vocab_size} does not apply to {source.title} "
                     f"(data.source={d.source!r}): its vocabulary is its own (V = {own_vocab}, set "
                     f"by data.{d.source}.*); leave data.vocab_size at its default")

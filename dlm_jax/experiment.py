@@ -146,8 +146,8 @@ def assemble(config, workdir: str, mesh: Mesh, tokenizer, objective) -> Experime
   abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                 nn.meta.unbox(abstract), state_sharding)
   return Experiment(config=config, workdir=workdir, mesh=mesh, tokenizer=tokenizer,
-                    source=sources.build(config.data), objective=objective, model=model, tx=tx, state_sharding=state_sharding,
-                    abstract_state=abstract_state)
+                    source=sources.build(config.data), objective=objective, model=model, tx=tx,
+                    state_sharding=state_sharding, abstract_state=abstract_state)
 
 
 def restore(workdir: str, step: int | None = None, use_ema: bool = True, devices=None):

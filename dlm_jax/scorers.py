@@ -115,7 +115,8 @@ class HuggingFaceJudge:
     texts = [hf_protocol.protocol_text(r, tokenizer, judge.eos_text) for r in np.asarray(rows)]
     total, count = self.nll(texts, seq_len)
     nats = total / max(count, 1)
-    return {"generative_ppl": quality.perplexity(nats), "gen_ppl": quality.perplexity(nats),
+    ppl = quality.perplexity(nats)
+    return {"generative_ppl": ppl, "gen_ppl": ppl,
             "judge_nll_nats": nats, "judge_tokens_counted": count,
             "entropy": hf_protocol.mean_entropy(rows), "generated_seqs": texts}
 
@@ -167,9 +168,9 @@ def oracle_metrics(lang, rows, prompt_tokens: int = 0) -> dict:
 def build(judge: str | None, source) -> list:
   """The scorers of a sample-quality run: the source's oracle when it has one, and the judge
   `judge` names (an AR workdir, or hf:DIR), if any."""
-  out = []
-  if source.oracle() is not None:
-    out.append(PlantedOracle(source.oracle()))
+  out, lang = [], source.oracle()
+  if lang is not None:
+    out.append(PlantedOracle(lang))
   if judge:
     out.append(HuggingFaceJudge(judge) if judge.startswith("hf:") else WorkdirJudge(judge))
   return out

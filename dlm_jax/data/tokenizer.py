@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import itertools
 import os
 import re
 import tempfile
@@ -60,16 +61,10 @@ def _documents(ids: Sequence[int], pad_id: int, boundary_ids, vocab_size: int,
       documents[-1].append(i)
   texts = []
   for doc in documents:
-    parts, run = [], []
-    for i in doc + [vocab_size]:
-      if i < vocab_size:
-        run.append(i)
-        continue
-      if run:
-        parts.append(decode_run(run))
-        run = []
-      parts.append("[MASK]")
-    texts.append("".join(parts)[:-len("[MASK]")].strip("\n"))
+    runs = itertools.groupby(doc, key=lambda i: i >= vocab_size)
+    text = "".join("[MASK]" * len(list(run)) if masked else decode_run(list(run))
+                   for masked, run in runs)
+    texts.append(text.strip("\n"))
   return DOCUMENT_SEPARATOR.join(t for t in texts if t.strip())
 
 
