@@ -12,12 +12,7 @@ OUT=${OUT:-docs/results}
 mkdir -p "$OUT"
 
 . scripts/train_once.sh
-train qs_masking quickstart
-train qs_uniform quickstart_uniform
-train qs_semdlm_A quickstart_semdlm
-train qs_semdlm_B quickstart_semdlm --config.kernel.neighbors=topk
-train qs_semdlm_plus_uniform_A quickstart_semdlm_plus
-train qs_semdlm_plus_mask_A quickstart_semdlm_plus --config.kernel.global_kind=mask
+quickstart_kernels train qs_
 train qs_ar quickstart_ar
 
 # SemDLM+ controls (eta, rho): chosen on validation prompts only.
