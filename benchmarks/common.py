@@ -8,11 +8,13 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])
 
 from configs import base  # noqa: E402
-from dlm_jax import assets, objectives, parallel, steps  # noqa: E402
+from dlm_jax import objectives, parallel, steps  # noqa: E402
+from dlm_jax.kernels import family, neighbors  # noqa: E402
 from dlm_jax.models import Transformer, model_config  # noqa: E402
 
 
@@ -52,6 +54,18 @@ def model_flops_per_token(mc, seq_len: int, params) -> float:
   return 6 * n + 12 * mc.num_layers * seq_len * mc.d_model
 
 
+def random_table_process(config, vocab_size: int):
+  """The configured process with a table of the config's shape built from random embeddings
+  and a flat unigram: its cost and memory are a real run's, its numbers are not. For timing
+  without a corpus."""
+  table = None
+  if config.kernel.name in family.SEMANTIC:
+    emb = np.random.default_rng(0).normal(size=(vocab_size, 32)).astype(np.float32)
+    table = neighbors.build(emb, config.kernel.neighbors, config.kernel.k, "random",
+                            config.kernel.tau, config.kernel.max_in_degree or None)
+  return family.make_process(config.kernel, vocab_size, table)
+
+
 def bench(cfg, kernel_name: str, vocab: int, mesh, timed_steps: int, warmup: int,
           forward: bool = True) -> dict:
   """One kernel's jitted, sharded train step (and forward pass) on synthetic tokens: times,
@@ -60,7 +74,7 @@ def bench(cfg, kernel_name: str, vocab: int, mesh, timed_steps: int, warmup: int
   batch, length = cfg.train.batch_size, cfg.data.seq_len
   if not cfg.model.causal:   # the kernel switch the shipped configs make (configs/base.py)
     cfg = base.use_kernel(cfg.copy_and_resolve_references(), kernel_name)
-  objective = objectives.make_objective(cfg, lambda: assets.shape_only_kernel(cfg, vocab))
+  objective = objectives.make_objective(cfg, lambda: random_table_process(cfg, vocab))
   model = Transformer(model_config(cfg.model, objective.input_vocab_size(vocab), vocab))
   tx = steps.make_optimizer(cfg.optim, cfg.train.num_steps)
   init = lambda k: steps.init_state(k, model, tx, length)
@@ -77,13 +91,16 @@ def bench(cfg, kernel_name: str, vocab: int, mesh, timed_steps: int, warmup: int
                                                            timed_steps, warmup)
   param_count = sum(x.size for x in jax.tree.leaves(state.params))
   flops_tok = model_flops_per_token(model.cfg, length, state.params)
-  train_fn = jax.jit(functools.partial(
-      steps.train_step, objective=objective, model=model, tx=tx, t_min=cfg.train.t_min,
+  # The objective enters as an argument, as in the production step (experiment.py).
+  step = functools.partial(
+      steps.train_step, model=model, tx=tx, t_min=cfg.train.t_min,
       ema_decay=cfg.optim.ema_decay, grad_accum_steps=cfg.optim.grad_accum_steps,
-      pad_id=-1),      # synthetic tokens: every position counts
-      in_shardings=(state_sharding, bs, rep), out_shardings=(state_sharding, rep),
-      donate_argnums=0)
-  args = (state, {"tokens": tokens}, jax.random.key(2))
+      pad_id=-1)      # synthetic tokens: every position counts
+  train_fn = jax.jit(lambda state, batch, key, objective: step(state, batch, key,
+                                                                objective=objective),
+                     in_shardings=(state_sharding, bs, rep, rep),
+                     out_shardings=(state_sharding, rep), donate_argnums=0)
+  args = (state, {"tokens": tokens}, jax.random.key(2), objective)
   compiled = train_fn.lower(*args).compile()
   memory = compiled.memory_analysis()
   step_bytes = None if memory is None else (

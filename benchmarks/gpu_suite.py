@@ -32,12 +32,12 @@ from absl import app, flags
 sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])
 
 from configs import base, lm1b_masking, owt_masking, quickstart  # noqa: E402
-from dlm_jax import assets, parallel  # noqa: E402
+from dlm_jax import parallel  # noqa: E402
 from dlm_jax.models import Transformer, model_config  # noqa: E402
 from dlm_jax.samplers import reverse  # noqa: E402
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from common import bench, measured_peak_tflops, time_fn  # noqa: E402
+from common import bench, measured_peak_tflops, random_table_process, time_fn  # noqa: E402
 
 flags.DEFINE_bool("smoke", False, "Tiny shapes (CI on a CPU): checks the suite runs end to end.")
 flags.DEFINE_string("out", "", "Directory for gpu_suite.json and gpu_suite.md (empty: none).")
@@ -108,7 +108,7 @@ def sampler_rows(cfg, vocab: int, batch: int, steps: int) -> list[dict]:
     c = base.use_kernel(cfg.copy_and_resolve_references(), name)
     for key, value in kernel_settings.items():
       c.kernel[key] = value
-    kernel = assets.shape_only_kernel(c, vocab)
+    kernel = random_table_process(c, vocab)
     model = Transformer(model_config(c.model, kernel.input_vocab_size, vocab))
     L = c.data.seq_len
     params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, L), jnp.int32),

@@ -7,7 +7,7 @@ train step evaluates it, against the O(V) reference form of the same sum.
 Random logits and tokens, a shape-only table (random embeddings; its shape sets the cost).
 "production" is what the train step runs: `elbo.chunked_integrand` with the head's columns
 in the order the kernel's structure asks for (its logits are emitted in that order, so the
-permutation is not timed); "O(V) form" is `markov.full_vocabulary_integrand` on logits in
+permutation is not timed); "O(V) form" is `reference.full_vocabulary_integrand` on logits in
 vocabulary order (Markov kernels only). One chunk of all positions; milliseconds per call,
 the mean of --steps calls after --warmup.
 """
@@ -23,11 +23,11 @@ from absl import app, flags
 sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])
 
 from configs import base  # noqa: E402
-from dlm_jax import assets, elbo  # noqa: E402
-from dlm_jax.kernels import markov  # noqa: E402
+from dlm_jax import elbo  # noqa: E402
+from dlm_jax.kernels import reference  # noqa: E402
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from common import time_fn  # noqa: E402
+from common import random_table_process, time_fn  # noqa: E402
 
 flags.DEFINE_list("kernels", ["masking", "uniform", "semdlm", "semdlm_plus"], "Kernels.")
 flags.DEFINE_string("global_kind", "uniform", "SemDLM+'s global part: uniform | mask.")
@@ -47,7 +47,7 @@ def ms(fn, *args) -> float:
 def kernel_of(name: str):
   cfg = base.use_kernel(base.get_config(), name)
   cfg.kernel.global_kind, cfg.kernel.neighbors = FLAGS.global_kind, FLAGS.neighbors
-  return assets.shape_only_kernel(cfg, FLAGS.vocab_size)
+  return random_table_process(cfg, FLAGS.vocab_size)
 
 
 def measure(name: str) -> dict:
@@ -57,8 +57,9 @@ def measure(name: str) -> dict:
   x = jax.random.randint(keys[0], (B, L), 0, V)
   t = jax.random.uniform(keys[1], (B,))
   z = kernel.sample_forward(keys[2], x, t)
-  columns = kernel.structure.logit_columns(kernel)
-  width = V if columns is None else columns.shape[0]
+  # Every head column is a distinct logit column (padding columns of the slot layout included).
+  width = (kernel.table.members.size if kernel.table is not None and kernel.glob is not None
+           and kernel.table_kind == "partition" and not kernel.has_mask_token else V)
   logits = jax.random.normal(keys[3], (B, L, width))
   features = jnp.zeros((B, L, d))       # the head below ignores them: logits are the input
 
@@ -68,8 +69,8 @@ def measure(name: str) -> dict:
 
   row = {"kernel": name, "structure": kernel.table_kind,
          "production_ms": ms(jax.jit(jax.value_and_grad(production)), logits)}
-  if kernel.is_markov:
-    full = lambda lg: markov.full_vocabulary_integrand(kernel, lg, x, z, t).sum()
+  if kernel.exact_nelbo:
+    full = lambda lg: reference.full_vocabulary_integrand(kernel, lg, x, z, t).sum()
     row["full_vocabulary_ms"] = ms(jax.jit(jax.value_and_grad(full)),
                                    jax.random.normal(keys[3], (B, L, V)))
   return row

@@ -23,12 +23,11 @@ from ml_collections import config_flags
 sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])
 
 from configs import base  # noqa: E402
-from dlm_jax import assets  # noqa: E402
 from dlm_jax.models import Transformer, model_config  # noqa: E402
 from dlm_jax.samplers import reverse  # noqa: E402
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from common import time_fn  # noqa: E402
+from common import random_table_process, time_fn  # noqa: E402
 
 config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Config file.")
 flags.DEFINE_integer("steps", 64, "Reverse steps T per sample.")
@@ -66,7 +65,7 @@ def main(argv):
       c.kernel.neighbors = nbrs
     if gkind:
       c.kernel.global_kind = gkind
-    kernel = assets.shape_only_kernel(c, V)
+    kernel = random_table_process(c, V)
     model = Transformer(model_config(c.model, kernel.input_vocab_size, V))
     params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, L), jnp.int32),
                                                jnp.ones((1,))))["params"]

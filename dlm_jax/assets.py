@@ -29,6 +29,7 @@ from dlm_jax.data.rows import cache_key, token_rows, unigram_counts
 from dlm_jax.data.tokenizer import tokenizer_path
 from dlm_jax.errors import UserError
 from dlm_jax.kernels import family, neighbors
+from dlm_jax.kernels.process import Process
 
 
 def _sha(payload) -> str:
@@ -143,35 +144,30 @@ def neighbor_table(config, tokenizer, workdir: str, build: bool = True) -> neigh
   return table
 
 
-def build_kernel(config, tokenizer, workdir: str, build: bool = True) -> family.Kernel:
-  """The configured kernel with its table and (family.needs_unigram) the training unigram,
-  add-one smoothed, for p_1."""
-  table = (neighbor_table(config, tokenizer, workdir, build)
+def build_process(config, tokenizer, workdir: str) -> Process:
+  """The configured process with its table and (family.needs_unigram) the training unigram,
+  add-one smoothed, for p_1: what a new run trains. A saved run's process is restored from
+  its checkpoint (checkpoint.py), never rebuilt here."""
+  table = (neighbor_table(config, tokenizer, workdir)
            if config.kernel.name in family.SEMANTIC else None)
   unigram = (unigram_counts(config.data, tokenizer, workdir) + 1.0
              if family.needs_unigram(config.kernel) else None)
-  return family.make_kernel(config.kernel, tokenizer.vocab_size, table, unigram)
+  return family.make_process(config.kernel, tokenizer.vocab_size, table, unigram)
 
 
-def shape_only_kernel(config, vocab_size: int) -> family.Kernel:
-  """The configured kernel with a table of the config's shape built from random embeddings
-  and a flat unigram: its cost and memory are the real kernel's, its numbers are not. For
-  compiling and benchmarking (dlm_jax.fit, benchmarks/) without a corpus."""
-  table = None
-  if config.kernel.name in family.SEMANTIC:
-    emb = np.random.default_rng(0).normal(size=(vocab_size, 32)).astype(np.float32)
-    table = neighbors.build(emb, config.kernel.neighbors, config.kernel.k, "shape-only",
-                            config.kernel.tau, config.kernel.max_in_degree or None)
-  return family.make_kernel(config.kernel, vocab_size, table)
-
-
-def table_content_hash(table) -> str:
-  """A content hash of a kernel's device table (`kernel.table`; "none" for None): what a
-  checkpoint records, so that a restore with another table is refused."""
-  if table is None:
-    return "none"
-  digest = hashlib.sha256()
-  for field in sorted(vars(table)):
-    digest.update(field.encode() + np.ascontiguousarray(np.asarray(getattr(table, field)))
-                  .tobytes())
-  return digest.hexdigest()[:16]
+def rebuild_process(config, tokenizer, workdir: str) -> Process:
+  """The process of a run saved before checkpoints held it: today's recipe from the table
+  file and the cached unigram, neither built nor tokenized (a one-line error names what is
+  missing)."""
+  table = (neighbor_table(config, tokenizer, workdir, build=False)
+           if config.kernel.name in family.SEMANTIC else None)
+  unigram = None
+  if family.needs_unigram(config.kernel):
+    counts = unigram_counts(config.data, tokenizer, workdir, build=False)
+    if counts is None:
+      raise UserError("this run was saved before checkpoints held its diffusion process, and "
+                      "the training unigram it needs is not cached in the workdir "
+                      "(data_cache/); restore the cache or resume training once with the "
+                      "training data present (the next checkpoint then holds the process)")
+    unigram = counts + 1.0
+  return family.make_process(config.kernel, tokenizer.vocab_size, table, unigram)

@@ -1,6 +1,9 @@
-"""Orbax checkpoints: train state + data-iterator state + config + meta, every N steps.
+"""Orbax checkpoints: train state + data-iterator state + config + meta + the diffusion
+process, every N steps.
 
-Layout: <workdir>/checkpoints/<step>/{state,data,config,meta}. Orbax writes each
+Layout: <workdir>/checkpoints/<step>/{state,data,config,meta,process}. `process` holds the
+process's arrays (neighbour table, unigram, prior-KL table; kernels/family.process_arrays):
+the commands that restore a run read it from there and never from the training corpus. Orbax writes each
 step to a temporary directory and renames it when complete, so a partial
 write (a killed job, a full disk) is never taken for a checkpoint. Saves are
 synchronous, so a failed write is reported at the step that failed.
@@ -12,6 +15,7 @@ import os
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -39,7 +43,8 @@ class Checkpointer:
           item_handlers={"state": ocp.StandardCheckpointHandler(),
                          "data": grain.checkpoint.CheckpointHandler(),
                          "config": ocp.JsonCheckpointHandler(),
-                         "meta": ocp.JsonCheckpointHandler()})
+                         "meta": ocp.JsonCheckpointHandler(),
+                         "process": ocp.StandardCheckpointHandler()})
     except OSError as e:
       raise UserError(f"cannot use {directory} for checkpoints: {e.strerror or e}") from None
 
@@ -49,10 +54,13 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
-  def save(self, step: int, state, data_iterator, config, meta: dict) -> None:
+  def save(self, step: int, state, data_iterator, config, meta: dict,
+           process_arrays: dict | None = None) -> None:
     args = {"state": ocp.args.StandardSave(state),
             "config": ocp.args.JsonSave(config.to_dict()),
             "meta": ocp.args.JsonSave(meta)}
+    if process_arrays is not None:
+      args["process"] = ocp.args.StandardSave(process_arrays)
     if data_iterator is not None:
       args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     previous = self.latest_step()
@@ -146,6 +154,15 @@ class Checkpointer:
   def restore_json(self, step: int, item: str) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(
         **{item: ocp.args.JsonRestore()}))[item]
+
+  def restore_process_arrays(self, step: int) -> dict | None:
+    """The diffusion process's arrays saved at `step` (host arrays), or None for a run saved
+    before checkpoints held them (or an autoregressive run)."""
+    if not os.path.isdir(os.path.join(self.directory, str(step), "process")):
+      return None
+    arrays = self.manager.restore(step, args=ocp.args.Composite(
+        process=ocp.args.StandardRestore()))["process"]
+    return {name: np.asarray(value) for name, value in arrays.items()}
 
   def restore_param(self, step: int, path: tuple[str, ...]):
     """One array of the saved train state, e.g. ("ema_params", "embed", "embedding"), on the

@@ -2,8 +2,8 @@
 
     -log p(x) <= E_t E_{z ~ q_t(.|x)} [ integrand_t(x, z) ] + KL(q_1(.|x) || p_1)
 
-(docs/design.md §3). The integrand belongs to the kernel's structure
-(`kernels/markov.py`, `kernels/topk.py`); this module is the wiring.
+(docs/design.md §3). The integrand belongs to the diffusion process (each member's module
+under `kernels/`); this module is the wiring.
 
 Both losses are per position given the network's output there, so they can be evaluated
 from the final hidden states one chunk of positions at a time (`over_position_chunks`):
@@ -19,14 +19,14 @@ import jax.numpy as jnp
 from dlm_jax.kernels import logspace
 
 
-def nelbo_integrand(kernel, logits, x, z, t, key=None):
+def nelbo_integrand(process, logits, x, z, t, key=None):
   """Per-token integrand of the NELBO at (x, z, t); logits over the V real tokens. (B, L)."""
-  return kernel.structure.integrand(kernel, logits, x, z, t, key)
+  return process.integrand(logits, x, z, t, key)
 
 
-def nelbo_per_token(kernel, logits, x, z, t, key=None):
+def nelbo_per_token(process, logits, x, z, t, key=None):
   """Integrand plus the prior term KL(q_1(.|x) || p_1): a one-sample NELBO per token."""
-  return nelbo_integrand(kernel, logits, x, z, t, key) + kernel.prior_kl(x)
+  return nelbo_integrand(process, logits, x, z, t, key) + process.prior_kl(x)
 
 
 def ar_nll(logits, tokens):
@@ -52,22 +52,21 @@ def over_position_chunks(fn, chunk: int, features, *per_position):
   return jnp.swapaxes(out, 0, 1).reshape(B, L)
 
 
-def chunked_integrand(kernel, head, features, x, z, t, key, chunk: int):
-  """`nelbo_integrand` from hidden states, one chunk of positions at a time: the kernel's
-  structure receives the network's head(h, columns=None) and asks it for the logits it
-  reads. (B, L) nats.
+def chunked_integrand(process, head, features, x, z, t, key, chunk: int):
+  """`nelbo_integrand` from hidden states, one chunk of positions at a time: the process
+  receives the network's head(h, columns=None) and asks it for the logits it reads.
+  (B, L) nats.
 
-  The bulk-target estimate of a top-k kernel (kernel.bulk_samples > 0) draws its targets
-  per chunk, from fold_in(key, chunk index)."""
+  The bulk-target estimate of a top-k process (bulk_samples > 0) draws its targets per
+  chunk, from fold_in(key, chunk index)."""
   def integrand(h, x_c, z_c, i):
-    return kernel.structure.integrand_from_head(kernel, head, h, x_c, z_c, t,
-                                                jax.random.fold_in(key, i))
+    return process.integrand_from_head(head, h, x_c, z_c, t, jax.random.fold_in(key, i))
   return over_position_chunks(integrand, chunk, features, x, z)
 
 
-def chunked_nelbo_per_token(kernel, head, features, x, z, t, key, chunk: int):
+def chunked_nelbo_per_token(process, head, features, x, z, t, key, chunk: int):
   """`nelbo_per_token` from hidden states, in chunks. (B, L) nats."""
-  return chunked_integrand(kernel, head, features, x, z, t, key, chunk) + kernel.prior_kl(x)
+  return chunked_integrand(process, head, features, x, z, t, key, chunk) + process.prior_kl(x)
 
 
 def chunked_ar_nll(head, features, tokens, chunk: int):

@@ -23,6 +23,8 @@ from dlm_jax.data.rows import Layout, build_rows, pad_rule, unigram_counts
 from dlm_jax.errors import UserError
 
 PROFILE_TIMES = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
+# The default seed of the NELBO estimates (times and z_t): `evaluate --seed` overrides it.
+NELBO_SEED = 1234
 
 
 def nelbo(exp, eval_fn, params, rows, batch_size: int, max_batches: int = 0, key=None,
@@ -135,16 +137,13 @@ def _prior_term(exp, rows) -> dict:
   """The NELBO's prior term KL(q_1(. | x) || p_1), averaged over the rows' non-PAD tokens: a
   floor no training removes (pure SemDLM never leaves a token's cluster, so its p_1 must
   guess the cluster: about the entropy of the cluster unigram)."""
-  kernel = exp.kernel
-  per_token = {"prior": np.asarray(kernel.prior_kl_table, np.float64)}
-  within = (kernel.sem is not None and kernel.glob is None and not kernel.has_mask
-            and kernel.table_kind == "partition")
+  process = exp.process
+  per_token = {"prior": np.asarray(process.prior_kl_table, np.float64)}
+  floor = process.prior_floor()
+  within = floor is not None
   if within:
     # What a model that knows each token's cluster and only the unigram inside it scores.
-    unigram = np.asarray(kernel.unigram, np.float64)
-    cluster = np.asarray(kernel.table.cluster)
-    mass = np.bincount(cluster, weights=unigram)[cluster]
-    per_token["within"] = -np.log(np.maximum(unigram, 1e-300) / np.maximum(mass, 1e-300))
+    per_token["within"] = floor
   totals, count = dict.fromkeys(per_token, 0.0), 0
   for start in range(0, len(rows), 65536):
     tokens = np.asarray(rows[start:start + 65536]).ravel()
@@ -180,10 +179,10 @@ def _other_forms(exp, run, rows, headline: dict) -> dict:
       "reported_form": objective.headline,
       "nelbo_t_in_0_1": {**field(results["nelbo"]),
                          "what": "the NELBO with t averaged over (0, 1]"
-                                 + ("" if not exp.kernel.reports_truncated else
+                                 + ("" if exp.process.reported_bound != "truncated" else
                                     (": its estimate has an infinite variance for this kernel "
                                      "(~(1/t) log(1/t) on corrupted tokens at small t): a "
-                                     "heavy-tailed draw" if exp.kernel.mean_form else
+                                     "heavy-tailed draw" if exp.process.mean_form else
                                      ": its expectation is infinite for this kernel and form "
                                      "(~1/t at small t); a heavy-tailed draw, not an estimate"))},
       "nelbo_truncated": {**field(results["truncated"]), "t_min": objectives.EVAL_T_MIN,
@@ -192,7 +191,7 @@ def _other_forms(exp, run, rows, headline: dict) -> dict:
                                   "-log p(x | z_t_min): an upper bound with finite expectation"},
   }
   out["prior_term"] = _prior_term(exp, rows)
-  if exp.kernel.is_absorbing:
+  if exp.process.absorbing:
     out["mdlm_reported"] = {**field(run("mdlm")), "what": (
         "MDLM's own quantity: the integrand averaged over t ~ U[1e-3, 1] without the prior "
         "term (as MDLM / Duo report it; not a bound: [0, 1e-3) and KL(q_1 || p_1) left out)")}
@@ -208,7 +207,7 @@ def check_passes(t_samples: int, max_batches: int):
 
 
 def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batches: int = 0,
-             use_ema: bool = True, seed: int = 1234, devices=None) -> dict:
+             use_ema: bool = True, seed: int = NELBO_SEED, devices=None) -> dict:
   """The report of `python -m dlm_jax.evaluate`: NELBO (or NLL) of a split, with what it is."""
   check_passes(t_samples, max_batches)
   exp, params, step = experiment.restore(workdir, step, use_ema, devices)
@@ -229,7 +228,7 @@ def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batche
 
 
 def zero_shot(workdir: str, names, datasets_dir: str = "", step=None, t_samples: int = 1,
-              max_batches: int = 0, use_ema: bool = True, seed: int = 1234,
+              max_batches: int = 0, use_ema: bool = True, seed: int = NELBO_SEED,
               devices=None) -> dict:
   """The MDLM / Duo zero-shot suite (data/suite.py) for a trained model: per benchmark, the
   NELBO per token of its documents in rows of the model's length, laid out as those papers

@@ -17,6 +17,7 @@ from dlm_jax.data import sources
 from dlm_jax.data.rows import token_rows
 from dlm_jax.data.tokenizer import get_tokenizer
 from dlm_jax.errors import UserError
+from dlm_jax.kernels import family
 from dlm_jax.models import Transformer, model_config
 
 
@@ -34,9 +35,9 @@ class Experiment:
   abstract_state: Any
 
   @property
-  def kernel(self):
-    """The diffusion kernel (None for the autoregressive baseline)."""
-    return self.objective.kernel
+  def process(self):
+    """The diffusion process (None for the autoregressive baseline)."""
+    return self.objective.process
 
   @property
   def param_sharding(self):
@@ -53,11 +54,16 @@ class Experiment:
     """What a checkpoint must agree with to be resumed or restored by this experiment."""
     return {"tokenizer": self.tokenizer.fingerprint(), "vocab_size": self.tokenizer.vocab_size,
             "model": _architecture(dataclasses.asdict(self.model.cfg)),
-            **self.objective.describe(),
-            "table": assets.table_content_hash(self.objective.table)}
+            **self.objective.describe()}
+
+  def process_arrays(self) -> dict | None:
+    """What a checkpoint stores of the diffusion process (None for the AR baseline)."""
+    return None if self.process is None else family.process_arrays(self.process)
 
   def check_compatible(self, saved: dict, step: int) -> None:
     mine = self.meta()
+    if saved.get("kernel") in family.KERNELS and "parameterization" not in saved:
+      saved = {**saved, "parameterization": "mixture"}   # what every run before the choice trained
     if "model" in saved:      # fields added since the checkpoint have their defaults there
       defaults = {f.name: f.default for f in dataclasses.fields(self.model.cfg)
                   if f.default is not dataclasses.MISSING}
@@ -65,8 +71,11 @@ class Experiment:
     diff = [k for k in mine if k in saved and saved[k] != mine[k]]
     if diff:
       detail = "; ".join(f"{k}: checkpoint {saved[k]!r} vs config {mine[k]!r}" for k in diff)
+      how = ("use a fresh workdir or the run's own config" if diff != ["parameterization"] else
+             f"pass --config.kernel.parameterization={saved['parameterization']} to resume it "
+             "(a run never switches its objective), or use a fresh workdir")
       raise UserError(f"the checkpoint at step {step} in {self.workdir!r} does not match this "
-                      f"config ({detail}); use a fresh workdir or the run's own config")
+                      f"config ({detail}); {how}")
 
   # ---------------------------------------------------------------- jitted steps
   @property
@@ -77,19 +86,22 @@ class Experiment:
   def replicated(self):
     return parallel.replicated(self.mesh)
 
-  def _jit(self, fn, in_shardings, out_shardings, **kwargs):
-    return jax.jit(functools.partial(fn, objective=self.objective, model=self.model, **kwargs),
-                   in_shardings=in_shardings, out_shardings=out_shardings)
+  def _jit(self, fn, in_shardings, out_shardings, donate_argnums=(), **kwargs):
+    """jit of fn(*args, objective=..., model=..., **kwargs) called as f(*args): the objective
+    (its process's tables) enters as the first, replicated argument, never as a constant."""
+    jitted = jax.jit(lambda objective, *args: fn(*args, objective=objective, model=self.model,
+                                                 **kwargs),
+                     in_shardings=(self.replicated, *in_shardings), out_shardings=out_shardings,
+                     donate_argnums=tuple(i + 1 for i in donate_argnums))
+    return parallel.BoundFirst(jitted, self.objective)
 
   def jit_train_step(self):
     """The jitted train step: state and batch sharded over the mesh, state donated."""
     cfg = self.config
-    fn = functools.partial(steps.train_step, objective=self.objective, model=self.model,
-                           tx=self.tx, t_min=cfg.train.t_min, ema_decay=cfg.optim.ema_decay,
-                           grad_accum_steps=cfg.optim.grad_accum_steps,
-                           pad_id=self.tokenizer.pad_id)
-    return jax.jit(fn, in_shardings=(self.state_sharding, self.batch_sharding, self.replicated),
-                   out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
+    return self._jit(steps.train_step, (self.state_sharding, self.batch_sharding, self.replicated),
+                     (self.state_sharding, self.replicated), donate_argnums=(0,), tx=self.tx,
+                     t_min=cfg.train.t_min, ema_decay=cfg.optim.ema_decay,
+                     grad_accum_steps=cfg.optim.grad_accum_steps, pad_id=self.tokenizer.pad_id)
 
   def jit_eval_step(self, quantity: str = "headline"):
     return self._jit(steps.eval_step, (self.param_sharding, self.batch_sharding, self.replicated),
@@ -101,10 +113,10 @@ class Experiment:
                      t_min=self.config.train.t_min, pad_id=self.tokenizer.pad_id)
 
   def jit_loss_at_times(self):
-    fn = functools.partial(self.objective.loss_at_times, model=self.model,
-                           pad_id=self.tokenizer.pad_id)
-    return jax.jit(fn, in_shardings=(self.param_sharding, self.batch_sharding, self.replicated,
-                                     self.replicated), out_shardings=self.replicated)
+    loss_at_times = lambda *args, objective, **kwargs: objective.loss_at_times(*args, **kwargs)
+    return self._jit(loss_at_times, (self.param_sharding, self.batch_sharding, self.replicated,
+                                     self.replicated), self.replicated,
+                     pad_id=self.tokenizer.pad_id)
 
   def rows(self, split: str, build: bool = True):
     """Token rows of `split` (data/rows.py: token_rows); None when `build` is False and they
@@ -118,20 +130,30 @@ def _architecture(model_fields: dict) -> dict:
 
 
 def build(config, workdir: str, devices=None, restoring: bool = False,
-          validated: bool = False) -> Experiment:
+          validated: bool = False, saved_process: dict | None = None) -> Experiment:
   """Validates the config (unless the caller just did: `validated`), loads/trains the
   tokenizer and derives shardings; compiles nothing.
 
-  `restoring`: the run exists already; a missing tokenizer or neighbour table is an error,
-  never trained or rebuilt."""
+  `saved_process`: the process's arrays from the run's checkpoint (Checkpointer.
+  restore_process_arrays): the process is that one, nothing is read from the corpus.
+  `restoring`: the run exists already; a missing tokenizer is an error, never trained, and a
+  run saved before checkpoints held the process gets it from its table file and cached
+  unigram (assets.rebuild_process), never rebuilt."""
   if not validated:
     configuration.validate_config(config)
   workdirs.ensure(workdir)
   mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
   tokenizer = get_tokenizer(config.data, workdir, jax.process_index(), may_train=not restoring)
-  objective = objectives.make_objective(
-      config, lambda: assets.build_kernel(config, tokenizer, workdir, build=not restoring))
-  return assemble(config, workdir, mesh, tokenizer, objective)
+
+  def make_process():
+    if saved_process is not None:
+      return family.process_from_arrays(config.kernel, tokenizer.vocab_size, saved_process)
+    if restoring:
+      return assets.rebuild_process(config, tokenizer, workdir)
+    return assets.build_process(config, tokenizer, workdir)
+
+  return assemble(config, workdir, mesh, tokenizer,
+                  objectives.make_objective(config, make_process))
 
 
 def assemble(config, workdir: str, mesh: Mesh, tokenizer, objective) -> Experiment:
@@ -194,7 +216,8 @@ def _restore_once(ckpt, workdir: str, step, use_ema: bool, devices):
   config.mesh.data = -1
   if n % config.mesh.fsdp:
     config.mesh.fsdp = 1
-  exp = build(config, workdir, devices, restoring=True)
+  exp = build(config, workdir, devices, restoring=True,
+              saved_process=ckpt.restore_process_arrays(step))
   exp.check_compatible(ckpt.restore_json(step, "meta"), step)
   state, step = ckpt.restore(step, exp.abstract_state, hint=hint)
   return exp, (state.ema_params if use_ema else state.params), step

@@ -18,9 +18,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from dlm_jax import assets, configuration, experiment, objectives, parallel
+from dlm_jax import configuration, experiment, objectives, parallel
 from dlm_jax.data import tokenizer as tokenizers
 from dlm_jax.errors import UserError
+from dlm_jax.kernels import family
 from dlm_jax.samplers import reverse
 
 GIB = 2.0**30
@@ -79,7 +80,7 @@ class Target:
     devices = list(topology_devices(topology))
     vocab = vocab_size or tokenizers.nominal_vocab_size(config.data)
     objective = objectives.make_objective(
-        config, lambda: assets.shape_only_kernel(config, vocab))
+        config, lambda: family.abstract_process(config.kernel, vocab))
     return cls(config, topology, devices, vocab, chip_hbm_gib(devices[0], hbm_gib), objective)
 
   def describe(self) -> str:

@@ -287,14 +287,14 @@ def import_checkpoint(checkpoint_dir: str, workdir: str, config, tokenizer: str 
   if config.data.tokenizer == "ids":
     config.data.vocab_size = arch.real_tokens
   exp = experiment.build(config, workdir, devices)
-  params = to_params(tensors, arch, exp.tokenizer.vocab_size, exp.kernel.has_mask)
+  params = to_params(tensors, arch, exp.tokenizer.vocab_size, exp.process.has_mask_token)
   _check_shapes(params, exp.abstract_state.params)
   state = exp.init_state(rng.stream(config.seed, "init"))
   placed = jax.tree.map(lambda a, s: jax.device_put(a, s), params, exp.param_sharding)
   state = state.replace(params=placed, ema_params=placed)
   ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
   ckpt.save(0, state, None, config, {**exp.meta(), "imported_from": os.path.abspath(
-      checkpoint_dir)})
+      checkpoint_dir)}, exp.process_arrays())
   ckpt.close()
   return {"workdir": os.path.abspath(workdir), "step": 0, "kernel": config.kernel.name,
           "real_tokens_in_checkpoint": arch.real_tokens,
@@ -331,10 +331,10 @@ def export_checkpoint(workdir: str, out_dir: str, step=None, use_ema: bool = Tru
                     "model.variant='mdlm' has MDLM's layout (train with --config.model.variant=mdlm)")
   if not exp.objective.is_bound:
     raise UserError("an autoregressive workdir has no MDLM form")
-  tensors, config = from_params(params, exp.model.cfg, exp.kernel.has_mask,
+  tensors, config = from_params(params, exp.model.cfg, exp.process.has_mask_token,
                                 exp.config.data.seq_len)
   config["dlm_jax"] = {"workdir": os.path.abspath(workdir), "step": step,
-                       "kernel": exp.kernel.name, "tokenizer": exp.tokenizer.kind}
+                       "kernel": exp.process.name, "tokenizer": exp.tokenizer.kind}
   safetensors_io.save(targets[0], tensors, {"format": "pt"})
   try:
     with open(targets[1], "w", encoding="utf-8") as f:
@@ -364,7 +364,7 @@ def reference_difference(workdir: str, reference: str, step=None) -> float:
     raise UserError(f"{reference}: token ids must be in [0, {R}] (the reference logits have "
                     f"{R + 1} columns, the last the mask); found {ref['tokens'].min()} .. "
                     f"{ref['tokens'].max()}")
-  tokens = np.where(ref["tokens"] == R, exp.kernel.mask_id, ref["tokens"]).astype(np.int32)
+  tokens = np.where(ref["tokens"] == R, exp.process.mask_id, ref["tokens"]).astype(np.int32)
   model = Transformer(dataclasses.replace(exp.model.cfg, time_conditioning=True,
                                           dtype="float32", dropout=0.0))
   logits = np.asarray(jax.jit(model.apply)({"params": params}, tokens,

@@ -1,9 +1,13 @@
 """What a run optimises, samples and reports, chosen once per experiment.
 
-`Diffusion(kernel)`: the continuous-time NELBO of a transition kernel (an upper bound on
--log p(x)), the exact reverse sampler of that kernel. `Autoregressive()`: the causal
+`Diffusion(process)`: the continuous-time NELBO of a diffusion process (an upper bound on
+-log p(x)), the exact reverse sampler of that process. `Autoregressive()`: the causal
 baseline's next-token NLL (exact), left-to-right sampling. Training, evaluation and
 sampling loops are generic over the two; nothing else asks which one a run is.
+
+Both are pytrees: the process's arrays (neighbour table, unigram, prior-KL table) are leaves,
+everything else is static, and `experiment.py` passes the objective into every jit as an
+argument (replicated), so no table is a constant of a compiled step.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
-from dlm_jax import denoiser, elbo
-from dlm_jax.kernels import logspace
+from dlm_jax import denoiser, elbo, rng
 from dlm_jax.data import rows
 from dlm_jax.errors import UserError
 from dlm_jax.samplers import autoregressive, reverse
@@ -62,43 +66,37 @@ def prompt_spans(key, shape, rate: float):
   return spans & jax.random.bernoulli(k_row, rate, (batch,))[:, None]
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Diffusion:
-  """A diffusion LM under `kernel`; its number is a bound. `logits_chunk`: positions per
-  chunk of logits in the loss (0: all at once; elbo.over_position_chunks); `pad_in_loss`:
+class Diffusion(struct.PyTreeNode):
+  """A diffusion LM under `process` (kernels/process.py); its number is a bound.
+  `logits_chunk`: positions per chunk of logits in the loss (0: all at once; elbo.over_position_chunks); `pad_in_loss`:
   the PAD rule of the data convention; `prompt_rate`: the share of training rows given clean
   prompt spans (`prompt_spans`), which the denoiser sees flagged and the loss leaves out."""
-  kernel: Any
-  logits_chunk: int = 0
-  pad_in_loss: bool = True
-  prompt_rate: float = 0.0
+  process: Any
+  logits_chunk: int = struct.field(pytree_node=False, default=0)
+  pad_in_loss: bool = struct.field(pytree_node=False, default=True)
+  prompt_rate: float = struct.field(pytree_node=False, default=0.0)
   is_bound = True
   perplexity_key = "perplexity_bound"
 
   @property
   def name(self) -> str:
-    return self.kernel.name
+    return self.process.name
 
   def describe(self) -> dict:
-    return {"kernel": self.kernel.name, "structure": self.kernel.table_kind,
-            "parameterization": self.kernel.parameterization}
-
-  @property
-  def table(self):
-    return self.kernel.table
+    return self.process.describe()
 
   def input_vocab_size(self, vocab_size: int) -> int:
-    return self.kernel.input_vocab_size
+    return self.process.input_vocab_size
 
   def what(self) -> str:
-    bound = (self.kernel.nelbo_label if self.pad_in_loss
-             else f"{self.kernel.nelbo_label} over non-PAD positions (not a bound on the row)")
+    bound = (self.process.nelbo_label if self.pad_in_loss
+             else f"{self.process.nelbo_label} over non-PAD positions (not a bound on the row)")
     over = ("t in (0, 1]" if self.headline == "nelbo" else
             f"t in [{EVAL_T_MIN:g}, 1] plus the reconstruction term -log p(x | z_{EVAL_T_MIN:g}) "
             "(over (0, 1] this kernel's estimate is heavy-tailed: infinite variance, and under "
             "the mixture form an infinite mean)")
     return (f"Monte Carlo estimate (over t and z_t) of the {bound}, "
-            f"{self.kernel.parameterization} parameterisation, {over}; "
+            f"{self.process.parameterization} parameterisation, {over}; "
             "perplexity_bound = exp(NELBO per token)")
 
   def loss_terms(self, params, batch, key, *, model, t_min: float, train: bool, pad_id: int):
@@ -112,7 +110,7 @@ class Diffusion:
     integrand, summed, counted = self._sampled_integrand(params, batch, key, model=model,
                                                          t_min=t_min, train=train,
                                                          pad_id=pad_id)
-    per_token = integrand + self.kernel.prior_kl(tokens)
+    per_token = integrand + self.process.prior_kl(tokens)
     return jnp.sum(per_token * summed), jnp.sum(counted)
 
   def _sampled_integrand(self, params, batch, key, *, model, t_min: float, train: bool,
@@ -121,26 +119,26 @@ class Diffusion:
     tokens = batch["tokens"]
     valid = batch.get("valid", jnp.ones(tokens.shape[:1], jnp.float32))
     summed, counted = _weights(tokens, valid, pad_id, self.pad_in_loss)
-    k_t, k_z, k_drop, k_bulk = jax.random.split(key, 4)
-    t = sample_times(k_t, tokens.shape[0], t_min)
-    z = self.kernel.sample_forward(k_z, tokens, t)
+    keys = rng.loss_keys(key)
+    t = sample_times(keys["time"], tokens.shape[0], t_min)
+    z = self.process.sample_forward(keys["forward"], tokens, t)
     clean = None
     if train and self.prompt_rate > 0:      # the rows' conditional NELBO given their prompts
-      clean = prompt_spans(jax.random.fold_in(key, 4), tokens.shape, self.prompt_rate)
+      clean = prompt_spans(keys["prompt"], tokens.shape, self.prompt_rate)
       z = jnp.where(clean, tokens, z)
       summed, counted = summed * ~clean, counted * ~clean
-    features = denoiser.features(model, params, z, denoiser.time_input(model.cfg, self.kernel, t),
-                                 train=train, key=k_drop, clean=clean)
+    features = denoiser.features(model, params, z, denoiser.time_input(model.cfg, self.process, t),
+                                 train=train, key=keys["dropout"], clean=clean)
     head = denoiser.head(model, params)
-    integrand = elbo.chunked_integrand(self.kernel, head, features, tokens, z, t, k_bulk,
+    integrand = elbo.chunked_integrand(self.process, head, features, tokens, z, t, keys["bulk"],
                                        self.logits_chunk)
     return integrand, summed, counted
 
   @property
   def headline(self) -> str:
     """The quantity reported as the NELBO: over t in (0, 1] for the mask kernel, else over
-    [EVAL_T_MIN, 1] plus the reconstruction term (`eval_terms`, Kernel.reports_truncated)."""
-    return "truncated" if self.kernel.reports_truncated else "nelbo"
+    [EVAL_T_MIN, 1] plus the reconstruction term (`eval_terms`, Process.reported_bound)."""
+    return self.process.reported_bound
 
   def eval_terms(self, params, batch, key, *, model, pad_id: int, quantity: str = "headline"):
     """(sum, token_count, reconstruction_sum) of one evaluation quantity, per batch:
@@ -165,28 +163,26 @@ class Diffusion:
                                                          pad_id=pad_id)
     if quantity == "mdlm":
       return jnp.sum(per_token * summed), jnp.sum(counted), zero
-    recon = self.reconstruction_nll(params, tokens, jax.random.fold_in(key, 5), model=model)
-    per_token = (1.0 - EVAL_T_MIN) * per_token + recon + self.kernel.prior_kl(tokens)
+    recon = self.reconstruction_nll(params, tokens, rng.loss_keys(key)["reconstruction"],
+                                     model=model)
+    per_token = (1.0 - EVAL_T_MIN) * per_token + recon + self.process.prior_kl(tokens)
     return jnp.sum(per_token * summed), jnp.sum(counted), jnp.sum(recon * summed)
 
   def reconstruction_nll(self, params, tokens, key, *, model):
     """-log p(x | z_t0) per token at t0 = EVAL_T_MIN: the model's last reverse step, x drawn
     from x_hat over the candidates of z (tilted by q_t0(z | x) under the mean form, as the
     sampler draws it). (B, L) nats."""
-    kernel = self.kernel
+    process = self.process
     k_z, k_drop = jax.random.split(key)
     t = jnp.full(tokens.shape[:1], EVAL_T_MIN, jnp.float32)
-    z = kernel.sample_forward(k_z, tokens, t)
-    features = denoiser.features(model, params, z, denoiser.time_input(model.cfg, kernel, t),
+    z = process.sample_forward(k_z, tokens, t)
+    features = denoiser.features(model, params, z, denoiser.time_input(model.cfg, process, t),
                                  key=k_drop)
     head = denoiser.head(model, params)
 
     def nll(h, x, z_c, i):
       del i
-      logits = head(h).astype(jnp.float32)
-      if kernel.mean_form:
-        logits = logits + kernel.structure.log_evidence(kernel, z_c, t)
-      log_p = logspace.restricted_log_softmax(logits, kernel.structure.candidates(kernel, z_c, t))
+      log_p = process.x_log_posterior(head(h), z_c, t)
       return -jnp.take_along_axis(log_p, x[..., None], -1)[..., 0]
 
     return elbo.over_position_chunks(nll, self.logits_chunk, features, tokens, z)
@@ -199,11 +195,11 @@ class Diffusion:
     def at(t):
       k_z, k_bulk = jax.random.split(jax.random.fold_in(key, jnp.round(t * 1e6).astype(jnp.int32)))
       t_vec = jnp.full(tokens.shape[:1], t)
-      z = self.kernel.sample_forward(k_z, tokens, t_vec)
+      z = self.process.sample_forward(k_z, tokens, t_vec)
       features = denoiser.features(model, params, z,
-                                   denoiser.time_input(model.cfg, self.kernel, t_vec), key=k_bulk)
+                                   denoiser.time_input(model.cfg, self.process, t_vec), key=k_bulk)
       head = denoiser.head(model, params)
-      per_token = elbo.chunked_integrand(self.kernel, head, features, tokens, z, t_vec, k_bulk,
+      per_token = elbo.chunked_integrand(self.process, head, features, tokens, z, t_vec, k_bulk,
                                          self.logits_chunk)
       return jnp.sum(per_token * counted) / jnp.maximum(jnp.sum(counted), 1.0)
 
@@ -212,10 +208,10 @@ class Diffusion:
   def sampler(self, model, opts: reverse.SamplerOptions, length: int):
     """A jitted fn(params, key, fixed_tokens, fixed_mask) -> (tokens, network calls); the
     logits are drawn in the run's `logits_chunk` unless the options choose another."""
-    reverse.check_options(opts, self.kernel, length)
+    reverse.check_options(opts, self.process, length)
     if not opts.logits_chunk and self.logits_chunk:
       opts = dataclasses.replace(opts, logits_chunk=self.logits_chunk)
-    return reverse.jit_sample(model, self.kernel, opts)
+    return reverse.jit_sample(model, self.process, opts)
 
   def sampler_steps(self, opts: reverse.SamplerOptions, length: int) -> int:
     return opts.steps * (length // (opts.block_size or length))
@@ -223,22 +219,20 @@ class Diffusion:
   def conditions_exactly(self, model) -> bool:
     """Whether clamped tokens condition the sampler exactly: for the masking kernel (a real
     token is clean there), else only if the denoiser reads which positions are clean."""
-    return self.kernel.is_absorbing or model.cfg.clean_flag
+    return self.process.absorbing or model.cfg.clean_flag
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Autoregressive:
+class Autoregressive(struct.PyTreeNode):
   """The causal baseline; its number is an exact NLL."""
-  logits_chunk: int = 0
-  pad_in_loss: bool = True
-  kernel = None
-  table = None
+  logits_chunk: int = struct.field(pytree_node=False, default=0)
+  pad_in_loss: bool = struct.field(pytree_node=False, default=True)
+  process = None
   is_bound = False
   perplexity_key = "perplexity"
   name = "autoregressive"
 
   def describe(self) -> dict:
-    return {"kernel": self.name, "structure": "none"}
+    return {"kernel": self.name, "structure": "none", "table": "none"}
 
   def input_vocab_size(self, vocab_size: int) -> int:
     return vocab_size
@@ -250,7 +244,7 @@ class Autoregressive:
     del t_min
     tokens = batch["tokens"]
     valid = batch.get("valid", jnp.ones(tokens.shape[:1], jnp.float32))
-    k_drop = jax.random.split(key, 4)[2]           # the diffusion loss's dropout key
+    k_drop = rng.loss_keys(key)["dropout"]         # the diffusion loss's dropout key
     features = denoiser.features(model, params, tokens, None, train=train, key=k_drop)
     head = denoiser.head(model, params)
     per_token = elbo.chunked_ar_nll(head, features, tokens, self.logits_chunk)
@@ -281,20 +275,20 @@ class Autoregressive:
     return True
 
 
-def make_objective(config, build_kernel):
+def make_objective(config, build_process):
   """The objective of `config`: autoregressive when model.causal, else the diffusion NELBO of
-  the kernel `build_kernel()` returns (called only then: it may build tables)."""
+  the process `build_process()` returns (called only then: it may build tables)."""
   chunk, pad = config.model.logits_chunk, rows.pad_in_loss(config.data.convention)
   if config.model.causal and config.model.clean_flag:
     raise UserError("model.clean_flag is for diffusion denoisers; the autoregressive baseline "
                     "conditions on a prefix exactly already")
   return (Autoregressive(chunk, pad_in_loss=pad) if config.model.causal
-          else Diffusion(build_kernel(), logits_chunk=chunk, pad_in_loss=pad,
+          else Diffusion(build_process(), logits_chunk=chunk, pad_in_loss=pad,
                          prompt_rate=config.train.prompt_rate))
 
 
 def require_diffusion(objective, command: str):
-  """The kernel of a diffusion objective, or a one-line error for commands that need one."""
-  if objective.kernel is None:
+  """The process of a diffusion objective, or a one-line error for commands that need one."""
+  if objective.process is None:
     raise UserError(f"{command} analyses diffusion models; this workdir is autoregressive")
-  return objective.kernel
+  return objective.process

@@ -51,3 +51,21 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
   """Assembles this process's rows into globally sharded arrays."""
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
+
+
+class BoundFirst:
+  """A jitted function with its first argument bound: the objective or the diffusion process,
+  a pytree whose arrays (neighbour tables) enter the executable as arguments rather than as
+  constants. Called and lowered like the jitted function without that argument."""
+
+  def __init__(self, jitted, first, context=None):
+    self.jitted, self.first, self.context = jitted, first, context
+
+  def __call__(self, *args):
+    if self.context is None:
+      return self.jitted(self.first, *args)
+    with self.context():
+      return self.jitted(self.first, *args)
+
+  def lower(self, *args):
+    return self.jitted.lower(self.first, *args)

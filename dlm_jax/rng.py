@@ -19,3 +19,15 @@ def stream(seed: int, name: str):
   if name not in STREAMS:
     raise ValueError(f"unknown random stream {name!r}; expected one of {STREAMS}")
   return streams(seed)[name]
+
+
+# The keys of one loss evaluation, from the step's key: the first four are one split (the
+# diffusion time, the forward draw z_t, dropout, top-k bulk targets), the rest fold_ins.
+LOSS_SPLIT = ("time", "forward", "dropout", "bulk")
+LOSS_FOLDED = {"prompt": 4, "reconstruction": 5}
+
+
+def loss_keys(key) -> dict:
+  """{name: key} for every name of LOSS_SPLIT and LOSS_FOLDED, from one loss key."""
+  keys = dict(zip(LOSS_SPLIT, jax.random.split(key, len(LOSS_SPLIT))))
+  return {**keys, **{name: jax.random.fold_in(key, i) for name, i in LOSS_FOLDED.items()}}

@@ -194,17 +194,20 @@ def _train(config, workdir: str, devices, stop_after):
   ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
   latest = ckpt.latest_step()
   fingerprint = data_fingerprint(config.data)
+  saved_process = None
   if latest is not None:           # before anything is tokenized or compiled
     latest = ckpt.readable_step(latest, config.train.restore_fallback)
     saved_meta = ckpt.restore_json(latest, "meta")
     check_same_data(config, saved_meta, latest, fingerprint)
-  exp = experiment.build(config, workdir, devices, validated=True)
+    saved_process = ckpt.restore_process_arrays(latest)     # a resumed run keeps its process
+  exp = experiment.build(config, workdir, devices, validated=True, saved_process=saved_process)
   cfg = config
   keys = rng.streams(cfg.seed)
   process_index, process_count = jax.process_index(), jax.process_count()
   data_iter = pipeline.train_iterator(exp.rows("train"), cfg.train.batch_size, cfg.seed,
                                       process_index, process_count, cfg.data.worker_count)
   meta = {**exp.meta(), "data": fingerprint}
+  process_arrays = exp.process_arrays()
   if latest is None:
     state, start = exp.init_state(keys["init"]), 0
   else:
@@ -245,7 +248,7 @@ def _train(config, workdir: str, devices, stop_after):
         validation.summarize(done, state.ema_params)
       if done % cfg.train.checkpoint_every == 0 or done == end or interrupted:
         log.flush(done)                   # never save past an unchecked non-finite step
-        ckpt.save(done, state, data_iter, cfg, meta)
+        ckpt.save(done, state, data_iter, cfg, meta, process_arrays)
       if interrupted:
         if process_index == 0:
           print(f"received {stop.signal or 'a stop signal on another host'} at step {done}: "

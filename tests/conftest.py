@@ -119,7 +119,7 @@ def toy_kernels(V: int, seed: int = 0, eps: float = 1e-2, unigram=None, k: int =
   emb = np.random.default_rng(seed).normal(size=(V, 5))
   part = neighbors.build(emb, "partition", k, "toy", special=())
   topk = neighbors.build(emb, "topk", k, "toy", tau=0.5, special=())
-  make = lambda name, table=None, **kw: family.make_kernel(
+  make = lambda name, table=None, **kw: family.make_process(
       kernel_config(name, eps=eps, global_eps=eps, parameterization=parameterization, **kw), V,
       table, unigram)
   return {

@@ -2,6 +2,7 @@
 refused when the table differs from the one the checkpoint was trained with."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -56,7 +57,10 @@ def test_processes_agree_on_the_table_file_name(tmp_path, corpus_glob, shared_to
   assert other != names[0] and os.path.dirname(other) == os.path.dirname(names[0])
 
 
-def test_restore_refuses_another_table(config, tmp_path):
+def test_restore_reads_the_saved_table_and_refuses_another_for_old_runs(config, tmp_path):
+  """A run restores the table its checkpoint holds: another file in its place changes nothing.
+  A run saved before checkpoints held the process reads the file, and another table there is
+  refused (restore and resume)."""
   table_file = str(tmp_path / "table.npz")
   config.kernel.name = "semdlm"
   config.kernel.table_path = table_file
@@ -66,11 +70,13 @@ def test_restore_refuses_another_table(config, tmp_path):
   config.train.eval_batches = 1
   workdir = str(tmp_path / "run")
   training.train_and_evaluate(config, workdir)
-  experiment.restore(workdir)                                  # the same table: fine
+  saved = experiment.restore(workdir)[0].process.table_hash()
   original = neighbors.NeighborTable.load(table_file)
   emb = np.random.default_rng(7).normal(size=(original.vocab_size, 8))
   neighbors.build(emb, "partition", config.kernel.k, original.fingerprint,
                   special=original.special).save(table_file)
+  assert experiment.restore(workdir)[0].process.table_hash() == saved
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "2", "process"))    # an old checkpoint
   with pytest.raises(UserError, match=r"does not match this config \(table: checkpoint"):
     experiment.restore(workdir)
   with pytest.raises(UserError, match=r"table: checkpoint"):

@@ -219,7 +219,7 @@ def test_loss_excludes_pad_under_mdlm(config):
   import jax  # pylint: disable=g-import-not-at-top
   from dlm_jax.kernels import family  # pylint: disable=g-import-not-at-top
   from dlm_jax.models import Transformer, model_config  # pylint: disable=g-import-not-at-top
-  kernel = family.make_kernel(config.kernel, 64)
+  kernel = family.make_process(config.kernel, 64)
   model = Transformer(model_config(config.model, kernel.input_vocab_size, 64))
   tokens = np.full((2, config.data.seq_len), PAD_ID, np.int32)
   tokens[:, :10] = np.arange(4, 14)

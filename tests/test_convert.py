@@ -249,10 +249,10 @@ def test_a_full_disk_leaves_no_temporary_file(tmp_path, monkeypatch):
 def test_mdlm_variant_conditions_on_the_noise_level():
   from dlm_jax.kernels import family  # pylint: disable=g-import-not-at-top
   t = jnp.array([1e-4, 0.3, 0.9])
-  masking = family.make_kernel(kernel_config("masking", eps=1e-3), 8)
+  masking = family.make_process(kernel_config("masking", eps=1e-3), 8)
   np.testing.assert_allclose(masking.noise_level(t), -np.log1p(-(1 - 1e-3) * np.asarray(t)),
                              rtol=1e-6)
-  plus = family.make_kernel(kernel_config("semdlm_plus", eps=1e-3, global_kind="mask"), 8,
+  plus = family.make_process(kernel_config("semdlm_plus", eps=1e-3, global_kind="mask"), 8,
                             _toy_table(8))
   t64 = np.asarray(t, np.float64)   # sem: 1 - (1 - eps) t; mask part: 1 - (1 - eps) t^2
   np.testing.assert_allclose(plus.noise_level(t), -np.log((1 - 0.999 * t64) * (1 - 0.999 * t64**2)),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dlm_jax import elbo
-from dlm_jax.kernels import family, markov, reference
+from dlm_jax.kernels import family, reference
 from tests.conftest import kernel_config, toy_kernels
 
 MARKOV = ["masking", "uniform", "semdlm_A", "semdlm_plus_uniform_A", "semdlm_plus_mask_A"]
@@ -82,12 +82,9 @@ def test_production_matches_dense_reference(kernels, name, form):
 
 
 @pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize("name,fast", [
-    ("semdlm_A", markov.within_cluster_integrand),
-    ("semdlm_plus_mask_A", markov.masked_semantic_integrand),
-    ("semdlm_plus_uniform_A", markov.global_jump_integrand),
-    ("uniform", markov.global_jump_integrand)])
-def test_structured_integrands_equal_the_full_vocabulary_one(kernels, name, fast, form):
+@pytest.mark.parametrize("name", ["semdlm_A", "semdlm_plus_mask_A", "semdlm_plus_uniform_A",
+                                  "uniform"])
+def test_structured_integrands_equal_the_full_vocabulary_one(kernels, name, form):
   """The O(k) and one-pass paths (pure SemDLM on its cluster, SemDLM+ mask on c(x), the
   uniform jump as special set + bulk) against the general O(V) form: values and gradients,
   at t from near 0 to 1, for confident (large) logits as well."""
@@ -100,8 +97,9 @@ def test_structured_integrands_equal_the_full_vocabulary_one(kernels, name, fast
       :, None, None]
   value_and_grad = lambda fn: jax.jit(jax.vmap(jax.value_and_grad(
       lambda lg, x, z, t: fn(kernel, lg[None], x[None], z[None], t[None]).sum())))(logits, x, z, t)
-  (fast, d_fast), (full, d_full) = (value_and_grad(fast),
-                                    value_and_grad(markov.full_vocabulary_integrand))
+  own = lambda process, *args: process.integrand(*args)
+  (fast, d_fast), (full, d_full) = (value_and_grad(own),
+                                    value_and_grad(reference.full_vocabulary_integrand))
   np.testing.assert_allclose(fast, full, rtol=2e-6)
   scale = float(np.abs(np.asarray(d_full)).max())          # float32 rounding of the largest
   np.testing.assert_allclose(d_fast, d_full, rtol=1e-4, atol=1e-6 * scale)
@@ -132,7 +130,7 @@ def test_rates_generate_the_marginal(kernels, name):
     h = 1e-6
     for x in range(0, V, 3):
       dq = (reference.marginal(kernel, jnp.asarray(x), t + h) - reference.marginal(kernel, jnp.asarray(x), t - h)) / (2 * h)
-      if kernel.is_markov:
+      if kernel.exact_nelbo:
         gen = reference.markov_rates(kernel, t)
       else:
         g = reference.jump_in_rates(kernel, x, t)
@@ -235,21 +233,22 @@ def test_masking_is_the_same_under_both_forms(kernels):
   logits = jax.random.normal(jax.random.key(1), (3, 16, 12))
   np.testing.assert_allclose(elbo.nelbo_integrand(mean, logits, x, z, t),
                              elbo.nelbo_integrand(mixture, logits, x, z, t), rtol=1e-12)
-  assert not mean.mean_form and not mean.reports_truncated
+  assert not mean.mean_form and mean.reported_bound == "nelbo"
 
 
 def test_mdlm_closed_form():
   """The general Markov integrand on the masking kernel == MDLM: 1/t-weighted NLL on masks."""
   V = 11
-  kernel = family.make_kernel(kernel_config("masking", eps=1e-3), V)
+  kernel = family.make_process(kernel_config("masking", eps=1e-3), V)
   logits = jax.random.normal(jax.random.key(0), (2, 5, V))
   x = jax.random.randint(jax.random.key(1), (2, 5), 0, V)
   z = jnp.where(jnp.arange(5) % 2 == 0, kernel.mask_id, x)
   t = jnp.array([0.3, 0.8])
   nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), x[..., None], -1)[..., 0]
   mdlm = jnp.where(z == kernel.mask_id, nll / t[:, None], 0.0)     # log-linear: weight 1/t
-  np.testing.assert_allclose(markov.absorbing_integrand(kernel, logits, x, z, t), mdlm, rtol=1e-6)
-  np.testing.assert_allclose(markov.integrand(kernel, logits, x, z, t), mdlm, rtol=1e-6)
+  np.testing.assert_allclose(kernel.integrand(logits, x, z, t), mdlm, rtol=1e-6)
+  np.testing.assert_allclose(reference.full_vocabulary_integrand(kernel, logits, x, z, t), mdlm,
+                             rtol=1e-6)
   np.testing.assert_allclose(kernel.prior_kl(x), 1e-3 * np.log(V), rtol=1e-6)
 
 
@@ -283,7 +282,7 @@ def test_udlm_duo_closed_form(V):
   1e-7 to 1 - 1e-6, for flat, random and peaked denoisers (right and wrong), clean and
   corrupted z. A denoiser sure of the right token costs 1e-27 to 1e-16 nats, below what
   float64 logits resolve: there the agreement is to 1e-15 nats absolute."""
-  kernel = family.make_kernel(kernel_config("uniform", eps=1e-3), V)
+  kernel = family.make_process(kernel_config("uniform", eps=1e-3), V)
   rng = np.random.default_rng(V)
   times = [1e-7, 1e-4, 0.5, 1 - 1e-6]
   pairs = [(2, 2), (2, 5), (0, V - 1)]
@@ -296,7 +295,7 @@ def test_udlm_duo_closed_form(V):
   x = jnp.asarray([[xz[0]] for _, xz, _ in cases])
   z = jnp.asarray([[xz[1]] for _, xz, _ in cases])
   t = jnp.asarray([c[0] for c in cases], jnp.float64)
-  ours = np.asarray(jax.jit(lambda *a: markov.integrand(kernel, *a))(logits, x, z, t))[:, 0]
+  ours = np.asarray(jax.jit(kernel.integrand)(logits, x, z, t))[:, 0]
   for (time, (xi, zi), name), value in zip(cases, ours):
     duo = duo_uniform_nelbo(V, (1 - 1e-3) * time, -(1 - 1e-3), denoisers[name], xi, zi)
     np.testing.assert_allclose(value, duo, rtol=1e-9, atol=1e-15,
@@ -310,8 +309,8 @@ def test_mixture_form_costs_one_over_t_at_small_t():
   V = 12
   values = {}
   for form in FORMS:
-    kernel = family.make_kernel(kernel_config("uniform", eps=0.0, parameterization=form), V)
-    values[form] = float(markov.integrand(kernel, jnp.zeros((1, 1, V)), jnp.array([[3]]),
+    kernel = family.make_process(kernel_config("uniform", eps=0.0, parameterization=form), V)
+    values[form] = float(kernel.integrand(jnp.zeros((1, 1, V)), jnp.array([[3]]),
                                           jnp.array([[3]]), jnp.array([1e-4]))[0, 0])
   assert values["mean"] == pytest.approx(0.917, rel=1e-3)
   assert values["mixture"] == pytest.approx(9167.5, rel=1e-3)

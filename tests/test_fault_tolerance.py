@@ -374,3 +374,99 @@ def test_a_second_stop_signal_exits_at_once(monkeypatch, capsys):
   request._handle(signal.SIGINT, None)
   assert exits == [128 + signal.SIGINT]                # the second: now
   assert "exiting now (the last complete checkpoint is kept)" in capsys.readouterr().out
+
+
+def _semdlm_plus_run(tmp_path, config):
+  """A tiny SemDLM+ run (corpus-built partition table) on a files corpus whose validation
+  documents live in a file of their own: (config, workdir, train file)."""
+  from pydoc_data import topics  # pylint: disable=g-import-not-at-top
+  corpus = tmp_path / "corpus"
+  corpus.mkdir()
+  names = sorted(topics.topics)
+  for name, chosen in (("train.jsonl", names[20:]), ("valid.jsonl", names[:20])):
+    with open(corpus / name, "w", encoding="utf-8") as f:
+      for topic in chosen:
+        f.write(json.dumps({"title": topic, "text": topics.topics[topic]}) + "\n")
+  config.data.train_pattern = str(corpus / "*.jsonl")
+  config.data.validation_pattern = str(corpus / "valid.jsonl")
+  config.kernel.name, config.kernel.global_kind = "semdlm_plus", "uniform"
+  config.kernel.k = 4
+  _constant_lr(config)
+  config.train.num_steps = 2
+  workdir = tmp_path / "run"
+  training.train_and_evaluate(config, str(workdir))
+  return config, workdir, corpus / "train.jsonl"
+
+
+def test_a_restored_run_never_reads_its_training_corpus(tmp_path, config):
+  """The process is saved with the checkpoint: with the training file deleted and data_cache/
+  removed, `evaluate` gives the same NELBO and `sample` the same tokens for the same seed."""
+  from dlm_jax import generation  # pylint: disable=g-import-not-at-top
+  from dlm_jax.samplers.reverse import SamplerOptions  # pylint: disable=g-import-not-at-top
+  _, workdir, train_file = _semdlm_plus_run(tmp_path, config)
+  opts = SamplerOptions(steps=4)
+
+  def measure():
+    nats = evaluation.evaluate(str(workdir), max_batches=2, seed=3)["nats_per_token"]
+    return nats, generation.generate(str(workdir), 2, opts, seed=5, real_words=False)[1]
+
+  nats, tokens = measure()
+  train_file.unlink()
+  shutil.rmtree(workdir / "data_cache")
+  tables = glob.glob(os.path.join(os.path.dirname(config.data.tokenizer_path), "neighbors-*"))
+  for table in tables:                       # the table file next to the tokenizer, too
+    os.rename(table, table + ".moved")
+  try:
+    nats_after, tokens_after = measure()
+  finally:
+    for table in tables:
+      os.rename(table + ".moved", table)
+  np.testing.assert_allclose(nats_after, nats, rtol=1e-6)
+  np.testing.assert_array_equal(tokens_after, tokens)
+
+
+def test_a_run_saved_before_checkpoints_held_the_process_restores_by_the_old_recipe(
+    tmp_path, config):
+  """A checkpoint without its `process` item (as every run before this change was saved) is
+  restored from its table file and cached unigram (nothing built or tokenized): the same
+  NELBO; without the cached unigram, a one-line error that says what to do."""
+  _, workdir, _ = _semdlm_plus_run(tmp_path, config)
+  nats = evaluation.evaluate(str(workdir), max_batches=2, seed=3)["nats_per_token"]
+  for step_dir in glob.glob(str(workdir / "checkpoints" / "*")):
+    shutil.rmtree(os.path.join(step_dir, "process"))
+  np.testing.assert_allclose(
+      evaluation.evaluate(str(workdir), max_batches=2, seed=3)["nats_per_token"], nats,
+      rtol=1e-6)
+  for cache in glob.glob(str(workdir / "data_cache" / "unigram-*")):
+    os.remove(cache)
+  with pytest.raises(UserError, match="training unigram it needs is not cached"):
+    evaluation.evaluate(str(workdir), max_batches=1)
+  assert not glob.glob(str(workdir / "data_cache" / "unigram-*"))    # nothing rebuilt
+
+
+def test_resuming_a_run_saved_before_the_parameterization_never_switches_it(tmp_path, config):
+  """A run whose checkpoint records no parameterisation trained the mixture form: `train`
+  under the new default (mean) refuses in one line naming the flag; with the flag it resumes
+  as mixture."""
+  _constant_lr(config)
+  config.kernel.name, config.kernel.parameterization = "uniform", "mixture"
+  config.train.num_steps = 4
+  workdir = str(tmp_path / "run")
+  training.train_and_evaluate(config, workdir)
+  step_dir = os.path.join(workdir, "checkpoints", "4")
+  shutil.rmtree(os.path.join(step_dir, "process"))    # as old checkpoints were saved
+  for item, drop in (("meta", lambda d: d.pop("parameterization")),
+                     ("config", lambda d: d["kernel"].pop("parameterization"))):
+    path = os.path.join(step_dir, item, "metadata")
+    saved = json.load(open(path))
+    drop(saved)
+    json.dump(saved, open(path, "w"))
+  config.train.num_steps = 8
+  config.kernel.parameterization = "mean"
+  with pytest.raises(UserError, match=r"parameterization: checkpoint 'mixture' vs config "
+                                      r"'mean'.*--config.kernel.parameterization=mixture"):
+    training.train_and_evaluate(config, workdir)
+  assert _steps(workdir) == [4]
+  config.kernel.parameterization = "mixture"
+  _, state = training.train_and_evaluate(config, workdir)
+  assert int(state.step) == 8

@@ -150,3 +150,57 @@ def test_the_library_never_imports_the_shipped_configs():
   for module, path in _modules().items():
     text = open(path, encoding="utf-8").read()
     assert not re.search(r"^\s*(from configs\b|import configs\b)", text, re.M), path
+
+
+KERNEL_PARTS = re.compile(r"kernel\.(structure|is_absorbing|has_mask|mean_form|table_kind|"
+                          r"reports_truncated|is_markov|sem|glob|mask|table)\b")
+
+
+def test_the_process_answers_for_itself():
+  """Nothing outside kernels/ reads the process's parts; no identity-hashed stand-ins."""
+  for path in _modules().values():
+    text = open(path, encoding="utf-8").read()
+    assert not re.search(r"shape_only_kernel|eq=False|\.structure\b", text), path
+    if os.sep + "kernels" + os.sep in path:
+      continue
+    for lineno, line in enumerate(text.splitlines(), 1):
+      assert not KERNEL_PARTS.search(line), f"{path}:{lineno}: {line.strip()}"
+
+
+def test_one_process_loss_per_kernel_module():
+  """No module under kernels/ defines the loss (`integrand`) of more than one process class."""
+  assert not os.path.exists(os.path.join(PACKAGE, "kernels", "markov.py"))
+  for path in glob.glob(os.path.join(PACKAGE, "kernels", "*.py")):
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    losses = [node.name for node in tree.body if isinstance(node, ast.ClassDef)
+              and any(isinstance(f, ast.FunctionDef) and f.name == "integrand" for f in node.body)]
+    assert len(losses) <= 1, f"{path} holds the losses of {losses}"
+
+
+def test_no_table_is_a_constant_of_the_train_step():
+  """The process enters the jitted train step as an argument: the lowered step of a tiny
+  SemDLM+ run holds no constant with >= V elements (its tables were 6 such constants when the
+  process was closed over)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from configs import quickstart_semdlm_plus  # pylint: disable=g-import-not-at-top
+  from dlm_jax import experiment, objectives, parallel  # pylint: disable=g-import-not-at-top
+  from dlm_jax.data.tokenizer import VocabularyOnly  # pylint: disable=g-import-not-at-top
+  from dlm_jax.kernels import family, neighbors  # pylint: disable=g-import-not-at-top
+  V = 300
+  for global_kind in ("uniform", "mask"):
+    cfg = quickstart_semdlm_plus.get_config()
+    cfg.kernel.global_kind = global_kind
+    cfg.data.seq_len, cfg.train.batch_size = 16, 2
+    cfg.model.num_layers, cfg.model.d_model, cfg.model.num_heads = 1, 16, 2
+    emb = np.random.default_rng(0).normal(size=(V, 8))
+    table = neighbors.build(emb, cfg.kernel.neighbors, cfg.kernel.k, "test", special=())
+    process = family.make_process(cfg.kernel, V, table, np.arange(1.0, V + 1))
+    objective = objectives.make_objective(cfg, lambda: process)
+    mesh = parallel.make_mesh(-1, 1, jax.devices()[:1])
+    exp = experiment.assemble(cfg, "", mesh, VocabularyOnly(V), objective)
+    batch = {"tokens": jax.ShapeDtypeStruct((2, 16), np.int32, sharding=exp.batch_sharding)}
+    text = exp.jit_train_step().lower(exp.abstract_state, batch, jax.random.key(0)).as_text()
+    shapes = re.findall(r"stablehlo\.constant[^\n]*?: tensor<([0-9x]+)x?[a-z]", text)
+    sizes = [int(np.prod([int(d) for d in s.split("x") if d])) for s in shapes]
+    assert shapes and max(sizes) < V, (global_kind, sorted(sizes)[-5:])

@@ -108,10 +108,10 @@ def test_bad_parameters(emb):
   with pytest.raises(UserError, match="tau must be > 0"):
     neighbors.build(emb, "topk", 4, "fp", tau=0.0)
   with pytest.raises(UserError, match="power must be > 0"):
-    family.make_kernel(kernel_config("semdlm_plus", global_power=-1.0), 300,
+    family.make_process(kernel_config("semdlm_plus", global_power=-1.0), 300,
                               neighbors.build(emb, "partition", 4, "fp"))
   with pytest.raises(UserError, match="needs a neighbour table"):
-    family.make_kernel(kernel_config("semdlm"), 300)
+    family.make_process(kernel_config("semdlm"), 300)
   with pytest.raises(UserError, match="V=300, the tokenizer 301"):
-    family.make_kernel(kernel_config("semdlm"), 301, neighbors.build(emb, "partition", 4,
+    family.make_process(kernel_config("semdlm"), 301, neighbors.build(emb, "partition", 4,
                                                                             "fp"))

@@ -27,7 +27,7 @@ def dense_transition(kernel, x, s, t):
   doubly-stochastic partition matrix, the mask absorbs). Top-k: docs/design.md §5's
   alpha_{t|s} delta + (q_t - alpha_{t|s} q_s)(. | x)."""
   n = kernel.input_vocab_size
-  if not kernel.is_markov:
+  if not kernel.exact_nelbo:
     a_ts = float(kernel.alpha(t) / kernel.alpha(s))
     q_t = np.asarray(reference.marginal(kernel, x, t), np.float64)
     q_s = np.asarray(reference.marginal(kernel, x, s), np.float64)
@@ -108,6 +108,26 @@ def test_one_step_matches_dense_posterior(name):
     _check_histogram(out[:, j], dense_step(kernel, probs, state, S_STEP, T_STEP), n)
 
 
+@pytest.mark.parametrize("form", ["mean", "mixture"])
+def test_the_sampler_runs_the_chain_the_loss_scores(form):
+  """For every process and both forms, the sampler's one-step law over a small step h
+  (dense_step, which test_one_step_matches_dense_posterior ties to the production sampler)
+  jumps z -> y at the rate R^(z -> y) the NELBO integrand scores (reference.model_rates, which
+  test_elbo ties to each process's own integrand): P(y) / h -> R^(y). Under the mean form the
+  top-k integrand once scored another chain, up to 55x apart (math3 B2)."""
+  kernels = toy_kernels(V, eps=1e-2, parameterization=form)
+  probs = np.random.default_rng(4).dirichlet(np.ones(V))
+  t, h = 0.6, 1e-6
+  with jax.enable_x64(True):
+    for name, kernel in kernels.items():
+      for z in _states(kernel):
+        step = dense_step(kernel, probs, z, t - h, t)
+        rates = np.asarray(reference.model_rates(kernel, jnp.asarray(probs), z, t))
+        jumps = np.where(np.arange(len(step)) == z, 0.0, step) / h
+        np.testing.assert_allclose(jumps, rates, rtol=2e-3, atol=1e-6 * rates.max(),
+                                   err_msg=f"{name} z={z}")
+
+
 @pytest.mark.parametrize("name", ["semdlm_plus_uniform_A", "semdlm_plus_mask_B"])
 def test_semdlm_plus_controls_one_step(name):
   """eta: with prob eta re-noise an unrestricted draw to level s; rho: x_hat(x) exp(-rho f(x)),
@@ -130,8 +150,8 @@ def test_semdlm_plus_controls_one_step(name):
 
 def test_frequency_penalty_counts_tokens_and_neighbours():
   kernel = KERNELS["semdlm_B"]
-  z = jnp.array([[0, 0, 3, kernel.mask_id if kernel.has_mask else 1]])
-  f = np.asarray(reverse.frequency_penalty(kernel, z))[0]
+  z = jnp.array([[0, 0, 3, kernel.mask_id if kernel.has_mask_token else 1]])
+  f = np.asarray(kernel.frequency_penalty(z))[0]
   counts = np.bincount(np.asarray(z[0]), minlength=V)[:V]
   expected = (counts + np.asarray(reference.neighbours(kernel)) @ counts) / 4
   np.testing.assert_allclose(f, expected, rtol=1e-6)
@@ -276,7 +296,7 @@ def test_conditioning_is_exact_with_the_clean_flag(name):
   flagged = {T: tv(_prefix_conditioned(kernel, joint, T, True, prompt)) for T in (1, 32)}
   assert flagged[32] < 0.045 and flagged[32] < flagged[1] - 0.1, flagged
   unflagged = tv(_prefix_conditioned(kernel, joint, 32, False, prompt))
-  if kernel.is_absorbing and name == "masking":
+  if kernel.absorbing and name == "masking":
     assert abs(unflagged - flagged[32]) < 0.02, (unflagged, flagged)   # the mask is a flag
   else:
     assert unflagged > flagged[32] + 0.1, (unflagged, flagged)
@@ -376,7 +396,7 @@ def _tiny_model(vocab_in, vocab_out, time_conditioning=False):
 
 
 def _masking(Vm, eps=1e-3):
-  return family.make_kernel(kernel_config("masking", eps=eps), Vm)
+  return family.make_process(kernel_config("masking", eps=eps), Vm)
 
 
 def test_cache_is_exact_and_saves_calls():

@@ -40,17 +40,17 @@ def _nelbo_curve(workdir, tokens_per_step):
 
 
 def _denoising_ce(exp, params, x, z, t):
-  logits = denoiser.logits(exp.model, params, exp.kernel, z, jnp.full((x.shape[0],), t))
+  logits = denoiser.logits(exp.model, params, exp.process, z, jnp.full((x.shape[0],), t))
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
   ce = -jnp.take_along_axis(logp, x[..., None], -1)[..., 0]
-  kernel = exp.kernel
-  only_masked = kernel.is_absorbing
-  where = (z == kernel.mask_id) if only_masked else jnp.ones_like(ce, bool)
+  process = exp.process
+  only_masked = process.absorbing
+  where = (z == process.mask_id) if only_masked else jnp.ones_like(ce, bool)
   return jnp.sum(jnp.where(where, ce, 0.0)), jnp.sum(where)
 
 
 def exposure_bias(exp, params, batches, times, n_steps: int, seed: int = 0):
-  kernel, out = exp.kernel, {}
+  kernel, out = exp.process, {}
   opts = reverse.SamplerOptions(steps=n_steps)
   ce = jax.jit(lambda x, z, t: _denoising_ce(exp, params, x, z, t))
 

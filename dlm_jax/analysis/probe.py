@@ -48,17 +48,17 @@ def define_flags():
 
 def _noised_inputs(exp, prompts, masks: int, key):
   n, P = prompts.shape
-  if exp.kernel.has_mask:
-    tail = jnp.full((n, masks), exp.kernel.mask_id)
+  if exp.process.has_mask:
+    tail = jnp.full((n, masks), exp.process.mask_id)
   else:
-    tail = exp.kernel.sample_prior(key, (n, masks))
+    tail = exp.process.sample_prior(key, (n, masks))
   return jnp.concatenate([jnp.asarray(prompts), tail], 1)
 
 
 def position_decay(exp, params, prompts, masks: int, top_k: int, seed: int):
   n, P = prompts.shape
   z = _noised_inputs(exp, prompts, masks, jax.random.key(seed))
-  logits = denoiser.logits(exp.model, params, exp.kernel, z, jnp.ones((n,)))
+  logits = denoiser.logits(exp.model, params, exp.process, z, jnp.ones((n,)))
   probs = np.asarray(jax.nn.softmax(logits[:, P:].astype(jnp.float32), -1), np.float64)
   counts = unigram_counts(exp.config.data, exp.tokenizer, exp.workdir)
   frequent = np.argsort(-np.asarray(counts))[:10]
@@ -80,7 +80,7 @@ def marginal_trap(exp, params, judge, prompts, masks: int, sizes, seed: int):
   """Judge NLL per token of n tokens decoded in parallel vs one at a time."""
   n_prompts, P = prompts.shape
   out = {}
-  apply = jax.jit(lambda z: denoiser.logits(exp.model, params, exp.kernel, z,
+  apply = jax.jit(lambda z: denoiser.logits(exp.model, params, exp.process, z,
                                             jnp.ones((n_prompts,))))
   for n in sizes:
     key = jax.random.fold_in(jax.random.key(seed), n)
@@ -105,7 +105,7 @@ def marginal_trap(exp, params, judge, prompts, masks: int, sizes, seed: int):
 
 def probe(workdir, judge, num_prompts, prompt_tokens, masks, top_k, trap_sizes, seed):
   exp, params, step = experiment.restore(workdir)
-  kernel = objectives.require_diffusion(exp.objective, "the probe")
+  process = objectives.require_diffusion(exp.objective, "the probe")
   if prompt_tokens + masks > exp.config.data.seq_len:
     raise UserError(f"--prompt_tokens + --masks = {prompt_tokens + masks} exceeds the trained "
                     f"seq_len {exp.config.data.seq_len}")
@@ -118,7 +118,7 @@ def probe(workdir, judge, num_prompts, prompt_tokens, masks, top_k, trap_sizes, 
             "num_prompts": num_prompts,
             "prompt_tokens": prompt_tokens, "masks": masks,
             "decay": position_decay(exp, params, prompts, masks, top_k, seed)}
-  if judge and kernel.has_mask:
+  if judge and process.has_mask_token:
     report["marginal_trap"] = marginal_trap(exp, params, scorers.WorkdirJudge(judge), prompts,
                                             masks, [int(s) for s in trap_sizes], seed)
     report["marginal_trap_what"] = ("mean judge NLL (nats/token) of n tokens after the prompt, "

@@ -327,12 +327,13 @@ def token_rows(data_cfg, split: str, tokenizer, workdir: str, build: bool = True
   return rows
 
 
-def unigram_counts(data_cfg, tokenizer, workdir: str) -> np.ndarray:
-  """Token counts of the training split (V,), cached beside its rows."""
+def unigram_counts(data_cfg, tokenizer, workdir: str, build: bool = True):
+  """Token counts of the training split (V,), cached beside its rows; None when `build` is
+  False and they are not cached."""
   path = os.path.join(_cache_dir(data_cfg, workdir),
                       f"unigram-{cache_key(data_cfg, 'train', tokenizer)}.npy")
   cached = _load_cache(path)
-  if cached is not None:
+  if cached is not None or not build:
     return cached
   rows = token_rows(data_cfg, "train", tokenizer, workdir)
   counts = np.zeros((tokenizer.vocab_size,), np.int64)

@@ -9,7 +9,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-NEG = -1e30
+from dlm_jax.numerics import NEG_LOGIT
+
+NEG = NEG_LOGIT
 
 
 def log(v):

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from dlm_jax.errors import UserError
+from dlm_jax.numerics import NEG_LOGIT
 
 # What a block keeps for the backward pass. "dots": the outputs of matmuls against
 # weights (no batch dimension), so attention scores and elementwise work are recomputed;
@@ -262,7 +263,7 @@ class Transformer(nn.Module):
 def head_logits(params, features, dtype, columns=None):
   """The output head of `Transformer` on hidden states (..., d_model): fp32 logits, equal to
   what the full forward returns at those positions. `columns` (n,): emit the logits of these
-  ids in this order instead (-1: a padding column, logit -1e30), permuting the head's weight
+  ids in this order instead (-1: a padding column, logit NEG_LOGIT), permuting the head's weight
   columns, not the (..., V) logits."""
   head = params["head"]
   kernel, bias = head["kernel"], head["bias"]
@@ -270,4 +271,4 @@ def head_logits(params, features, dtype, columns=None):
     ids = jnp.where(columns >= 0, columns, 0)
     kernel, bias = jnp.take(kernel, ids, axis=1), jnp.take(bias, ids)
   logits = _matmul(features, kernel, bias, 1, jnp.dtype(dtype)).astype(jnp.float32)
-  return logits if columns is None else jnp.where(columns >= 0, logits, -1e30)
+  return logits if columns is None else jnp.where(columns >= 0, logits, NEG_LOGIT)

@@ -4,13 +4,13 @@ One reverse step from t to s < t, per position:
   1. x ~ x_hat, the denoiser's distribution restricted to the candidates
      C(z_t) = {x : q_t(z_t | x) > 0} (after temperature, the semantic-frequency
      penalty and top-p);
-  2. z_s ~ q(z_s | z_t, x) ∝ q(z_t | z_s, x) q_s(z_s | x), exactly (the structure's
-     `posterior_sample`, kernels/markov.py or kernels/topk.py).
+  2. z_s ~ q(z_s | z_t, x) ∝ q(z_t | z_s, x) q_s(z_s | x), exactly (the process's
+     `posterior_sample`, kernels/).
 Drawing x and then z_s samples the model's reverse mixture sum_x x_hat(x) q(z_s | z_t, x)
 exactly; nothing is O(V^2), the posterior draw is O(k) per position. Under the mean
 parameterisation (the default; design.md §3) the step is p(z_s | z_t) ∝ q(z_t | z_s)
 q_s(z_s | x_hat) = sum_x x_hat(x) q_t(z_t | x) q(z_s | z_t, x): the same two stages with x
-drawn ∝ x_hat(x) q_t(z_t | x) (`log_evidence`: one O(V) add per position).
+drawn ∝ x_hat(x) q_t(z_t | x) (`Process.x_posterior`: one O(V) add per position).
 
 SemDLM+ controls: with probability eta_t per position and step (the global transition)
 x is drawn from the *unrestricted* full-vocabulary prediction and re-noised to level s,
@@ -27,14 +27,13 @@ sampler under `jax.enable_x64` with the network itself still in its own dtype.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 
 from dlm_jax.errors import UserError
-from dlm_jax import denoiser
+from dlm_jax import denoiser, parallel
 from dlm_jax.samplers import unmasking
 
 ETA_SCHEDULES = ("constant", "linear")
@@ -58,8 +57,8 @@ class SamplerOptions:
   float64: bool = False           # sample in float64 (float32 Gumbel noise is truncated)
 
 
-def check_options(opts: SamplerOptions, kernel, length: int):
-  """Raises UserError for options that cannot run with this kernel and length."""
+def check_options(opts: SamplerOptions, process, length: int):
+  """Raises UserError for options that cannot run with this process and length."""
   for name in ("temperature", "top_p", "eta", "rho", "threshold"):
     if not math.isfinite(getattr(opts, name)):
       raise UserError(f"{name} must be a finite number, got {getattr(opts, name)}")
@@ -83,9 +82,9 @@ def check_options(opts: SamplerOptions, kernel, length: int):
   if opts.unmasking not in unmasking.LAWS:
     raise UserError(f"unmasking must be one of {list(unmasking.LAWS)}, got {opts.unmasking!r}")
   if opts.unmasking != "ancestral":
-    if not kernel.is_absorbing:
+    if not process.absorbing:
       raise UserError(f"unmasking={opts.unmasking!r} needs the masking kernel; this model uses "
-                      f"{kernel.name!r} (use unmasking='ancestral')")
+                      f"{process.name!r} (use unmasking='ancestral')")
     if opts.eta > 0:
       raise UserError("eta > 0 re-noises revealed tokens; it needs unmasking='ancestral'")
   if opts.block_size < 0 or (opts.block_size and length % opts.block_size):
@@ -93,19 +92,6 @@ def check_options(opts: SamplerOptions, kernel, length: int):
 
 
 # ---------------------------------------------------------------------------- step pieces
-def frequency_penalty(kernel, z):
-  """f(x) of docs/design.md §5 per sequence: (B, V), from the real tokens of z (B, L)."""
-  V, (batch, length) = kernel.vocab_size, z.shape
-  counts = jnp.zeros((batch, V + 1)).at[jnp.arange(batch)[:, None],
-                                        jnp.where(z < V, z, V)].add(1.0)[:, :V]
-  f = counts
-  if kernel.table is not None:
-    ids, weights = kernel.table.ids, kernel.table.weights
-    nb = jnp.take(counts, jnp.where(ids >= 0, ids, 0), axis=1)                # (B, V, k)
-    f = f + jnp.sum(jnp.where(ids >= 0, weights * nb, 0.0), -1)
-  return f / length
-
-
 def _top_p(logits, top_p):
   probs = jax.nn.softmax(logits, -1)
   sorted_p = -jnp.sort(-probs, -1)
@@ -152,9 +138,8 @@ def draw(kernel, opts: SamplerOptions, key, z, logits, t, penalty, positions):
   gumbel = position_gumbel(key, z.shape[0], positions, scores.shape[-1], scores.dtype)
   # Mean form: p(z_s | z_t) ∝ q(z_t | z_s) q_s(z_s | x_hat) is the posterior step from an x
   # drawn ∝ x_hat(x) q_t(z_t | x) (design.md §5); the mixture form draws x ~ x_hat.
-  tilt = kernel.structure.log_evidence(kernel, z, t) if kernel.mean_form else None
-  x = draw_tokens(None, scores, kernel.structure.candidates(kernel, z, t), opts.top_p, gumbel,
-                  tilt)
+  allowed, tilt = kernel.x_posterior(z, t)
+  x = draw_tokens(None, scores, allowed, opts.top_p, gumbel, tilt)
   x_glob = draw_tokens(None, scores, True, opts.top_p, gumbel) if opts.eta > 0 else None
   confidence = (unmasking.confidence_scores(opts.unmasking, scores, x)
                 if opts.unmasking in unmasking.ORDERED_LAWS else None)
@@ -166,7 +151,7 @@ def transition(kernel, opts: SamplerOptions, key, z, drawn, t, s, reveal=None):
   x, x_glob, confidence = drawn
   k_post, k_eta, k_fwd = jax.random.split(key, 3)
   if reveal is None:
-    z_next = kernel.structure.posterior_sample(kernel, k_post, z, x, t, s)
+    z_next = kernel.posterior_sample(k_post, z, x, t, s)
   else:
     if callable(reveal):
       reveal = reveal(x, confidence)
@@ -187,7 +172,7 @@ def reverse_step(kernel, opts: SamplerOptions, key, z, logits, t, s, reveal=None
   drawn tokens' confidence); None: the exact ancestral posterior.
   """
   k_draw, k_rest = jax.random.split(key)
-  penalty = frequency_penalty(kernel, z) if opts.rho > 0 else None
+  penalty = kernel.frequency_penalty(z) if opts.rho > 0 else None
   drawn = draw(kernel, opts, k_draw, z, logits, t, penalty, jnp.arange(z.shape[1]))
   return transition(kernel, opts, k_rest, z, drawn, t, s, reveal)
 
@@ -205,7 +190,7 @@ def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: Sample
   ftype = jnp.float64 if opts.float64 else jnp.float32
   block = opts.block_size or length
   times = jnp.linspace(1.0, 0.0, opts.steps + 1, dtype=ftype)
-  cache = opts.cache and kernel.is_absorbing and not model.cfg.time_conditioning
+  cache = opts.cache and kernel.cacheable and not model.cfg.time_conditioning
   position = jnp.arange(length)
   clean = fixed_mask if model.cfg.clean_flag else None
   chunk = position_chunk(length, opts.logits_chunk)
@@ -224,7 +209,7 @@ def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: Sample
     if not chunk:
       return reverse_step(kernel, opts, key, z, out, t, s, reveal)
     k_draw, k_rest = jax.random.split(key)
-    penalty = frequency_penalty(kernel, z) if opts.rho > 0 else None
+    penalty = kernel.frequency_penalty(z) if opts.rho > 0 else None
 
     def one_chunk(c):           # never more than (B, chunk, V) logits at once
       part = lambda a: jax.lax.dynamic_slice_in_dim(a, c * chunk, chunk, 1)
@@ -286,13 +271,9 @@ def position_chunk(length: int, chunk: int) -> int:
   return max(d for d in range(1, chunk + 1) if length % d == 0)
 
 
-def jit_sample(model, kernel, opts: SamplerOptions):
-  """A jitted `sample(params, key, fixed_tokens, fixed_mask)`; float64 runs under x64."""
-  fn = jax.jit(functools.partial(sample, model=model, kernel=kernel, opts=opts))
-  if not opts.float64:
-    return fn
-
-  def call(*args):
-    with jax.enable_x64(True):
-      return fn(*args)
-  return call
+def jit_sample(model, process, opts: SamplerOptions):
+  """A jitted `sample(params, key, fixed_tokens, fixed_mask)`; the process enters the jit as
+  an argument (its tables are not constants of the executable); float64 runs under x64."""
+  fn = jax.jit(lambda process, *args: sample(*args, model=model, kernel=process, opts=opts))
+  x64 = (lambda: jax.enable_x64(True)) if opts.float64 else None
+  return parallel.BoundFirst(fn, process, x64)
