@@ -81,6 +81,12 @@ def _write(f, name: str, report: dict, markdown=None, printed=None):
   print(f"wrote {' and '.join(written)}")
 
 
+def _nelbo_seed(f) -> int:
+  """--seed when given; else the NELBO modes' own default (the times and z_t of their Monte
+  Carlo estimate), so that reports without --seed stay comparable across versions."""
+  return f.seed if f["seed"].present else evaluation.NELBO_SEED
+
+
 def main(argv):
   del argv
   f = flags.FLAGS
@@ -93,7 +99,8 @@ def main(argv):
       sys.exit("dlm_jax.evaluate: error: --dataset and --num_samples are separate evaluations")
     names = sorted(suite.SUITE) if f.dataset == ["all"] else f.dataset
     report = cli.run("dlm_jax.evaluate", evaluation.zero_shot, f.workdir, names,
-                     f.datasets_dir, f.step, f.t_samples, f.max_batches, not f.raw_params)
+                     f.datasets_dir, f.step, f.t_samples, f.max_batches, not f.raw_params,
+                     _nelbo_seed(f))
     _write(f, f"zero_shot_step{report['step']}", report, evaluation.zero_shot_markdown(report))
     return
   if f.num_samples > 0:
@@ -106,7 +113,7 @@ def main(argv):
     _write(f, f"quality_step{report['step']}", report, sample_quality.quality_markdown(report))
     return
   report = cli.run("dlm_jax.evaluate", evaluation.evaluate, f.workdir, f.step, f.split,
-                   f.t_samples, f.max_batches, not f.raw_params)
+                   f.t_samples, f.max_batches, not f.raw_params, _nelbo_seed(f))
   _write(f, f"{report['split']}_step{report['step']}", report,
          printed=json.dumps(report, indent=2))
 

@@ -30,6 +30,7 @@ import os
 import sys
 
 from absl import flags
+import jax
 
 from dlm_jax import cli, generation, reports
 from dlm_jax.errors import UserError
@@ -79,6 +80,8 @@ def main(argv):
   elif f.real_words:
     print("real-word rate: not measured (the training rows are not cached in this workdir; "
           "`train` writes them)")
+  if jax.process_index() != 0:          # one writer: the samples are the same on every host
+    return
   options = {**cli.flag_values(f, cli.SAMPLER_FLAGS + ("num_samples", "prompts_file")),
              "templates": templates, "step": info["step"]}
   stem = f.output or reports.unique_stem(os.path.join(f.workdir, "samples"),
