@@ -1,10 +1,12 @@
-"""The data-dependent parts of a kernel, built from files: the neighbour table and the
-training unigram for p_1.
+"""The data-dependent parts of a new run's diffusion process, built from files: the
+neighbour table and the training unigram for p_1. A saved run's process is restored from its
+checkpoint instead (checkpoint.py); runs saved before checkpoints held it read their table
+file and cached unigram here, never building either (`rebuild_process`).
 
 A table file is named by a content hash (sha256) of everything that determines it: the
 table settings, the seed, the tokenizer's vocabulary hash, and the embeddings' source
 (the corpus rows' cache key, which covers the corpus files, or the embedding array
-itself). Any process computes the same name. Tables live next to a SentencePiece
+itself). Any host computes the same name. Tables live next to a SentencePiece
 tokenizer trained here (shared by the runs that share it), and in `<workdir>/tables` for
 the field tokenizers, whose files belong to installed packages; `kernel.table_path`
 overrides both. Process 0 builds a missing table; the others wait.

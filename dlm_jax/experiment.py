@@ -4,7 +4,6 @@ the training and evaluation steps is built here."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import flax.linen as nn

@@ -71,31 +71,44 @@ def needs_unigram(kernel_cfg) -> bool:
   return kernel_cfg.name != "masking"
 
 
-def _prior_kl_table(process: Process, chunk: int = 256) -> np.ndarray:
-  """KL(q_1(.|x) || p_1) for every x, by dense rows in chunks (numpy, once per run)."""
+def _prior_kl_table(process: Process) -> np.ndarray:
+  """KL(q_1(.|x) || p_1) for every x in O(V k) (numpy float64, once per run).
+
+  q_1(.|x) = kappa [A delta_x + B N_x + C / V] + (1 - kappa) delta_m puts kappa C / V on every
+  real token outside S_x = {x} + N_x: the KL is a sum over S_x (and the mask) plus that
+  constant mass times sum_{y outside S_x} (log(kappa C / V) - log p_1(y)), which comes from
+  the sum of log p_1 over all V minus its sum over S_x."""
   V = process.vocab_size
   p1 = np.asarray(process.prior_probs(), np.float64)
   one = jnp.asarray(1.0)
   A, B, C, kappa = [float(c) for c in process.coefficients(one)]
-  table = process.table
-  ids = None if table is None else np.asarray(table.ids)
-  w = None if table is None else np.asarray(table.weights, np.float64)
   log_p1 = np.log(np.maximum(p1, 1e-300))
-  out = np.zeros((V,), np.float64)
-  for start in range(0, V, chunk):
-    xs = np.arange(start, min(start + chunk, V))
-    q = np.zeros((len(xs), len(p1)))
-    q[np.arange(len(xs)), xs] += kappa * A
-    if ids is not None and B > 0:
-      valid = ids[xs] >= 0
-      rows = np.repeat(np.arange(len(xs)), ids.shape[1])
-      np.add.at(q, (rows[valid.ravel()], ids[xs].ravel()[valid.ravel()]),
-                kappa * B * w[xs].ravel()[valid.ravel()])
-    q[:, :V] += kappa * C / V
-    if process.has_mask_token:
-      q[:, process.mask_id] += float(process.one_minus_kappa(one))
-    logq = np.log(np.where(q > 0, q, 1.0))
-    out[xs] = np.sum(np.where(q > 0, q * (logq - log_p1), 0.0), 1)
+  xs = np.arange(V)
+  ids, mass = xs[:, None], np.full((V, 1), kappa * A)
+  if process.table is not None and B > 0:
+    table_ids = np.asarray(process.table.ids)
+    ids = np.concatenate([ids, np.where(table_ids >= 0, table_ids, xs[:, None])], 1)
+    mass = np.concatenate([mass, kappa * B * np.where(
+        table_ids >= 0, np.asarray(process.table.weights, np.float64), 0.0)], 1)
+  # Merge repeated ids of a row (N_x of a partition holds x itself) into their first slot.
+  first = np.ones(ids.shape, bool)
+  for j in range(1, ids.shape[1]):
+    same = ids[:, :j] == ids[:, j:j + 1]
+    first[:, j] = ~same.any(1)
+    earliest = np.argmax(same, 1)
+    rows = np.flatnonzero(same.any(1))
+    mass[rows, earliest[rows]] += mass[rows, j]
+  uniform = kappa * C / V
+  q = np.where(first, mass + uniform, 0.0)
+  out = np.sum(np.where(q > 0, q * (np.log(np.where(q > 0, q, 1.0)) - log_p1[ids]), 0.0), 1)
+  if uniform > 0:
+    outside = V - first.sum(1)
+    log_p1_outside = log_p1[:V].sum() - np.sum(np.where(first, log_p1[ids], 0.0), 1)
+    out += uniform * (outside * np.log(uniform) - log_p1_outside)
+  if process.has_mask_token:
+    q_m = float(process.one_minus_kappa(one))
+    if q_m > 0:
+      out += q_m * (np.log(q_m) - log_p1[process.mask_id])
   return out.astype(np.float32)
 
 

@@ -125,7 +125,7 @@ def position_gumbel(key, batch: int, positions, vocab: int, dtype):
   return jnp.swapaxes(noise, 0, 1)
 
 
-def draw(kernel, opts: SamplerOptions, key, z, logits, t, penalty, positions):
+def draw(process, opts: SamplerOptions, key, z, logits, t, penalty, positions):
   """The per-position half of a step, on any chunk of positions: z (B, P), logits (B, P, V).
 
   Returns x ~ x_hat restricted to C(z_t); with eta > 0 the unrestricted draw for the global
@@ -138,7 +138,7 @@ def draw(kernel, opts: SamplerOptions, key, z, logits, t, penalty, positions):
   gumbel = position_gumbel(key, z.shape[0], positions, scores.shape[-1], scores.dtype)
   # Mean form: p(z_s | z_t) ∝ q(z_t | z_s) q_s(z_s | x_hat) is the posterior step from an x
   # drawn ∝ x_hat(x) q_t(z_t | x) (design.md §5); the mixture form draws x ~ x_hat.
-  allowed, tilt = kernel.x_posterior(z, t)
+  allowed, tilt = process.x_posterior(z, t)
   x = draw_tokens(None, scores, allowed, opts.top_p, gumbel, tilt)
   x_glob = draw_tokens(None, scores, True, opts.top_p, gumbel) if opts.eta > 0 else None
   confidence = (unmasking.confidence_scores(opts.unmasking, scores, x)
@@ -146,24 +146,24 @@ def draw(kernel, opts: SamplerOptions, key, z, logits, t, penalty, positions):
   return x, x_glob, confidence
 
 
-def transition(kernel, opts: SamplerOptions, key, z, drawn, t, s, reveal=None):
+def transition(process, opts: SamplerOptions, key, z, drawn, t, s, reveal=None):
   """The other half: z_t -> z_s (B, L) given the draws of `draw` for every position."""
   x, x_glob, confidence = drawn
   k_post, k_eta, k_fwd = jax.random.split(key, 3)
   if reveal is None:
-    z_next = kernel.posterior_sample(k_post, z, x, t, s)
+    z_next = process.posterior_sample(k_post, z, x, t, s)
   else:
     if callable(reveal):
       reveal = reveal(x, confidence)
-    z_next = jnp.where((z == kernel.mask_id) & reveal, x, z)
+    z_next = jnp.where((z == process.mask_id) & reveal, x, z)
   if opts.eta > 0:
     eta_t = opts.eta * (t if opts.eta_schedule == "linear" else 1.0)
-    renoised = kernel.sample_forward(k_fwd, x_glob, jnp.full((z.shape[0],), s))
+    renoised = process.sample_forward(k_fwd, x_glob, jnp.full((z.shape[0],), s))
     z_next = jnp.where(jax.random.uniform(k_eta, z.shape) < eta_t, renoised, z_next)
   return z_next
 
 
-def reverse_step(kernel, opts: SamplerOptions, key, z, logits, t, s, reveal=None):
+def reverse_step(process, opts: SamplerOptions, key, z, logits, t, s, reveal=None):
   """One step z_t -> z_s of the model's reverse process for scalar times s < t.
 
   logits: (B, L, V) denoiser output (any float dtype; the draws run in logits.dtype).
@@ -172,25 +172,25 @@ def reverse_step(kernel, opts: SamplerOptions, key, z, logits, t, s, reveal=None
   drawn tokens' confidence); None: the exact ancestral posterior.
   """
   k_draw, k_rest = jax.random.split(key)
-  penalty = kernel.frequency_penalty(z) if opts.rho > 0 else None
-  drawn = draw(kernel, opts, k_draw, z, logits, t, penalty, jnp.arange(z.shape[1]))
-  return transition(kernel, opts, k_rest, z, drawn, t, s, reveal)
+  penalty = process.frequency_penalty(z) if opts.rho > 0 else None
+  drawn = draw(process, opts, k_draw, z, logits, t, penalty, jnp.arange(z.shape[1]))
+  return transition(process, opts, k_rest, z, drawn, t, s, reveal)
 
 
 # ---------------------------------------------------------------------------- the loop
-def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: SamplerOptions):
+def sample(params, key, fixed_tokens, fixed_mask, *, model, process, opts: SamplerOptions):
   """Generates (B, L) tokens. Positions where `fixed_mask` is True keep `fixed_tokens`
   (prefix prompts, infilling). Returns (tokens, network evaluations per sequence).
 
   A model with `clean_flag` is told which positions are fixed, so its x_hat is the
-  conditional posterior given clean tokens there: exact conditioning for every kernel. A
+  conditional posterior given clean tokens there: exact conditioning for every process. A
   model without it reads a fixed token as a possibly-noisy z_t, which is exact only for the
   masking kernel (a real token is clean there); docs/design.md §5."""
   batch, length = fixed_tokens.shape
   ftype = jnp.float64 if opts.float64 else jnp.float32
   block = opts.block_size or length
   times = jnp.linspace(1.0, 0.0, opts.steps + 1, dtype=ftype)
-  cache = opts.cache and kernel.cacheable and not model.cfg.time_conditioning
+  cache = opts.cache and process.cacheable and not model.cfg.time_conditioning
   position = jnp.arange(length)
   clean = fixed_mask if model.cfg.clean_flag else None
   chunk = position_chunk(length, opts.logits_chunk)
@@ -201,40 +201,40 @@ def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: Sample
     (B, L, d), from which each chunk's logits are made when it is drawn."""
     z, t = z.astype(jnp.int32), jnp.full((batch,), t, jnp.float32)
     if chunk:
-      return denoiser.features(model, params, z, denoiser.time_input(model.cfg, kernel, t),
+      return denoiser.features(model, params, z, denoiser.time_input(model.cfg, process, t),
                                clean=clean)
-    return denoiser.logits(model, params, kernel, z, t, clean).astype(ftype)
+    return denoiser.logits(model, params, process, z, t, clean).astype(ftype)
 
   def step(key, z, out, t, s, reveal):
     if not chunk:
-      return reverse_step(kernel, opts, key, z, out, t, s, reveal)
+      return reverse_step(process, opts, key, z, out, t, s, reveal)
     k_draw, k_rest = jax.random.split(key)
-    penalty = kernel.frequency_penalty(z) if opts.rho > 0 else None
+    penalty = process.frequency_penalty(z) if opts.rho > 0 else None
 
     def one_chunk(c):           # never more than (B, chunk, V) logits at once
       part = lambda a: jax.lax.dynamic_slice_in_dim(a, c * chunk, chunk, 1)
       logits = head(part(out)).astype(ftype)
-      return draw(kernel, opts, k_draw, part(z), logits, t, penalty,
+      return draw(process, opts, k_draw, part(z), logits, t, penalty,
                   c * chunk + jnp.arange(chunk))
     drawn = jax.lax.map(one_chunk, jnp.arange(length // chunk))
     drawn = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1).reshape(batch, length), drawn)
-    return transition(kernel, opts, k_rest, z, drawn, t, s, reveal)
+    return transition(process, opts, k_rest, z, drawn, t, s, reveal)
 
   def run_block(carry, b):
     z, nfe, key = carry
     key, k_plan, k_steps = jax.random.split(key, 3)
     active = (position // block == b)[None, :] & ~fixed_mask
     plan = None
-    to_reveal = active & (z == kernel.mask_id)
+    to_reveal = active & (z == process.mask_id)
     if opts.unmasking != "ancestral":
-      plan = unmasking.plan(opts.unmasking, k_plan, kernel, times, to_reveal)
+      plan = unmasking.plan(opts.unmasking, k_plan, process, times, to_reveal)
 
     def reveal_at(z, i):
       if plan is None:
         return None
       if opts.unmasking not in unmasking.ORDERED_LAWS:
         return plan.reveal(i)
-      masked = active & (z == kernel.mask_id)
+      masked = active & (z == process.mask_id)
       return lambda x, confidence: unmasking.ordered_reveal(
           opts.unmasking, confidence, masked, plan.revealed[:, i], to_reveal.sum(-1),
           opts.threshold, i == opts.steps - 1)
@@ -258,7 +258,7 @@ def sample(params, key, fixed_tokens, fixed_mask, *, model, kernel, opts: Sample
     return (z, nfe, key), None
 
   k_prior, key = jax.random.split(key)
-  z = jnp.where(fixed_mask, fixed_tokens, kernel.sample_prior(k_prior, (batch, length)))
+  z = jnp.where(fixed_mask, fixed_tokens, process.sample_prior(k_prior, (batch, length)))
   (z, nfe, _), _ = jax.lax.scan(run_block, (z, jnp.array(0), key), jnp.arange(length // block))
   return z, nfe
 
@@ -274,6 +274,6 @@ def position_chunk(length: int, chunk: int) -> int:
 def jit_sample(model, process, opts: SamplerOptions):
   """A jitted `sample(params, key, fixed_tokens, fixed_mask)`; the process enters the jit as
   an argument (its tables are not constants of the executable); float64 runs under x64."""
-  fn = jax.jit(lambda process, *args: sample(*args, model=model, kernel=process, opts=opts))
+  fn = jax.jit(lambda process, *args: sample(*args, model=model, process=process, opts=opts))
   x64 = (lambda: jax.enable_x64(True)) if opts.float64 else None
   return parallel.BoundFirst(fn, process, x64)
