@@ -112,6 +112,17 @@ def _prior_kl_table(process: Process) -> np.ndarray:
   return out.astype(np.float32)
 
 
+def _static_fields(kernel_cfg) -> dict:
+  """The process's static fields from `config.kernel`: name, schedules, parameterisation."""
+  parameterization = kernel_cfg.get("parameterization", "mean")
+  if parameterization not in PARAMETERIZATIONS:
+    raise UserError(f"kernel.parameterization must be one of {list(PARAMETERIZATIONS)}, got "
+                    f"{parameterization!r}")
+  return {"name": kernel_cfg.name, "parameterization": parameterization,
+          "bulk_samples": int(kernel_cfg.get("bulk_samples", 0)),
+          **(_components(kernel_cfg) if kernel_cfg.name in KERNELS else {})}
+
+
 def _member(kernel_cfg, table_kind: str):
   name = kernel_cfg.name
   if name not in KERNELS:
@@ -129,13 +140,9 @@ def make_process(kernel_cfg, vocab_size: int, table=None, unigram=None,
   (V,) defines p_1 (default: uniform); `prior_kl_table` (V,): KL(q_1(.|x) || p_1) when
   already computed (a restored run), else computed here.
   """
-  comps = _components(kernel_cfg) if kernel_cfg.name in KERNELS else {}
-  parameterization = kernel_cfg.get("parameterization", "mean")
-  if parameterization not in PARAMETERIZATIONS:
-    raise UserError(f"kernel.parameterization must be one of {list(PARAMETERIZATIONS)}, got "
-                    f"{parameterization!r}")
+  static = _static_fields(kernel_cfg)
   device_table = None
-  if "sem" in comps:
+  if static.get("sem") is not None:
     if table is None:
       raise UserError(f"kernel {kernel_cfg.name!r} needs a neighbour table (kernel.neighbors)")
     if isinstance(table, tuple(TABLES.values())):
@@ -147,9 +154,8 @@ def make_process(kernel_cfg, vocab_size: int, table=None, unigram=None,
   member = _member(kernel_cfg, "none" if device_table is None else device_table.kind)
   unigram = (np.full((vocab_size,), 1.0 / vocab_size) if unigram is None
              else np.asarray(unigram, np.float64) / np.sum(unigram))
-  process = member(name=kernel_cfg.name, vocab_size=vocab_size, table=device_table,
-                   unigram=jnp.asarray(unigram), parameterization=parameterization,
-                   bulk_samples=int(kernel_cfg.get("bulk_samples", 0)), **comps)
+  process = member(vocab_size=vocab_size, table=device_table, unigram=jnp.asarray(unigram),
+                   **static)
   if prior_kl_table is None:
     prior_kl_table = _prior_kl_table(process)
   return process.replace(prior_kl_table=jnp.asarray(prior_kl_table, jnp.float32))
@@ -193,7 +199,5 @@ def abstract_process(kernel_cfg, vocab_size: int) -> Process:
       table = TopkTable(ids=sds((V, k), jnp.int32), weights=sds((V, k)),
                         in_ids=sds((V, k_in), jnp.int32), in_weights=sds((V, k_in)))
   member = _member(kernel_cfg, "none" if table is None else table.kind)
-  return member(name=kernel_cfg.name, vocab_size=V, table=table, unigram=sds((V,)),
-                prior_kl_table=sds((V,)),
-                parameterization=kernel_cfg.get("parameterization", "mean"),
-                bulk_samples=int(kernel_cfg.get("bulk_samples", 0)), **_components(kernel_cfg))
+  return member(vocab_size=V, table=table, unigram=sds((V,)), prior_kl_table=sds((V,)),
+                **_static_fields(kernel_cfg))
