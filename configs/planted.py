@@ -1,5 +1,5 @@
 """The planted semantic language (dlm_jax/data/planted.py): a masking DLM on rows whose exact
-likelihood and entropy are known, minutes on a CPU. `python -m dlm_jax.analysis.planted` trains
+likelihood and entropy are known, minutes on a CPU. `python -m experiments.planted` trains
 every kernel from this config."""
 
 from configs import base

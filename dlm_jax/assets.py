@@ -121,14 +121,20 @@ def token_embeddings(config, tokenizer, workdir: str) -> np.ndarray:
   return emb[:V]
 
 
-def neighbor_table(config, tokenizer, workdir: str, build: bool = True) -> neighbors.NeighborTable:
-  """The table of `config`, built when missing if `build` (else a one-line error)."""
+def neighbor_table(config, tokenizer, workdir: str, build: bool = True,
+                   save: bool = True) -> neighbors.NeighborTable:
+  """The table of `config`, built when missing if `build` (else a one-line error); `save`:
+  the built table is written next to the tokenizer (else it is only returned)."""
   path = table_path(config, tokenizer, workdir)
   k = config.kernel
   if not os.path.exists(path):
     if not build:
       raise UserError(f"neighbour table {path} is missing; the commands that restore a run "
                       "never rebuild it: restore the file or retrain")
+    if not save:
+      emb = token_embeddings(config, tokenizer, workdir)
+      return neighbors.build(emb, k.neighbors, k.k, tokenizer.fingerprint(), k.tau,
+                             k.max_in_degree or None, config.seed, tokenizer.special_ids)
     if jax.process_index() == 0:
       start = time.perf_counter()
       emb = token_embeddings(config, tokenizer, workdir)

@@ -8,7 +8,7 @@ import sys
 
 from absl import flags, logging
 
-from dlm_jax import distributed
+from dlm_jax import distributed, rng
 from dlm_jax.errors import UserError
 from dlm_jax.samplers import reverse, unmasking
 
@@ -66,13 +66,20 @@ def flag_values(f, names) -> dict:
   return {name: f[name].value for name in names if name in f}
 
 
-def sampler_options(f, steps=None) -> reverse.SamplerOptions:
-  """SamplerOptions from the flags of `define_sampler_flags`."""
-  return reverse.SamplerOptions(
+def sampler_options(f, steps=None, program: str = "dlm_jax.sample") -> reverse.SamplerOptions:
+  """SamplerOptions from the flags of `define_sampler_flags`; values no process can run, or
+  a seed out of range, are one line on stderr (exit 1) before any work."""
+  opts = reverse.SamplerOptions(
       steps=steps or f.steps, temperature=f.temperature, top_p=f.top_p, eta=f.eta,
       eta_schedule=f.eta_schedule, rho=f.rho, unmasking=f.unmasking, threshold=f.threshold,
       block_size=f.block_size,
       cache=not f.no_cache, float64=f.float64)
+  run(program, reverse.check_values, opts)
+  run(program, rng.check_seed, f.seed, "--seed")
+  if f.length is not None and f.length < 1:
+    sys.exit(f"{program}: error: --length must be >= 1 (omit it for the trained seq_len), "
+             f"got {f.length}")
+  return opts
 
 
 def unknown_override(argv) -> str | None:
@@ -100,3 +107,16 @@ def run_app(program: str, main, define_flags):
     sys.exit(f"{program}: error: unknown config key {bad!r} in --config.{bad}=... "
              "(keys are defined in dlm_jax/config_schema.py)")
   app.run(main)
+
+
+def step_counts(values, program: str) -> list:
+  """--steps=16,64,256 as ints, each in [1, MAX_STEPS]; anything else is one line, exit 1."""
+  try:
+    counts = [int(v) for v in values]
+  except ValueError:
+    sys.exit(f"{program}: error: --steps must be comma-separated integers, got "
+             f"{','.join(values)!r}")
+  if not counts or not all(1 <= c <= reverse.MAX_STEPS for c in counts):
+    sys.exit(f"{program}: error: --steps must list step counts in [1, {reverse.MAX_STEPS}], "
+             f"got {','.join(values)!r}")
+  return counts

@@ -42,11 +42,12 @@ def get_config() -> config_dict.ConfigDict:
   ))
   # Each source's own settings, config.data.<source>.* (dlm_jax/data/sources/<module>.py),
   # and their flat names of before (data.hf_name, ...): still accepted for one release, with
-  # a warning (configuration.move_flat_source_keys).
+  # a warning (configuration.move_flat_source_keys). A flat name is unset (None) unless given,
+  # so that a flat value equal to the default is still seen and applied.
   for name, defaults in SOURCE_DEFAULTS.items():
     c.data[name] = config_dict.ConfigDict(dict(defaults))
     for key, value in defaults.items():
-      c.data[f"{name}_{key}"] = value
+      c.data[f"{name}_{key}"] = config_dict.placeholder(type(value))
 
   c.kernel = config_dict.ConfigDict(dict(
       name="masking",               # masking | uniform | semdlm | semdlm_plus (docs/design.md §1)

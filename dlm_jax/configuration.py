@@ -7,6 +7,7 @@ import math
 from ml_collections import config_dict
 
 from dlm_jax import config_schema as base
+from dlm_jax import rng
 from dlm_jax.data import detokenizers, readers, rows, sources, tokenizer
 from dlm_jax.errors import UserError
 from dlm_jax.kernels import family, schedules
@@ -68,26 +69,90 @@ def _check_finite(cfg, prefix=""):
       raise UserError(f"{prefix}{key} must be a finite number, got {value}")
 
 
-def move_flat_source_keys(cfg, warn: bool = True, schema=None) -> None:
+def command_line_overrides() -> frozenset:
+  """The config keys given on this command's line (`--config.a.b=v`), when it has a config
+  flag; empty otherwise (a config built in Python)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if "config" not in flags.FLAGS or not flags.FLAGS.is_parsed():
+    return frozenset()
+  return frozenset(getattr(flags.FLAGS["config"], "override_values", None) or ())
+
+
+def move_flat_source_keys(cfg, warn: bool = True, schema=None, overrides=None) -> None:
   """Moves a source setting given under its old flat name (data.hf_name) to its group
-  (data.hf.name), with a warning; the flat names go in a later release. `schema`: the
-  config schema, when the caller has it built."""
+  (data.hf.name), with a warning; the flat names go in a later release. A flat name on the
+  command line replaces the config file's grouped value (the old command lines keep their
+  meaning); a flat and a grouped value that disagree otherwise are an error. `schema`: the
+  config schema, when the caller has it built; `overrides`: the keys set on the command line
+  (default: this command's)."""
   schema = (schema or base.get_config()).data
+  overrides = command_line_overrides() if overrides is None else overrides
   for name, defaults in base.SOURCE_DEFAULTS.items():
-    for key, default in defaults.items():
-      flat = f"{name}_{key}"
-      value = cfg.data[flat]
-      if value == default:
+    for key in defaults:
+      flat = f"data.{name}_{key}"
+      value = cfg.data[f"{name}_{key}"]
+      if value is None:
         continue
       grouped = cfg.data[name][key]
-      if grouped != schema[name][key] and grouped != value:
-        raise UserError(f"data.{flat}={value!r} and data.{name}.{key}={grouped!r} disagree: "
-                        f"set data.{name}.{key} only (data.{flat} is its old name)")
+      flat_wins = f"data.{name}.{key}" not in overrides and (
+          grouped == schema[name][key] or flat in overrides)
+      if grouped != value and not flat_wins:
+        raise UserError(f"{flat}={value!r} and data.{name}.{key}={grouped!r} disagree: "
+                        f"set data.{name}.{key} only ({flat} is its old name)")
       cfg.data[name][key] = value
-      cfg.data[flat] = default
+      cfg.data[f"{name}_{key}"] = None
       if warn:
-        print(f"warning: data.{flat} is now data.{name}.{key}; the old name goes in a later "
-              "release", flush=True)
+        replaced = f" (it replaces the config file's {grouped!r})" if grouped != value else ""
+        print(f"warning: {flat} is now data.{name}.{key}{replaced}; the old name goes in a "
+              "later release", flush=True)
+
+
+def _ignored_source_settings(cfg, schema):
+  """(key, value) of each config.data setting that the selected source does not read."""
+  selected = cfg.data.source
+  reads = sources.REGISTRY[selected].reads
+  for key in sources.SHARED_KEYS:
+    if key not in reads and cfg.data[key] != schema[key]:
+      yield key, cfg.data[key]
+  for name in base.SOURCE_DEFAULTS:
+    if name != selected:
+      for key, default in schema[name].items():
+        if cfg.data[name][key] != default:
+          yield f"{name}.{key}", cfg.data[name][key]
+
+
+def _reset(cfg, schema, key: str) -> None:
+  group, _, name = key.rpartition(".")
+  (cfg.data[group] if group else cfg.data)[name] = (schema[group] if group else schema)[name]
+
+
+def check_source_settings(cfg, schema=None, overrides=None) -> None:
+  """Refuses settings that the selected source would ignore: another source's group
+  (data.hf.* under data.source='quickstart'), or a shared key it does not read
+  (data.train_pattern under 'quickstart' or 'hf'). When the command line selects another
+  source than the config file's, the file's settings of its own source are dropped (with a
+  note); the command line's own are refused like any other."""
+  schema = (schema or base.get_config()).data
+  overrides = command_line_overrides() if overrides is None else overrides
+  selected = cfg.data.source
+  if "data.source" in overrides:
+    dropped = [key for key, _ in _ignored_source_settings(cfg, schema)
+               if f"data.{key}" not in overrides]
+    for key in dropped:
+      _reset(cfg, schema, key)
+    if dropped:
+      print(f"note: data.source={selected!r} from the command line: the config file's "
+            f"{', '.join('data.' + k for k in dropped)} (settings of another source) do not "
+            "apply", flush=True)
+  for key, value in _ignored_source_settings(cfg, schema):
+    if "." in key:
+      name = key.split(".")[0]
+      raise UserError(f"data.{key}={value!r} is ignored by data.source={selected!r}: select "
+                      f"it (--config.data.source={name}) or drop data.{key}")
+    users = " or ".join(f"--config.data.source={n}" for n, cls in sources.REGISTRY.items()
+                        if key in cls.reads)
+    raise UserError(f"data.{key}={value!r} is ignored by data.source={selected!r}: select a "
+                    f"source that reads it ({users}) or drop data.{key}")
 
 
 def validate_config(cfg) -> None:
@@ -100,6 +165,7 @@ def validate_config(cfg) -> None:
     group, key = path.split(".")
     if cfg[group][key] not in choices:
       raise UserError(f"{path}={cfg[group][key]!r} is not one of {list(choices)}")
+  check_source_settings(cfg, schema)
   _check_finite(cfg)
   d, t, o, k = cfg.data, cfg.train, cfg.optim, cfg.kernel
   for name in ("b1", "b2"):
@@ -152,6 +218,7 @@ def validate_config(cfg) -> None:
     raise UserError("data.convention='md4' holds out 2% of the rows of the training documents; "
                     "unset data.validation_pattern (or choose another convention)")
   rows.Layout.of(d).check()
+  rng.check_seed(cfg.seed)
   for name in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
                "keep_checkpoints"):
     if t[name] < 1:
@@ -204,8 +271,16 @@ def from_saved(saved: dict):
       else:
         with node.ignore_type():
           node[key] = value
-  merge(cfg, saved)
-  move_flat_source_keys(cfg, warn=False)        # runs saved before the source groups
+  data = dict(saved.get("data", {}))
+  for name, defaults in base.SOURCE_DEFAULTS.items():
+    for key in defaults:                   # runs saved with the groups kept a flat copy
+      if name in data:
+        data.pop(f"{name}_{key}", None)
+  merge(cfg, {**saved, "data": data} if "data" in saved else saved)
+  move_flat_source_keys(cfg, warn=False, overrides=frozenset())   # runs saved before them
+  schema = base.get_config().data
+  for key, _ in list(_ignored_source_settings(cfg, schema)):   # what the run ignored
+    _reset(cfg, schema, key)
   if "kernel" in saved and "parameterization" not in saved["kernel"]:
     cfg.kernel.parameterization = "mixture"    # what every run before the choice trained
   return cfg

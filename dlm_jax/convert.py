@@ -17,6 +17,7 @@ prints the max abs difference from its `logits` (exit 1 above --tolerance). The 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import flags
@@ -25,10 +26,13 @@ from ml_collections import config_flags
 from dlm_jax import cli, mdlm_checkpoint
 
 COMMANDS = ("import-mdlm", "export", "check")
+# The checkout's OWT config, found from any working directory.
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "configs", "owt_masking.py")
 
 
 def define_flags():
-  config_flags.DEFINE_config_file("config", "configs/owt_masking.py",
+  config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
                                   "Data, tokenizer and kernel of an imported model.",
                                   lock_config=True)
   flags.DEFINE_string("checkpoint", None, "import-mdlm: the Hugging Face checkpoint directory.")

@@ -38,7 +38,7 @@ import sys
 import jax
 from absl import flags
 
-from dlm_jax import cli, evaluation, reports, sample_quality
+from dlm_jax import cli, evaluation, reports, rng, sample_quality
 from dlm_jax.data import suite
 
 
@@ -63,6 +63,9 @@ def define_flags():
   cli.define_sampler_flags(steps=False)
 
 
+# The flags that only the sample-quality mode (--num_samples) reads.
+SAMPLE_QUALITY_FLAGS = ("steps", "judge", "prompt_tokens") + tuple(
+    n for n in cli.SAMPLER_FLAGS if n != "seed")
 EVALUATE_FLAGS = ("step", "split", "t_samples", "max_batches", "raw_params", "num_samples",
                   "judge", "dataset", "datasets_dir", "prompt_tokens") + cli.SAMPLER_FLAGS
 
@@ -94,6 +97,13 @@ def main(argv):
     sys.exit("dlm_jax.evaluate: error: --workdir is required")
   if f.output:
     cli.run("dlm_jax.evaluate", reports.check_writable, f.output)   # before any work
+  if f.num_samples <= 0:
+    given = [n for n in SAMPLE_QUALITY_FLAGS if f[n].present]
+    if given:
+      sys.exit(f"dlm_jax.evaluate: error: --{given[0]} is an option of the sample-quality "
+               "mode: add --num_samples=N (the NELBO and zero-shot modes draw no samples)")
+    if f["seed"].present:
+      cli.run("dlm_jax.evaluate", rng.check_seed, f.seed, "--seed")
   if f.dataset:
     if f.num_samples > 0:
       sys.exit("dlm_jax.evaluate: error: --dataset and --num_samples are separate evaluations")
@@ -104,11 +114,19 @@ def main(argv):
     _write(f, f"zero_shot_step{report['step']}", report, evaluation.zero_shot_markdown(report))
     return
   if f.num_samples > 0:
-    opts = cli.sampler_options(f, steps=1)
+    steps = cli.step_counts(f.steps, "dlm_jax.evaluate")
+    for name in ("prompt", "suffix", "length"):
+      if f[name].present:
+        sys.exit(f"dlm_jax.evaluate: error: --{name} is an option of dlm_jax.sample; the sample "
+                 "quality here is of unconditional rows of the trained length, or of rows "
+                 "conditioned on --prompt_tokens of each validation row")
+    if f.prompt_tokens < 0:
+      sys.exit(f"dlm_jax.evaluate: error: --prompt_tokens must be >= 0, got {f.prompt_tokens}")
+    opts = cli.sampler_options(f, steps=1, program="dlm_jax.evaluate")
     if f.judge and f.judge.startswith("hf:") and not f["float64"].present:
       opts = dataclasses.replace(opts, float64=True)   # the protocol samples in float64
     report = cli.run("dlm_jax.evaluate", sample_quality.sample_quality, f.workdir, f.num_samples,
-                     f.steps, opts, f.judge, f.prompt_tokens, f.split, f.seed, f.step,
+                     steps, opts, f.judge, f.prompt_tokens, f.split, f.seed, f.step,
                      f.batch_size)
     _write(f, f"quality_step{report['step']}", report, sample_quality.quality_markdown(report))
     return

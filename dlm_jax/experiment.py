@@ -140,7 +140,10 @@ def build(config, workdir: str, devices=None, restoring: bool = False,
   unigram (assets.rebuild_process), never rebuilt."""
   if not validated:
     configuration.validate_config(config)
-  workdirs.ensure(workdir)
+  if restoring:
+    workdirs.check_readable(workdir)   # a reader never needs to write into the workdir
+  else:
+    workdirs.ensure(workdir)
   mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
   tokenizer = get_tokenizer(config.data, workdir, jax.process_index(), may_train=not restoring)
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlm_jax import experiment, quality
+from dlm_jax import experiment, quality, rng
 from dlm_jax.data.rows import sample_prefix
 from dlm_jax.errors import UserError
 from dlm_jax.samplers import reverse
@@ -52,7 +52,7 @@ def template_conditioning(tokenizer, templates, length: int, start=()):
     keep = [True] * len(ids)
     pieces = [(m.start(), m.end(), m.group(1)) for m in _MASK_SPAN.finditer(line)]
     for start, end, free in pieces:
-      if len(free) > len(str(length)) or int(free) > length:   # before any allocation
+      if len(free.lstrip("0")) > len(str(length)) or int(free) > length:   # before allocating
         raise UserError(f"prompt {row + 1}: <mask:{free}> asks for more positions than the "
                         f"length {length}")
     pieces = [(start, end, int(free)) for start, end, free in pieces]
@@ -97,10 +97,28 @@ def _progress(done: int, total: int, what: str):
     sys.stderr.flush()
 
 
+def _prefixes_only(mask) -> bool:
+  """Whether every row's clamped positions are a prefix of it (what a left-to-right sampler
+  conditions on exactly)."""
+  mask = np.asarray(mask, bool)
+  return bool(np.all(mask[:, 1:] <= mask[:, :-1])) if mask.shape[1] > 1 else True
+
+
+def generated_texts(tokenizer, tokens, free) -> list:
+  """The text of each run of generated (not clamped) positions of each row: what the
+  real-word rate counts (never a prompt, suffix or template text)."""
+  texts = []
+  for row, keep in zip(np.asarray(tokens), np.asarray(free, bool)):
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(np.int8), [0]])))
+    texts += [tokenizer.decode(row[a:b]) for a, b in zip(edges[::2], edges[1::2])]
+  return texts
+
+
 def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, length=None,
                   prompt=None, suffix=None, seed: int = 0, batch_size: int = 16,
                   progress: str | None = None, rows=None):
-  """Samples from a restored experiment. Returns (token array (N, L), info dict).
+  """Samples from a restored experiment. Returns (token array (N, L), info dict, generated
+  mask (N, L): the positions the sampler drew, i.e. not clamped by the conditioning).
 
   rows: optional (fixed tokens, fixed mask), each (N, P) with P <= length, the conditioning
   of each sample (`template_conditioning`; prefixes of real rows), instead of the text
@@ -124,15 +142,13 @@ def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, l
   fn = exp.objective.sampler(exp.model, opts, min(length, window))
   plan = windows(length, window, max(window // 2, 1)) if length > window else [(0, 0)]
   clamped = mask.any() or rows is not None or len(plan) > 1
-  exact = exp.objective.conditions_exactly(exp.model) or not clamped
+  masks = mask if rows is None else np.asarray(rows[1])
+  exact = not clamped or exp.objective.conditions_exactly(exp.model, _prefixes_only(masks))
   if not exact:
-    print(f"note: kernel {exp.objective.name!r} with a model trained without model.clean_flag "
-          "reads the clamped tokens as possibly noisy ones, so the samples are not from the exact "
-          "conditional (docs/design.md §5); train with model.clean_flag=True and "
-          "train.prompt_rate > 0 for exact conditioning", file=sys.stderr)
+    print(f"note: {exp.objective.inexact_conditioning_note()}", file=sys.stderr)
   sampler = (f"reverse/{exp.objective.name}" if exp.objective.is_bound
              else exp.objective.name)
-  generated, nfes, seconds = [], [], []
+  generated, frees, nfes, seconds = [], [], [], []
   n_batches = -(-num_samples // batch_size)
   for b in range(n_batches):
     if rows is not None:
@@ -147,18 +163,22 @@ def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, l
       w_fixed, w_mask = (fixed, mask) if w == 0 else (np.zeros_like(fixed), np.zeros_like(mask))
       if context:             # the already generated part of a later window: a prompt
         w_fixed[:, :context], w_mask[:, :context] = out[:, begin:begin + context], True
-      key = jax.random.fold_in(jax.random.key(seed), b)    # window 0: the seeds of old
+      key = jax.random.fold_in(rng.key(seed), b)    # window 0: the seeds of old
       key = jax.random.fold_in(key, w) if w else key
       tokens = fn(params, key, jnp.asarray(w_fixed), jnp.asarray(w_mask))
       tokens, calls = np.asarray(jax.device_get(tokens[0])), tokens[1]
       out[:, begin:begin + tokens.shape[1]] = tokens
       nfe += int(calls)
     generated.append(out[:, :length])
+    free = np.ones((batch_size, length), bool)
+    free[:, : mask.shape[1]] = ~mask
+    frees.append(free)
     nfes.append(nfe)
     seconds.append(time.time() - start)
     if progress:
       _progress(b + 1, n_batches, progress)
   tokens = np.concatenate(generated)[:num_samples]
+  free = np.concatenate(frees)[:num_samples]
   steady = seconds[1:] or seconds                # the first call includes compilation
   per_batch = float(np.mean(steady))
   total_steps = exp.objective.sampler_steps(opts, min(length, window)) * len(plan)
@@ -171,7 +191,7 @@ def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, l
           "seconds_per_batch": per_batch, "timing_includes_compile": len(seconds) == 1,
           "steps_per_sec": total_steps / per_batch,
           "tokens_per_sec": batch_size * length / per_batch}
-  return tokens, info
+  return tokens, info, free
 
 
 def generate(workdir: str, num_samples: int, opts: reverse.SamplerOptions, length=None,
@@ -179,8 +199,8 @@ def generate(workdir: str, num_samples: int, opts: reverse.SamplerOptions, lengt
              templates=None, real_words: bool = True):
   """Restores `workdir` and samples. Returns (texts, tokens, info). `templates`: one per
   sample (template_conditioning), instead of `prompt` / `suffix`. `real_words`: info gets the
-  real-word rate of the text after the prompt (quality.real_word_rate; templates: the whole
-  rows) against the training split's words."""
+  real-word rate of the generated positions only (quality.real_word_rate; never the prompt,
+  suffix or template text) against the training split's words."""
   exp, params, ckpt_step = experiment.restore(workdir, step)
   rows, start = None, sample_prefix(exp.tokenizer, exp.config.data)
   if templates is not None:
@@ -189,13 +209,12 @@ def generate(workdir: str, num_samples: int, opts: reverse.SamplerOptions, lengt
     rows = template_conditioning(exp.tokenizer, templates, length or exp.config.data.seq_len,
                                  start)
     num_samples = len(templates)
-  tokens, info = generate_with(exp, params, num_samples, opts, length, prompt, suffix, seed,
-                               batch_size, progress="sampling", rows=rows)
+  tokens, info, free = generate_with(exp, params, num_samples, opts, length, prompt, suffix,
+                                     seed, batch_size, progress="sampling", rows=rows)
   info["step"] = ckpt_step
   if real_words:      # from cached training rows only: never tokenizes a corpus here
-    skip = len(start) + (len(exp.tokenizer.encode([prompt])[0]) if prompt else 0)
     vocabulary = quality.training_vocabulary(exp.rows("train", build=False),
                                              exp.tokenizer.decode)
-    info.update(quality.real_word_rate([exp.tokenizer.decode(r[skip:]) for r in tokens],
+    info.update(quality.real_word_rate(generated_texts(exp.tokenizer, tokens, free),
                                        vocabulary))
   return [exp.tokenizer.decode(row) for row in tokens], tokens, info

@@ -216,10 +216,17 @@ class Diffusion(struct.PyTreeNode):
   def sampler_steps(self, opts: reverse.SamplerOptions, length: int) -> int:
     return opts.steps * (length // (opts.block_size or length))
 
-  def conditions_exactly(self, model) -> bool:
+  def conditions_exactly(self, model, prefixes_only: bool) -> bool:
     """Whether clamped tokens condition the sampler exactly: for the masking kernel (a real
     token is clean there), else only if the denoiser reads which positions are clean."""
+    del prefixes_only
     return self.process.absorbing or model.cfg.clean_flag
+
+  def inexact_conditioning_note(self) -> str:
+    return (f"kernel {self.name!r} with a model trained without model.clean_flag reads the "
+            "clamped tokens as possibly noisy ones, so the samples are not from the exact "
+            "conditional (docs/design.md §5); train with model.clean_flag=True and "
+            "train.prompt_rate > 0 for exact conditioning")
 
 
 class Autoregressive(struct.PyTreeNode):
@@ -270,9 +277,17 @@ class Autoregressive(struct.PyTreeNode):
   def sampler_steps(self, opts: reverse.SamplerOptions, length: int) -> int:
     return length - 1
 
-  def conditions_exactly(self, model) -> bool:
+  def conditions_exactly(self, model, prefixes_only: bool) -> bool:
+    """Exact for a prompt only: a left-to-right draw never sees the clamped tokens to the
+    right of the position it draws (a suffix, template text after a span)."""
     del model
-    return True
+    return prefixes_only
+
+  def inexact_conditioning_note(self) -> str:
+    return ("the autoregressive sampler draws left to right and does not see the clamped "
+            "tokens to the right of each position it draws (a suffix or template text after "
+            "a <mask:K> span), so the samples are not from the exact conditional; only a "
+            "prompt conditions it exactly")
 
 
 def make_objective(config, build_process):

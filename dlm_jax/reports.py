@@ -13,6 +13,9 @@ from dlm_jax.errors import UserError
 def check_writable(stem: str) -> None:
   """Fails now, before any work, when outputs cannot be written next to `stem` (its
   directory cannot be created, e.g. a path through an existing file, or is read-only)."""
+  if stem.endswith(os.sep) or os.path.isdir(stem):
+    raise UserError(f"--output={stem!r} is a directory; give a file name without extension "
+                    f"in it (e.g. {os.path.join(stem, 'report')!r}: report.json, report.md)")
   directory = os.path.dirname(os.path.abspath(stem))
   try:
     os.makedirs(directory, exist_ok=True)
@@ -32,13 +35,28 @@ def options_hash(options: dict) -> str:
 def unique_stem(directory: str, name: str, options: dict,
                 suffixes=(".json", ".md", ".txt", ".png")) -> str:
   """<directory>/<name>_<options_hash>: calls with other options never share a file; a
-  repeated call with the same options gets -2, -3, ... rather than overwriting."""
+  repeated call with the same options gets -2, -3, ... rather than overwriting. The name is
+  reserved by creating its first suffix's file exclusively (O_EXCL), so two processes never
+  get the same one."""
+  try:
+    os.makedirs(directory, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot write outputs under {directory!r} ({e.strerror}): give "
+                    "--output=PATH in a writable directory") from None
   stem = os.path.join(directory, f"{name}_{options_hash(options)}")
   candidate, n = stem, 1
-  while any(os.path.exists(candidate + s) for s in suffixes):
+  while True:
+    if not any(os.path.exists(candidate + s) for s in suffixes):
+      try:
+        os.close(os.open(candidate + suffixes[0], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        return candidate
+      except FileExistsError:
+        pass
+      except OSError as e:
+        raise UserError(f"cannot write outputs under {directory!r} ({e.strerror}): give "
+                        "--output=PATH in a writable directory") from None
     n += 1
     candidate = f"{stem}-{n}"
-  return candidate
 
 
 def write(stem: str, report=None, markdown: str | None = None, plot=None) -> list[str]:

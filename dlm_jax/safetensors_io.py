@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 
 import ml_dtypes
 import numpy as np
 
+from dlm_jax import atomic_files
 from dlm_jax.errors import UserError
 
 _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16,
@@ -93,16 +93,7 @@ def save(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str] | N
     header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
   blob = json.dumps(header, separators=(",", ":")).encode()
   blob += b" " * (-len(blob) % 8)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=directory, delete=False) as f:
-    try:
-      f.write(struct.pack("<Q", len(blob)) + blob)
-      for a in arrays:
-        f.write(a.tobytes())
-      f.flush()
-    except OSError as e:              # a full disk: no temporary file is left behind
-      f.close()
-      os.remove(f.name)
-      raise UserError(f"could not write {path}: {e.strerror or e}") from None
-  os.replace(f.name, path)
+  with atomic_files.replace_on_success(path, "safetensors file") as f:
+    f.write(struct.pack("<Q", len(blob)) + blob)
+    for a in arrays:
+      f.write(a.tobytes())

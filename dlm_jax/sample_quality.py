@@ -18,10 +18,11 @@ from dlm_jax.errors import UserError
 
 
 def _basin_table(exp):
-  """The top-k neighbour ids used by the basin metric: the same k for every kernel."""
+  """The top-k neighbour ids used by the basin metric: the same k for every kernel (the
+  workdir's table when it has one; else built in memory, never written into the workdir)."""
   config = exp.config.copy_and_resolve_references()
   config.kernel.neighbors = "topk"
-  return assets.neighbor_table(config, exp.tokenizer, exp.workdir).ids
+  return assets.neighbor_table(config, exp.tokenizer, exp.workdir, save=False).ids
 
 
 def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
@@ -36,6 +37,9 @@ def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
   exp, params, ckpt_step = experiment.restore(workdir, step)
   scorers_ = scorers.build(judge, exp.source)       # chosen once: judge, oracle
   split = split or exp.config.eval.split
+  if not 0 <= prompt_tokens < exp.config.data.seq_len:
+    raise UserError(f"--prompt_tokens must be in [0, seq_len={exp.config.data.seq_len}), got "
+                    f"{prompt_tokens}")
   tok = exp.tokenizer
   real = np.asarray(exp.rows(split)[:num_samples])
   if len(real) < num_samples:
@@ -59,7 +63,7 @@ def sample_quality(workdir: str, num_samples: int, steps_list, opts, judge=None,
   results = [{"name": "data", "steps": None, **measure(real)}]
   for steps in steps_list:
     run_opts = dataclasses.replace(opts, steps=int(steps))
-    tokens, info = generation.generate_with(exp, params, num_samples, run_opts, seed=seed,
+    tokens, info, _ = generation.generate_with(exp, params, num_samples, run_opts, seed=seed,
                                         batch_size=batch_size,
                                         rows=None if prompts is None else
                                         (prompts, np.ones(prompts.shape, bool)),

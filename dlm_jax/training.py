@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -99,8 +100,15 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_after: int | Non
   """Runs training; returns (logged metric dicts, final state). `stop_after` ends the loop
   early (after saving), as an interrupted job would. Holds the workdir's train lock."""
   configuration.validate_config(config)
-  with workdirs.train_lock(workdir):
-    return _train(config, workdir, devices, stop_after)
+  created = "://" not in workdir and not os.path.exists(workdir)
+  try:
+    with workdirs.train_lock(workdir):
+      return _train(config, workdir, devices, stop_after)
+  except BaseException:
+    if created and jax.process_index() == 0 and workdirs.remove_if_unused(workdir):
+      print(f"the start failed before step 0: removed the workdir {workdir} it had created",
+            file=sys.stderr, flush=True)
+    raise
 
 
 class _Metrics:
@@ -138,10 +146,12 @@ class _TrainLog:
     bad_step, bad = _first_nonfinite(fetched, first)
     if bad_step is not None:
       if cfg.train.nonfinite == "stop":
+        latest = self.ckpt.latest_step()
+        saved = (f"last good checkpoint: step {latest} in {self.ckpt.directory}" if latest
+                 is not None else "no checkpoint was saved yet")
         raise FloatingPointError(
             f"non-finite {', '.join(bad) or 'value'} at step {bad_step} (update not applied); "
-            f"last good checkpoint: step {self.ckpt.latest_step()} in {self.ckpt.directory}; "
-            "set train.nonfinite=skip to skip such updates")
+            f"{saved}; set train.nonfinite=skip to skip such updates")
       self.skipped += sum(not bool(m["finite"]) for m in fetched)
     good = [m for m in fetched if bool(m["finite"])] or fetched
     rate = (done - self.last_step) / max(time.time() - self.last_time, 1e-9)

@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import fcntl
 import os
+import shutil
 import socket
 
 import jax
@@ -33,6 +34,24 @@ def ensure(workdir: str) -> None:
     raise UserError(f"cannot create workdir {workdir!r}: {e.strerror}") from None
   if not os.access(workdir, os.W_OK):
     raise UserError(f"workdir {workdir!r} is not writable")
+
+
+def check_readable(workdir: str) -> None:
+  """A workdir a reader restores from: it exists (it may be read-only)."""
+  if "://" not in workdir and not os.path.isdir(workdir):
+    raise UserError(f"workdir {workdir!r} does not exist")
+
+
+def remove_if_unused(workdir: str) -> bool:
+  """Removes a workdir that a failed start created, when it holds no checkpoint and no
+  metrics yet (only the lock, a tokenizer, caches): the start leaves no debris. Returns
+  whether it was removed."""
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if (os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+      or (os.path.isdir(checkpoints) and os.listdir(checkpoints))):
+    return False
+  shutil.rmtree(workdir, ignore_errors=True)
+  return True
 
 
 @contextlib.contextmanager

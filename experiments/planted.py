@@ -418,12 +418,51 @@ def plot(report: dict, stem: str) -> list[str]:
   return paths
 
 
+def read_report(path: str, what: str, keys=("results",)) -> dict:
+  """A report of this analysis read from `path`; a missing, garbled or incomplete file is one
+  line naming it."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      report = json.load(f)
+  except FileNotFoundError:
+    raise UserError(f"the {what} {path} does not exist") from None
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise UserError(f"the {what} {path} is not a readable JSON report ({e})") from None
+  if not isinstance(report, dict) or not isinstance(report.get("results"), list):
+    raise UserError(f"the {what} {path} is not a report of this analysis (no list of results)")
+  missing = [k for k in keys if k not in report]
+  bad = [i for i, r in enumerate(report["results"]) if not isinstance(r, dict) or "name" not in r]
+  if missing or bad or not report["results"]:
+    raise UserError(f"the {what} {path} is incomplete ("
+                    + (f"no {', '.join(missing)}" if missing else "results without a name"
+                       if bad else "no results") + "): rerun the analysis")
+  return report
+
+
+def _baseline_nelbo(path: str) -> dict:
+  other = read_report(path, "baseline")
+  try:
+    nelbo = {r["name"]: [r["nelbo_nats"], r["nelbo_se_nats"]] for r in other["results"]}
+  except KeyError as e:
+    raise UserError(f"the baseline {path} has a result without {e.args[0]!r}") from None
+  return {"path": path, "parameterization": other.get("parameterization", "mixture"),
+          "nelbo": nelbo}
+
+
 def analyse(output, root, steps, num_samples, steps_list, names, parameterization="mean",
             baseline="", t_samples=8):
   from configs import planted as planted_config  # pylint: disable=g-import-not-at-top
   unknown = set(names) - set(VARIANTS)
   if unknown:
     raise UserError(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
+  baseline_report = _baseline_nelbo(baseline) if baseline else None   # before any work
+  try:
+    steps_list = [int(t) for t in steps_list]
+  except ValueError:
+    raise UserError(f"--sample_steps must be comma-separated integers, got "
+                    f"{','.join(map(str, steps_list))!r}") from None
+  if not steps_list or min(steps_list) < 1:
+    raise UserError("--sample_steps must list step counts >= 1")
   base = planted_config.get_config()
   os.makedirs(root, exist_ok=True)
   embeddings_path = os.path.join(root, "true_cluster_embeddings.npy")
@@ -442,13 +481,8 @@ def analyse(output, root, steps, num_samples, steps_list, names, parameterizatio
             "parameterization": parameterization, "t_samples": t_samples,
             "sample_steps": steps_list, "language": language_facts(base), "results": results}
   report["verdicts"] = verdicts(results, steps_list[0], steps_list[-1])
-  if baseline:
-    with open(baseline, encoding="utf-8") as f:
-      other = json.load(f)
-    report["baseline"] = {"path": baseline,
-                          "parameterization": other.get("parameterization", "mixture"),
-                          "nelbo": {r["name"]: [r["nelbo_nats"], r["nelbo_se_nats"]]
-                                    for r in other["results"]}}
+  if baseline_report is not None:
+    report["baseline"] = baseline_report
   return report
 
 
@@ -458,7 +492,7 @@ def rederive(report: dict) -> dict:
   re-derived; everything else (samples, dynamics) as measured."""
   entropy = report["language"]["entropy_bits_per_token"] * math.log(2)
   for r in report["results"]:
-    if "nelbo_truncated" not in r:
+    if "nelbo_truncated" not in r or "kernel" not in r:
       raise UserError(f"{r['name']} in the report has no stored NELBO forms: rerun the analysis")
     form = "nelbo_t_in_0_1" if r["kernel"] == "masking" else "nelbo_truncated"
     r["reported_form"] = "nelbo" if r["kernel"] == "masking" else "truncated"
@@ -478,8 +512,8 @@ def main(argv):
   del argv
   f = flags.FLAGS
   if f.rewrite:
-    with open(f.output + ".json", encoding="utf-8") as fh:
-      report = cli.run("planted", rederive, json.load(fh))
+    report = cli.run("planted", lambda: rederive(read_report(
+        f.output + ".json", "report", ("results", "language", "sample_steps", "output"))))
   else:
     report = cli.run("planted", analyse, f.output, f.root, f.steps, f.num_samples,
                      f.sample_steps, f.variants, f.parameterization, f.baseline, f.t_samples)

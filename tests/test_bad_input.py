@@ -80,6 +80,7 @@ def test_restoring_never_trains_a_tokenizer(config, tmp_path, no_compile):
   from dlm_jax import experiment  # pylint: disable=g-import-not-at-top
   config.data.tokenizer_path = ""                      # <workdir>/tokenizer.model
   workdir = tmp_path / "w"
+  workdir.mkdir()                                      # a run's workdir, its tokenizer lost
   with pytest.raises(UserError, match="never retrain it") as e:
     experiment.build(config, str(workdir), restoring=True)
   assert "\n" not in str(e.value) and not (workdir / "tokenizer.model").exists()
@@ -203,6 +204,8 @@ def test_a_source_and_its_own_vocabulary_go_together(config, tmp_path, no_compil
   config.data.tokenizer = "planted"
   _expect(config, str(tmp_path), "needs data.source='synthetic'")
   config.data.source, config.data.tokenizer = "synthetic", "sentencepiece"
+  config.data.train_pattern = ""          # files' setting: refused under synthetic
+  config.data.validation_fraction = 0.05
   _expect(config, str(tmp_path), "data.tokenizer='planted' go together")
 
 
@@ -306,6 +309,8 @@ def test_output_names_never_collide(tmp_path):
   a = reports.unique_stem(str(tmp_path), "step5_T8", {"seed": 0, "temperature": 1.0})
   b = reports.unique_stem(str(tmp_path), "step5_T8", {"temperature": 0.9, "seed": 0})
   assert a != b and os.path.basename(a).startswith("step5_T8_")
-  assert a == reports.unique_stem(str(tmp_path), "step5_T8", {"temperature": 1.0, "seed": 0})
+  # The same options again (keys in another order): the name is reserved, so the next one.
+  assert reports.unique_stem(str(tmp_path), "step5_T8", {"temperature": 1.0, "seed": 0}) == (
+      a + "-2")
   reports.write(a, {"x": 1})
-  assert reports.unique_stem(str(tmp_path), "step5_T8", {"seed": 0, "temperature": 1.0}) == a + "-2"
+  assert reports.unique_stem(str(tmp_path), "step5_T8", {"seed": 0, "temperature": 1.0}) == a + "-3"

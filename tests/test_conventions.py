@@ -295,7 +295,68 @@ def test_flat_source_keys_still_accepted_with_a_warning(capsys):
   # A run saved before the groups restores with its values in them.
   saved = base.get_config().to_dict()
   for key in [k for k in saved["data"] if isinstance(saved["data"][k], dict)]:
-    del saved["data"][key]
+    for sub, value in saved["data"].pop(key).items():
+      saved["data"][f"{key}_{sub}"] = value
   saved["data"].update(source="synthetic", tokenizer="planted", synthetic_topics=3)
   restored = configuration.from_saved(saved)
-  assert restored.data.synthetic.topics == 3 and restored.data.synthetic_topics == 8
+  assert restored.data.synthetic.topics == 3 and restored.data.synthetic_topics is None
+  # A run saved with the groups kept default flat copies: the groups are its values.
+  saved = base.get_config().to_dict()
+  saved["data"].update(source="hf", hf_validation_split="validation")
+  saved["data"]["hf"]["validation_split"] = "test"
+  assert configuration.from_saved(saved).data.hf.validation_split == "test"
+
+
+def test_flat_source_key_equal_to_its_default_is_applied(capsys):
+  """D1 of reliability round four: `--config.data.hf_validation_split=validation` on a
+  config file whose grouped value is 'test' validated on 'test', without a word."""
+  from configs import base  # pylint: disable=g-import-not-at-top
+
+  def config():
+    c = base.get_config()
+    c.data.source, c.data.hf.name, c.data.hf.validation_split = "hf", "/data/lm1b", "test"
+    return c
+  c = config()        # the flat name on the command line replaces the config file's value
+  c.data.hf_validation_split = "validation"
+  configuration.move_flat_source_keys(c, overrides=frozenset({"data.hf_validation_split"}))
+  assert c.data.hf.validation_split == "validation" and c.data.hf_validation_split is None
+  assert "replaces the config file's 'test'" in capsys.readouterr().out
+  c = config()        # the same flat value set in Python next to the grouped one: refused
+  c.data.hf_validation_split = "validation"
+  with pytest.raises(UserError, match="disagree"):
+    configuration.validate_config(c)
+  c = config()        # both on the command line: refused
+  c.data.hf_validation_split = "validation"
+  with pytest.raises(UserError, match="disagree"):
+    configuration.move_flat_source_keys(c, overrides=frozenset(
+        {"data.hf_validation_split", "data.hf.validation_split"}))
+  c = config()        # the previous README's command: a flat name over a config file's value
+  c.data.hf_name = "/data/owt"
+  configuration.move_flat_source_keys(c, overrides=frozenset({"data.hf_name"}))
+  assert c.data.hf.name == "/data/owt"
+
+
+@pytest.mark.parametrize("source,key,value,fix", [
+    ("quickstart", "train_pattern", "corpus/*.txt", "--config.data.source=files"),
+    ("hf", "train_pattern", "corpus/*.txt", "--config.data.source=files"),
+    ("hf", "text_unit", "line", "--config.data.source=quickstart or --config.data.source=files"),
+    ("quickstart", "hf.name", "/data/owt", "--config.data.source=hf"),
+    ("files", "tfds.name", "wiki40b", "--config.data.source=tfds"),
+    ("hf", "synthetic.topics", 3, "--config.data.source=synthetic"),
+])
+def test_settings_of_a_source_not_selected_are_refused(source, key, value, fix):
+  """D2: data.train_pattern under data.source='quickstart' trained on Shakespeare."""
+  from configs import base  # pylint: disable=g-import-not-at-top
+  c = base.get_config()
+  c.data.source = source
+  c.data.train_pattern = "x/*.txt" if source == "files" else ""
+  c.data.hf.name = "/data/x" if source == "hf" else ""
+  group, _, name = key.rpartition(".")
+  (c.data[group] if group else c.data)[name] = value
+  with pytest.raises(UserError, match=f"data.{key}=.* is ignored by data.source='{source}'"
+                     f".*{fix}.* or drop data.{key}"):
+    configuration.validate_config(c)
+  # A run saved with such a setting (it was ignored) restores without it.
+  saved = c.to_dict()
+  restored = configuration.from_saved(saved)
+  assert (restored.data[group] if group else restored.data)[name] != value

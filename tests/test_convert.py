@@ -219,33 +219,6 @@ def test_export_checks_its_destination_first(tmp_path):
       mdlm_checkpoint.export_checkpoint(workdir, str(tmp_path / "out"))
 
 
-def test_a_full_disk_leaves_no_temporary_file(tmp_path, monkeypatch):
-  import tempfile  # pylint: disable=g-import-not-at-top
-  real = tempfile.NamedTemporaryFile
-
-  class Full:
-    def __init__(self, *args, **kwargs):
-      self.f = real(*args, **kwargs)
-      self.name = self.f.name
-
-    def write(self, data):
-      raise OSError(28, "No space left on device")
-
-    def __getattr__(self, attr):
-      return getattr(self.f, attr)
-
-    def __enter__(self):
-      return self
-
-    def __exit__(self, *exc):
-      self.f.close()
-
-  monkeypatch.setattr(tempfile, "NamedTemporaryFile", Full)
-  with pytest.raises(UserError, match="No space left on device"):
-    safetensors_io.save(str(tmp_path / "model.safetensors"), {"a": np.zeros(3, np.float32)})
-  assert os.listdir(tmp_path) == []
-
-
 def test_mdlm_variant_conditions_on_the_noise_level():
   from dlm_jax.kernels import family  # pylint: disable=g-import-not-at-top
   t = jnp.array([1e-4, 0.3, 0.9])

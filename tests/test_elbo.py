@@ -267,12 +267,11 @@ def duo_uniform_nelbo(V, one_minus_alpha, dalpha, logits, x, z):
   alpha = 1 - oma
   xbt = lambda j: V * alpha * mp.exp(mp.mpf(float(logits[j])) - lse) + oma
   xb = lambda j: V * alpha * (j == x) + oma
-  groups = {}
-  for j in range(V):
-    if j != z:
-      groups.setdefault((float(logits[j]), j == x), [j, 0])[1] += 1
-  total = sum(c * xb(j) / xb(z) * mp.log(xbt(z) * xb(j) / (xbt(j) * xb(z)))
-              for j, c in groups.values())
+  others = np.flatnonzero(np.arange(V) != z)
+  keys = np.stack([np.asarray(logits, np.float64)[others], others == x], axis=1)
+  _, first, counts = np.unique(keys, axis=0, return_index=True, return_counts=True)
+  total = sum(int(c) * xb(j) / xb(z) * mp.log(xbt(z) * xb(j) / (xbt(j) * xb(z)))
+              for j, c in zip(others[first].tolist(), counts))
   return float(dalpha / (V * alpha) * (V / xb(z) - V / xbt(z) - total))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from dlm_jax import evaluation, training
+from dlm_jax import evaluation, reports, training
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.data.rows import data_fingerprint
 from dlm_jax.errors import UserError
@@ -202,7 +202,7 @@ def test_nonfinite_loss_stops_with_step_and_checkpoint(tmp_path, config):
   config.optim.warmup_steps = 1
   config.train.num_steps = 40
   with pytest.raises(FloatingPointError, match=r"non-finite .* at step \d+ \(update not "
-                                               r"applied\); last good checkpoint: step"):
+                     r"applied\); (last good checkpoint: step \d+|no checkpoint was saved yet)"):
     training.train_and_evaluate(config, str(tmp_path / "nan"))
   config.train.nonfinite = "skip"
   history, state = training.train_and_evaluate(config, str(tmp_path / "skip"))
@@ -470,3 +470,25 @@ def test_resuming_a_run_saved_before_the_parameterization_never_switches_it(tmp_
   config.kernel.parameterization = "mixture"
   _, state = training.train_and_evaluate(config, workdir)
   assert int(state.step) == 8
+
+
+def test_readers_read_a_read_only_workdir(two_checkpoints, monkeypatch, tmp_path):
+  """m7: evaluate and sample refused a read-only workdir ("not writable"), even with
+  --output elsewhere."""
+  _, workdir = two_checkpoints
+  real_access, real_makedirs = os.access, os.makedirs
+  inside = lambda p: os.path.abspath(str(p)).startswith(os.path.abspath(workdir))
+
+  def access(path, mode, *args, **kwargs):
+    return False if mode & os.W_OK and inside(path) else real_access(path, mode, *args, **kwargs)
+
+  def makedirs(path, *args, **kwargs):       # a read-only mount, even for root
+    if inside(path) and not os.path.isdir(path):
+      raise PermissionError(13, "Read-only file system", path)
+    return real_makedirs(path, *args, **kwargs)
+  monkeypatch.setattr(os, "access", access)
+  monkeypatch.setattr(os, "makedirs", makedirs)
+  report = evaluation.evaluate(workdir, None, None, 1, 1, True, 0)
+  assert report["step"] == 8 and np.isfinite(report["nats_per_token"])
+  with pytest.raises(UserError, match="cannot write outputs under .*give --output=PATH"):
+    reports.unique_stem(os.path.join(workdir, "eval"), "validation_step8", {})

@@ -34,12 +34,19 @@ def load_curve(workdir: str) -> dict[int, float]:
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     raise UserError(f"no metrics.jsonl in {workdir!r}: not a training workdir")
-  curve = {}
-  with open(path, encoding="utf-8") as f:
+  curve, skipped = {}, 0
+  with open(path, encoding="utf-8", errors="replace") as f:
     for line in f:
-      record = json.loads(line)
-      if KEY in record:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:      # a line cut off by a kill (train drops it on resume)
+        skipped += 1
+        continue
+      if isinstance(record, dict) and KEY in record and "step" in record:
         curve[int(record["step"])] = float(record[KEY])   # a resumed run's later value wins
+  if skipped:
+    print(f"warning: {path}: skipped {skipped} line(s) that are not JSON (cut off by a kill?)",
+          flush=True)
   if not curve:
     raise UserError(f"{path} holds no validation NELBO yet")
   return curve

@@ -71,7 +71,7 @@ def exposure_bias(exp, params, batches, times, n_steps: int, seed: int = 0):
     sums = np.zeros(4)
     for i, b in enumerate(batches):
       x = b["tokens"]
-      key = jax.random.fold_in(jax.random.key(seed), i)
+      key = jax.random.fold_in(rng.key(seed), i)
       z_model = run_reverse(x, key, t0, t)
       z_fwd = kernel.sample_forward(jax.random.fold_in(key, 99), x, jnp.full((x.shape[0],), t))
       sums += np.array([*map(float, ce(x, z_model, t)), *map(float, ce(x, z_fwd, t))])

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from dlm_jax import cli, denoiser, evaluation, experiment, objectives, reports, scorers
+from dlm_jax import cli, denoiser, evaluation, experiment, objectives, reports, rng, scorers
 from dlm_jax.errors import UserError
 from dlm_jax.samplers.reverse import draw_tokens
 from dlm_jax.data.rows import unigram_counts
@@ -57,7 +57,7 @@ def _noised_inputs(exp, prompts, masks: int, key):
 
 def position_decay(exp, params, prompts, masks: int, top_k: int, seed: int):
   n, P = prompts.shape
-  z = _noised_inputs(exp, prompts, masks, jax.random.key(seed))
+  z = _noised_inputs(exp, prompts, masks, rng.key(seed))
   logits = denoiser.logits(exp.model, params, exp.process, z, jnp.ones((n,)))
   probs = np.asarray(jax.nn.softmax(logits[:, P:].astype(jnp.float32), -1), np.float64)
   counts = unigram_counts(exp.config.data, exp.tokenizer, exp.workdir)
@@ -83,7 +83,7 @@ def marginal_trap(exp, params, judge, prompts, masks: int, sizes, seed: int):
   apply = jax.jit(lambda z: denoiser.logits(exp.model, params, exp.process, z,
                                             jnp.ones((n_prompts,))))
   for n in sizes:
-    key = jax.random.fold_in(jax.random.key(seed), n)
+    key = jax.random.fold_in(rng.key(seed), n)
     z = _noised_inputs(exp, prompts, masks, key)
     parallel = draw_tokens(jax.random.fold_in(key, 0),
                            apply(z)[:, P: P + n].astype(jnp.float32), True)

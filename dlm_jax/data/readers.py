@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import re
+import stat
 from typing import Iterator
 
 from dlm_jax.errors import UserError
@@ -39,12 +40,23 @@ def paths(pattern: str) -> list[str]:
     if folders:
       raise UserError(f"data pattern {part!r} matches the directory {folders[0]!r}; match files "
                       "(e.g. dir/*.txt)")
+    special = [p for p in found if not stat.S_ISREG(os.stat(p).st_mode)]
+    if special:       # a FIFO would block the read forever
+      raise UserError(f"data pattern {part!r} matches {special[0]!r}, which is not a regular "
+                      "file (a FIFO, socket or device): match files only")
     found_all.extend(found)
-  # One file read once, whatever links lead to it (it could otherwise be in both splits).
+  # One file read once, whatever links lead to it (symbolic or hard: it could otherwise be in
+  # both splits).
   unique = {}
   for path in sorted(set(found_all)):
-    unique.setdefault(os.path.realpath(path), path)
+    unique.setdefault(file_id(path), path)
   return sorted(unique.values())
+
+
+def file_id(path: str) -> tuple:
+  """What makes two paths one file: its device and inode (symbolic and hard links alike)."""
+  st = os.stat(path)
+  return st.st_dev, st.st_ino
 
 
 def _glob(pattern: str) -> list[str]:
@@ -98,6 +110,11 @@ def jsonl_documents(path: str, text_field: str) -> list[str]:
       raise UserError(f"{path}:{lineno}: field {text_field!r} is "
                       f"{'null' if value is None else 'a ' + type(value).__name__}, not text; "
                       "fix or remove the line")
+    try:
+      value.encode("utf-8")
+    except UnicodeEncodeError:
+      raise UserError(f"{path}:{lineno}: field {text_field!r} holds a lone surrogate escape "
+                      "(\\ud800-\\udfff), which is not text; fix or remove the line") from None
     docs.extend(_split_units(value, "file"))
   return docs
 
@@ -105,11 +122,11 @@ def jsonl_documents(path: str, text_field: str) -> list[str]:
 def read_text_files(pattern: str, text_unit: str, text_field: str,
                     exclude: frozenset = frozenset()) -> list[str]:
   """Documents from files matching a glob: `.txt` split by `text_unit`, `.jsonl` one per line.
-  Files whose real path is in `exclude` (the validation files) are left out."""
+  Files whose `file_id` is in `exclude` (the validation files) are left out."""
   matched = paths(pattern)
   if not matched:
     raise UserError(f"no files match data pattern {pattern!r}")
-  kept = [p for p in matched if os.path.realpath(p) not in exclude]
+  kept = [p for p in matched if file_id(p) not in exclude]
   if not kept:
     raise UserError(f"every file of data pattern {pattern!r} is a validation file "
                     "(data.validation_pattern): nothing is left to train on")
@@ -193,8 +210,8 @@ def _load_hf(name: str, config: str, split: str, cache_dir: str, split_by_slices
                         f"{match.group(1)!r}: use {own!r} with slices")
       if match.group(2) is None and match.group(3) is None:
         raise UserError(f"{name} is a single dataset without splits: give each split a slice, "
-                        f"e.g. data.hf_train_split='{own}[:-1000]' and "
-                        f"data.hf_validation_split='{own}[-1000:]' (got {split!r})")
+                        f"e.g. data.hf.train_split='{own}[:-1000]' and "
+                        f"data.hf.validation_split='{own}[-1000:]' (got {split!r})")
     n = len(ds)
     lo, hi = (_slice_bound(match.group(i), n) for i in (2, 3))
     return ds.select(range(*slice(lo, hi).indices(n)))

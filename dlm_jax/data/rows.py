@@ -24,13 +24,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from typing import Iterable, Iterator
 
 import grain
 import numpy as np
 
 from dlm_jax.data import sources
+from dlm_jax import atomic_files
 from dlm_jax.errors import UserError
 
 _ENCODE_CHUNK = 8192
@@ -261,7 +261,18 @@ def prepared_rows(data_cfg, split: str, tokenizer):
     raise UserError(f"{meta_path} was prepared with other settings "
                     + ", ".join(f"{k}: {a!r} (config: {b!r})" for k, (a, b) in wrong.items()))
   paths = [os.path.join(data_cfg.prepared_dir, name) for name in meta["shards"]]
-  rows = ArrayRecordRows(paths, data_cfg.seq_len)
+  try:
+    rows = ArrayRecordRows(paths, data_cfg.seq_len)
+  except (RuntimeError, OSError) as error:
+    for path in paths:             # name the shard that cannot be opened
+      try:
+        grain.sources.ArrayRecordDataSource([path])
+      except (RuntimeError, OSError) as e:
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UserError(f"shard {path} of {meta_path} cannot be read ({reason}): prepare the "
+                        f"{split} split again") from None
+    raise UserError(f"the shards of {meta_path} cannot be read ({error}): prepare the "
+                    f"{split} split again") from None
   # The shards themselves, against their description: a first and a last row of seq_len ids.
   if "rows" in meta and len(rows) != meta["rows"]:
     raise UserError(f"{meta_path} describes {meta['rows']} rows, its shards hold {len(rows)}")
@@ -289,20 +300,11 @@ def _load_cache(path: str, mmap_mode=None):
 
 def _save_cache(path: str, array: np.ndarray) -> None:
   """Writes a cache file atomically (a temporary file renamed), creating its directory."""
-  directory = os.path.dirname(path)
   try:
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".npy", delete=False) as f:
-      try:
-        np.save(f, array)
-      except OSError:
-        f.close()
-        os.remove(f.name)
-        raise
-    os.replace(f.name, path)
-  except OSError as e:
-    raise UserError(f"cannot write the token cache under {directory} ({e.strerror or e}); set "
-                    "data.cache_dir to a writable directory") from None
+    with atomic_files.replace_on_success(path, "token cache", suffix=".npy") as f:
+      np.save(f, array)
+  except UserError as e:
+    raise UserError(f"{e}; set data.cache_dir to a writable directory") from None
 
 
 def token_rows(data_cfg, split: str, tokenizer, workdir: str, build: bool = True):

@@ -28,7 +28,6 @@ import io
 import itertools
 import os
 import re
-import tempfile
 from typing import Iterable, Iterator, Sequence
 
 import jax
@@ -36,6 +35,7 @@ import sentencepiece as spm
 from jax.experimental import multihost_utils
 
 from dlm_jax.data import sources
+from dlm_jax import atomic_files
 from dlm_jax.errors import UserError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -44,7 +44,8 @@ NEWLINE_SYMBOL = "\u2424"
 # Byte fallback adds 256 byte pieces: from this size on they cost under 1/16 of the vocabulary.
 BYTE_FALLBACK_MIN_VOCAB = 4096
 DOCUMENT_SEPARATOR = "\n\n"
-_NEWLINES = re.compile("\n+")
+_LINE_BREAK = re.compile("\r\n|\r|\n")          # Unix, Windows and old Mac line ends
+_NEWLINES = re.compile("(?:\r\n|\r|\n)+")
 _NEWLINE_SYMBOLS = re.compile(NEWLINE_SYMBOL + "+ ?")
 
 
@@ -91,6 +92,7 @@ class SentencePieceTokenizer:
           f"{self._sp.eos_id()}; dlm_jax needs {PAD_ID}/{BOS_ID}/{EOS_ID}: retrain it with "
           "`python -m dlm_jax.data.train_tokenizer`")
     self.keeps_newlines = self._sp.piece_to_id(NEWLINE_SYMBOL) != UNK_ID
+    self._warned_symbol = False
 
   @property
   def vocab_size(self) -> int:
@@ -105,7 +107,14 @@ class SentencePieceTokenizer:
 
   def encode(self, texts: Sequence[str]) -> list[list[int]]:
     if self.keeps_newlines:   # a space after each run of symbols: the next word keeps its "▁"
-      texts = [_NEWLINES.sub(lambda m: NEWLINE_SYMBOL * len(m.group()) + " ", t) for t in texts]
+      texts = list(texts)
+      if not self._warned_symbol and any(NEWLINE_SYMBOL in t for t in texts):
+        self._warned_symbol = True
+        print(f"warning: the text holds the character {NEWLINE_SYMBOL} (U+2424), which this "
+              "tokenizer uses for a line break: it decodes as a line break", flush=True)
+      texts = [_NEWLINES.sub(
+          lambda m: NEWLINE_SYMBOL * len(_LINE_BREAK.findall(m.group())) + " ", t)
+               for t in texts]
     return self._sp.encode(list(texts), out_type=int, num_threads=os.cpu_count() or 1)
 
   def _decode_run(self, run: Sequence[int]) -> str:
@@ -180,10 +189,8 @@ def train_sentencepiece(documents: Iterable[str], path: str, vocab_size: int,
   except RuntimeError as e:
     raise UserError(f"SentencePiece training failed ({e}); is the corpus large enough "
                     f"for vocab_size={vocab_size}?") from None
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(path)), delete=False) as f:
+  with atomic_files.replace_on_success(path, "tokenizer") as f:
     f.write(model.getvalue())
-  os.replace(f.name, path)
   return SentencePieceTokenizer(path)
 
 

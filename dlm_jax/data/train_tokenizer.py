@@ -3,7 +3,8 @@ r"""Train the SentencePiece tokenizer a config asks for, from its training split
   python -m dlm_jax.data.train_tokenizer --config=configs/quickstart.py --workdir=/tmp/run
 
 Writes data.tokenizer_path (default <workdir>/tokenizer.model); refuses to
-overwrite an existing file unless --overwrite.
+overwrite an existing file unless --overwrite, and never replaces the tokenizer of a workdir
+that holds checkpoints.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ def train(config, workdir: str, overwrite: bool = False) -> str:
   if os.path.exists(path) and not overwrite:
     raise UserError(f"{path} exists; pass --overwrite to replace it (its data caches and "
                     "checkpoints would no longer match)")
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if (os.path.exists(path) and os.path.dirname(os.path.abspath(path)) == os.path.abspath(workdir)
+      and os.path.isdir(checkpoints) and os.listdir(checkpoints)):
+    raise UserError(f"{workdir} holds checkpoints trained with {path}: replacing the run's only "
+                    "tokenizer would make them unreadable; write the new one elsewhere "
+                    "(--config.data.tokenizer_path=...) or use a new workdir")
   tok = train_sentencepiece(sources.documents(config.data, "train"), path, config.data.vocab_size,
                             config.data.tokenizer_model_type)
   print(f"wrote {path}: {tok.vocab_size} pieces, fingerprint {tok.fingerprint()}")

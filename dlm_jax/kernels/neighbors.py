@@ -21,12 +21,10 @@ Two tables, both stored as (V, k) arrays of ids and weights (rows sum to 1):
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 
 import numpy as np
 
-from dlm_jax import numpy_files
+from dlm_jax import atomic_files, numpy_files
 from dlm_jax.errors import UserError
 
 SPECIAL = (0, 1, 2, 3)   # SentencePiece models trained here: PAD, UNK, BOS, EOS
@@ -69,11 +67,8 @@ class NeighborTable:
 
   def save(self, path: str) -> None:
     arrays = {k: v for k, v in dataclasses.asdict(self).items() if isinstance(v, np.ndarray)}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz",
-                                     delete=False) as f:
+    with atomic_files.replace_on_success(path, "neighbour table", suffix=".npz") as f:
       np.savez(f, kind=self.kind, fingerprint=self.fingerprint, **arrays)
-    os.replace(f.name, path)
 
   @classmethod
   def load(cls, path: str) -> "NeighborTable":

@@ -57,17 +57,22 @@ class SamplerOptions:
   float64: bool = False           # sample in float64 (float32 Gumbel noise is truncated)
 
 
-def check_options(opts: SamplerOptions, process, length: int):
-  """Raises UserError for options that cannot run with this process and length."""
+MAX_STEPS = 2**31 - 1          # the step counter is an int32 in the jitted loop
+MIN_TEMPERATURE = 1e-3         # logits / temperature stay finite in float32 (|logit| < 3e35)
+
+
+def check_values(opts: SamplerOptions):
+  """Raises UserError for option values that no process can run (checked before any work)."""
   for name in ("temperature", "top_p", "eta", "rho", "threshold"):
     if not math.isfinite(getattr(opts, name)):
       raise UserError(f"{name} must be a finite number, got {getattr(opts, name)}")
-  if opts.steps < 1:
-    raise UserError(f"steps must be >= 1, got {opts.steps}")
+  if not 1 <= opts.steps <= MAX_STEPS:
+    raise UserError(f"steps must be in [1, {MAX_STEPS}], got {opts.steps}")
   if opts.logits_chunk < 0:
     raise UserError(f"logits_chunk must be >= 0, got {opts.logits_chunk}")
-  if opts.temperature <= 0:
-    raise UserError(f"temperature must be > 0, got {opts.temperature}")
+  if opts.temperature < MIN_TEMPERATURE:
+    raise UserError(f"temperature must be >= {MIN_TEMPERATURE:g} (below, logits / temperature "
+                    f"overflow float32), got {opts.temperature}")
   if not 0 < opts.top_p <= 1:
     raise UserError(f"top_p must be in (0, 1], got {opts.top_p}")
   if not 0 <= opts.eta <= 1:
@@ -81,6 +86,13 @@ def check_options(opts: SamplerOptions, process, length: int):
     raise UserError(f"threshold must be in (0, 1], got {opts.threshold}")
   if opts.unmasking not in unmasking.LAWS:
     raise UserError(f"unmasking must be one of {list(unmasking.LAWS)}, got {opts.unmasking!r}")
+  if opts.block_size < 0:
+    raise UserError(f"block_size must be >= 0, got {opts.block_size}")
+
+
+def check_options(opts: SamplerOptions, process, length: int):
+  """Raises UserError for options that cannot run with this process and length."""
+  check_values(opts)
   if opts.unmasking != "ancestral":
     if not process.absorbing:
       raise UserError(f"unmasking={opts.unmasking!r} needs the masking kernel; this model uses "

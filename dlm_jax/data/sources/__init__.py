@@ -10,7 +10,7 @@ import json
 
 from dlm_jax.data import detokenizers
 from dlm_jax.data.sources import files, hf, synthetic, tfds
-from dlm_jax.data.sources.base import Source
+from dlm_jax.data.sources.base import SHARED_KEYS, Source  # noqa: F401
 from dlm_jax.errors import UserError
 
 REGISTRY = {cls.name: cls for cls in (files.Quickstart, files.Files, hf.HuggingFace,

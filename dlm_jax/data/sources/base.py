@@ -5,6 +5,11 @@ from __future__ import annotations
 from dlm_jax.errors import UserError
 
 
+# config.data keys that some sources read and others ignore.
+SHARED_KEYS = ("train_pattern", "validation_pattern", "validation_documents",
+               "validation_fraction", "text_unit", "text_field")
+
+
 class Source:
   """A data source, built from `config.data` (`sources.build`).
 
@@ -18,11 +23,14 @@ class Source:
   - `describe()`: one line for the start-up log (None: the row layout's);
   - `tokenizer()` / `vocab_size()`: a source with its own vocabulary builds its tokenizer
     (None: `config.data.tokenizer` decides);
-  - `oracle()`: a source with a known distribution returns it (the planted language)."""
+  - `oracle()`: a source with a known distribution returns it (the planted language);
+  - `reads`: the keys of `config.data` shared between sources (SHARED_KEYS) that it reads; a
+    config that sets another one for it is refused (it would be ignored)."""
   name = ""
   title = ""           # what it is, in words
   tokenizer_name = ""  # a source with its own vocabulary: the data.tokenizer value naming it
   defaults: dict = {}
+  reads: tuple = ()
 
   def __init__(self, data_cfg):
     self.data = data_cfg

@@ -17,6 +17,8 @@ from dlm_jax.errors import UserError
 class Files(Source):
   name = "files"
   title = "local text files"
+  reads = ("train_pattern", "validation_pattern", "validation_documents", "validation_fraction",
+           "text_unit", "text_field")
 
   def pattern(self) -> str:
     return self.data.train_pattern
@@ -30,7 +32,7 @@ class Files(Source):
     d = self.data
     if split == "validation" and d.validation_pattern:
       return readers.read_text_files(d.validation_pattern, d.text_unit, d.text_field)
-    held_out = (frozenset(map(os.path.realpath, readers.paths(d.validation_pattern)))
+    held_out = (frozenset(map(readers.file_id, readers.paths(d.validation_pattern)))
                 if d.validation_pattern else frozenset())
     docs = readers.read_text_files(self.pattern(), d.text_unit, d.text_field, held_out)
     if d.validation_pattern or split == "all":
@@ -65,6 +67,7 @@ def quickstart_pattern() -> str:
 class Quickstart(Files):
   name = "quickstart"
   title = "the quickstart corpus"
+  reads = ("validation_pattern", "validation_documents", "validation_fraction", "text_unit")
 
   def pattern(self) -> str:
     return quickstart_pattern()

@@ -12,6 +12,7 @@ from dlm_jax.errors import UserError
 class HuggingFace(Source):
   name = "hf"
   title = "a Hugging Face dataset"
+  reads = ("text_field",)
   defaults = dict(
       name="",                    # dataset name (local cache) or save_to_disk directory
       config="",

@@ -9,6 +9,7 @@ from dlm_jax.errors import UserError
 class Tfds(Source):
   name = "tfds"
   title = "a TFDS dataset"
+  reads = ("text_field",)
   defaults = dict(
       name="lm1b",
       data_dir="",                # empty: ~/tensorflow_datasets
