@@ -1,5 +1,5 @@
-"""Regression tests of reliability review round four (../shared/reviews/reliability4.md, the
-README's "Guarantees"): each finding's fix, in one line of behaviour."""
+"""Regression tests of reliability review round four (the README's "Guarantees: preemption,
+crashes and bad input"): each finding's fix (D1-D9, m1-m14), in one line of behaviour."""
 
 import json
 import os
