@@ -98,14 +98,42 @@ def unknown_override(argv) -> str | None:
   return None
 
 
+HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--nohelp_full")
+
+
+def command_help(program: str) -> str:
+  """The command's own docstring and flags: those its module defines and those it takes from
+  dlm_jax (the sampler flags, --coordinator_address, ...); absl's, grain's and orbax's are
+  in --helpfull."""
+  main_module = sys.argv[0]
+  by_module = flags.FLAGS.flags_by_module_dict()
+  for module, module_flags in by_module.items():
+    if module.startswith("dlm_jax."):
+      for flag in module_flags:
+        flags.FLAGS.register_key_flag_for_module(main_module, flag)
+  doc = (sys.modules["__main__"].__doc__ or "").strip("\n")
+  own = flags.FLAGS.main_module_help()
+  own = own.split("\n", 1)[1] if own.startswith(main_module) else own   # drop the path line
+  return (f"{doc}\n\nflags of {program} (every flag, absl's included: --helpfull):\n{own}\n")
+
+
 def run_app(program: str, main, define_flags):
-  """absl's app.run, with a one-line error for an override of an unknown config key."""
+  """absl's app.run, with `--help` listing the command's own flags (exit 0) and a one-line
+  error, with a suggestion, for an override of an unknown config key."""
   from absl import app  # pylint: disable=g-import-not-at-top
   define_flags()
-  bad = unknown_override(sys.argv[1:])
+  args = sys.argv[1:]
+  if any(arg in HELP_FLAGS for arg in args):
+    print(command_help(program))
+    sys.exit(0)
+  if "--helpfull" in args:
+    print(flags.FLAGS.get_help())
+    sys.exit(0)
+  bad = unknown_override(args)
   if bad is not None:
-    sys.exit(f"{program}: error: unknown config key {bad!r} in --config.{bad}=... "
-             "(keys are defined in dlm_jax/config_schema.py)")
+    from dlm_jax import configuration  # pylint: disable=g-import-not-at-top
+    sys.exit(f"{program}: error: unknown config key {bad!r} in --config.{bad}=..."
+             f"{configuration.did_you_mean(bad)} (keys are defined in dlm_jax/config_schema.py)")
   app.run(main)
 
 

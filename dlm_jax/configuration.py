@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 
 from ml_collections import config_dict
@@ -38,17 +39,36 @@ _CHOICES = {
 }
 
 
-def _check_schema(cfg, schema, prefix=""):
+def _leaf_paths(schema, prefix=""):
+  for key in schema.keys():
+    if isinstance(schema[key], config_dict.ConfigDict):
+      yield from _leaf_paths(schema[key], f"{prefix}{key}.")
+    else:
+      yield prefix + key
+
+
+def did_you_mean(path: str, schema=None) -> str:
+  """' (did you mean 'optim.learning_rate'?)' for a mistyped or misplaced config key, or ''."""
+  paths = list(_leaf_paths(schema if schema is not None else base.get_config()))
+  last = path.rsplit(".", 1)[-1]
+  same_name = [p for p in paths if p.rsplit(".", 1)[-1] == last]
+  close = same_name or difflib.get_close_matches(path, paths, n=3, cutoff=0.75)
+  return f" (did you mean {' or '.join(repr(p) for p in close[:3])}?)" if close else ""
+
+
+def _check_schema(cfg, schema, prefix="", root=None):
+  root = schema if root is None else root
   for key in cfg.keys():
     name = f"{prefix}{key}"
     if key not in schema:
       known = ", ".join(sorted(schema.keys()))
-      raise UserError(f"unknown config key {name!r} (known here: {known})")
+      raise UserError(f"unknown config key {name!r}{did_you_mean(name, root)} "
+                      f"(known here: {known})")
     value, ref = cfg[key], schema[key]
     if isinstance(ref, config_dict.ConfigDict):
       if not isinstance(value, (config_dict.ConfigDict, dict)):
         raise UserError(f"config key {name!r} must be a group of settings, got {value!r}")
-      _check_schema(value, ref, name + ".")
+      _check_schema(value, ref, name + ".", root)
       continue
     ref_type = schema.get_type(key) if hasattr(schema, "get_type") else type(ref)
     if value is None or ref_type is type(None):

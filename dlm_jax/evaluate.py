@@ -31,7 +31,6 @@ writes. The loops are in `dlm_jax.evaluation`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 
@@ -133,7 +132,7 @@ def main(argv):
   report = cli.run("dlm_jax.evaluate", evaluation.evaluate, f.workdir, f.step, f.split,
                    f.t_samples, f.max_batches, not f.raw_params, _nelbo_seed(f))
   _write(f, f"{report['split']}_step{report['step']}", report,
-         printed=json.dumps(report, indent=2))
+         printed=evaluation.report_line(report))
 
 
 if __name__ == "__main__":

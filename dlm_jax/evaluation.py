@@ -112,9 +112,10 @@ def summary_line(summary: dict, is_bound: bool = True) -> str:
   the exact next-token NLL of the autoregressive baseline."""
   what = "NELBO" if is_bound else "NLL"
   kind = "an upper bound" if is_bound else "exact"
+  gap = summary["below_unigram_bits"]
   text = (f"validation {what} {summary['nelbo_bits_per_token']:.3f} bits/token ({kind}) "
           f"vs unigram {summary['unigram_bits_per_token']:.3f} on the same rows: "
-          f"{summary['below_unigram_bits']:.3f} below")
+          + (f"{gap:.3f} below" if gap >= 0 else f"{-gap:.3f} above (worse than the unigram)"))
   if "loss_at_t/0.05" in summary:
     text += (f" | loss at t=0.05: {summary['loss_at_t/0.05']:.3f} nats/token, at t=0.95: "
              f"{summary['loss_at_t/0.95']:.3f}")
@@ -225,6 +226,23 @@ def evaluate(workdir: str, step=None, split=None, t_samples: int = 1, max_batche
       "what": exp.objective.what(),
       "pad": pad_rule(exp.config.data.convention),
   }
+
+
+def report_line(report: dict) -> str:
+  """`evaluate`'s report in one line a person reads (bits, standard error, perplexity, what
+  kind of number it is); the JSON file has every field."""
+  bits, se = report["bits_per_token"], report["std_error_nats"]
+  spread = "" if se is None else f" +- {se / math.log(2):.3f}"
+  bound = "perplexity_bound" in report
+  kind = ({"nelbo": "NELBO, an upper bound", "truncated": "truncated NELBO, an upper bound"}
+          .get(report.get("reported_form"), "NELBO, an upper bound") if bound
+          else "exact NLL")
+  ppl = report.get("perplexity_bound", report.get("perplexity"))
+  ppl_text = f"perplexity {'<= ' if bound else ''}{ppl:.4g}" if ppl is not None else ""
+  how = (["Monte Carlo estimate"] if bound else []) + (["+- one standard error"] if se else [])
+  return (f"{report['split']} {bits:.3f}{spread} bits/token ({'; '.join([kind] + how)}), "
+          f"{ppl_text}, "
+          f"{report['tokens']} tokens, step {report['step']}, {report['params']} parameters")
 
 
 def zero_shot(workdir: str, names, datasets_dir: str = "", step=None, t_samples: int = 1,

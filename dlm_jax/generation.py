@@ -19,6 +19,17 @@ from dlm_jax.errors import UserError
 from dlm_jax.samplers import reverse
 
 
+
+_NOTES_SHOWN = set()
+
+
+def _note_once(text: str) -> None:
+  """A note on stderr once per command (tune_sampler and evaluate sample many times)."""
+  if text not in _NOTES_SHOWN:
+    _NOTES_SHOWN.add(text)
+    print(f"note: {text}", file=sys.stderr)
+
+
 def conditioning(tokenizer, num: int, length: int, prompt=None, suffix=None, start=()):
   """(fixed tokens, fixed mask): `start` (rows.sample_prefix) + prompt at the start, suffix at
   the end."""
@@ -145,7 +156,7 @@ def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, l
   masks = mask if rows is None else np.asarray(rows[1])
   exact = not clamped or exp.objective.conditions_exactly(exp.model, _prefixes_only(masks))
   if not exact:
-    print(f"note: {exp.objective.inexact_conditioning_note()}", file=sys.stderr)
+    _note_once(exp.objective.inexact_conditioning_note())
   sampler = (f"reverse/{exp.objective.name}" if exp.objective.is_bound
              else exp.objective.name)
   generated, frees, nfes, seconds = [], [], [], []

@@ -29,6 +29,14 @@ def _keep_until(path: str, step: int) -> None:
     os.replace(path + ".tmp", path)
 
 
+def _shown(key: str, value: float) -> str:
+  """One metric as printed: the time left as h:mm, the rest to 5 significant digits."""
+  if key.endswith("eta_hours"):
+    minutes = round(value * 60)
+    return f"{key[:-len('eta_hours')]}eta={minutes // 60}:{minutes % 60:02d}"
+  return f"{key}={value:.5g}"
+
+
 class MetricWriter:
   """Writes scalar dicts; a no-op on processes other than 0."""
 
@@ -53,7 +61,7 @@ class MetricWriter:
     if not self.enabled:
       return
     scalars = {f"{prefix}{k}": float(v) for k, v in scalars.items()}
-    print(f"step {step} | " + " | ".join(f"{k}={v:.5g}" for k, v in scalars.items()), flush=True)
+    print(f"step {step} | " + " | ".join(_shown(k, v) for k, v in scalars.items()), flush=True)
     self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
     self._jsonl.flush()
     if self._tb is not None:

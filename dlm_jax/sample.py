@@ -25,7 +25,6 @@ options under "command_options". The work is done by `dlm_jax.generation`.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -60,6 +59,18 @@ def _read_templates(path: str) -> list[str]:
   return lines
 
 
+def summary_line(info: dict) -> str:
+  """The sampling run in one line (the JSON file has every field)."""
+  exact = "exact" if info["conditioning_exact"] else "inexact (see the warning above)"
+  conditioned = info["prompt"] is not None or info["suffix"] is not None or not info[
+      "conditioning_exact"]
+  return (f"{info['num_samples']} samples of {info['length']} tokens from step {info['step']}, "
+          f"{info['sampler']} sampler, {info['network_evaluations']:.0f} network calls per "
+          f"sample, {info['seconds_per_batch']:.2f} s per batch of {info['batch_size']}"
+          + ("" if info["timing_includes_compile"] else " (after compilation)")
+          + (f", conditioning {exact}" if conditioned else ""))
+
+
 def main(argv):
   del argv
   f = flags.FLAGS
@@ -73,7 +84,7 @@ def main(argv):
                                 cli.sampler_options(f), f.length, f.prompt, f.suffix, f.seed,
                                 f.step, f.batch_size, templates, f.real_words)
   shown = "".join(f"=== sample {i} ===\n{text}\n\n" for i, text in enumerate(texts))
-  print(shown + json.dumps(info))
+  print(shown + summary_line(info))
   if "real_word_rate" in info:
     print(f"real-word rate {info['real_word_rate']:.3f}: the share of the {info['words']} "
           "generated words that occur in the training split")

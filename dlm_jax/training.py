@@ -88,6 +88,23 @@ def check_same_data(config, saved_meta: dict, step: int, fingerprint: str) -> No
                   "train.resume_on_changed_data=True to go on with the new data")
 
 
+def check_same_schedule(config, saved: dict, step: int) -> None:
+  """A resumed run keeps the learning-rate schedule it started with: a cosine schedule
+  depends on train.num_steps, so a resume with another num_steps (which would silently
+  recompute the rate of every remaining step) is refused in one line."""
+  saved_steps = saved.get("train", {}).get("num_steps", config.train.num_steps)
+  if saved_steps == config.train.num_steps or config.optim.lr_schedule == "constant":
+    return
+  old = float(steps.learning_rate_schedule(config.optim, saved_steps)(step))
+  new = float(steps.learning_rate_schedule(config.optim, config.train.num_steps)(step))
+  raise UserError(
+      f"this run was started with train.num_steps={saved_steps}, which its "
+      f"{config.optim.lr_schedule} learning-rate schedule follows; resuming step {step} with "
+      f"num_steps={config.train.num_steps} would change the rate there from {old:.3g} to "
+      f"{new:.3g}. Resume with --config.train.num_steps={saved_steps}, or train a new workdir "
+      "(a constant schedule, optim.lr_schedule=constant, can be extended)")
+
+
 def _describe_rows(source, data_cfg) -> str:
   described = source.describe()
   if described is not None:
@@ -209,6 +226,7 @@ def _train(config, workdir: str, devices, stop_after):
     latest = ckpt.readable_step(latest, config.train.restore_fallback)
     saved_meta = ckpt.restore_json(latest, "meta")
     check_same_data(config, saved_meta, latest, fingerprint)
+    check_same_schedule(config, ckpt.restore_json(latest, "config"), latest)
     saved_process = ckpt.restore_process_arrays(latest)     # a resumed run keeps its process
   exp = experiment.build(config, workdir, devices, validated=True, saved_process=saved_process)
   cfg = config

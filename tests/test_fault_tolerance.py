@@ -19,6 +19,7 @@ from dlm_jax import evaluation, reports, training
 from dlm_jax.checkpoint import Checkpointer
 from dlm_jax.data.rows import data_fingerprint
 from dlm_jax.errors import UserError
+from tests.conftest import tiny_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -86,12 +87,22 @@ def test_kill_9_during_checkpoint_write(tmp_path, corpus_glob, shared_tokenizer,
   assert logged == sorted(set(logged)) and logged[-1] == 12
 
 
+@pytest.fixture(scope="module")
+def _two_checkpoints_once(tmp_path_factory, corpus_glob, shared_tokenizer):
+  """One 8-step run with checkpoints at 4 and 8, trained once per module; tests get copies."""
+  config = _constant_lr(tiny_config(corpus_glob, shared_tokenizer))
+  config.train.num_steps = 8
+  workdir = str(tmp_path_factory.mktemp("two_checkpoints") / "run")
+  training.train_and_evaluate(config, workdir)
+  return workdir
+
+
 @pytest.fixture
-def two_checkpoints(tmp_path, config):
+def two_checkpoints(tmp_path, config, _two_checkpoints_once):
   _constant_lr(config)
   config.train.num_steps = 8
   workdir = str(tmp_path / "run")
-  training.train_and_evaluate(config, workdir)
+  shutil.copytree(_two_checkpoints_once, workdir, symlinks=True)
   assert _steps(workdir) == [4, 8]
   return config, workdir
 

@@ -227,3 +227,45 @@ def test_the_basin_metric_never_writes_a_table_into_the_workdir(tmp_path, config
   table = assets.neighbor_table(config, tok, str(tmp_path), save=False)
   assert table.kind == "topk" and table.vocab_size == tok.vocab_size
   assert not os.path.exists(path)
+
+
+def test_resume_with_another_num_steps_keeps_the_schedule_or_refuses():
+  from configs import base  # pylint: disable=g-import-not-at-top
+  from dlm_jax import training  # pylint: disable=g-import-not-at-top
+  c = base.get_config()
+  c.optim.lr_schedule, c.optim.warmup_steps, c.train.num_steps = "cosine", 20, 3000
+  with pytest.raises(UserError, match=r"started with train.num_steps=2000.*"
+                                      r"--config.train.num_steps=2000"):
+    training.check_same_schedule(c, {"train": {"num_steps": 2000}}, 500)
+  training.check_same_schedule(c, {"train": {"num_steps": 3000}}, 500)     # same: resumes
+  c.optim.lr_schedule = "constant"                                          # no dependence
+  training.check_same_schedule(c, {"train": {"num_steps": 2000}}, 500)
+
+
+def test_people_read_the_output_lines(capsys):
+  from dlm_jax import evaluation, metric_writers  # pylint: disable=g-import-not-at-top
+  line = evaluation.summary_line({"nelbo_bits_per_token": 8.5, "unigram_bits_per_token": 8.428,
+                                  "below_unigram_bits": -0.072})
+  assert "0.072 above" in line and "-0.072" not in line
+  assert metric_writers._shown("train/eta_hours", 1.5083) == "train/eta=1:30"
+  report = {"split": "validation", "bits_per_token": 6.9, "std_error_nats": 0.0139,
+            "perplexity_bound": 119.4, "tokens": 32768, "step": 2000, "params": "ema",
+            "reported_form": "nelbo"}
+  assert evaluation.report_line(report) == (
+      "validation 6.900 +- 0.020 bits/token (NELBO, an upper bound; Monte Carlo estimate; "
+      "+- one standard error), perplexity <= 119.4, 32768 tokens, step 2000, ema parameters")
+  for _ in range(3):
+    generation._note_once("conditioning is inexact")
+  assert capsys.readouterr().err.count("conditioning is inexact") == 1
+
+
+def test_unknown_config_keys_get_a_suggestion():
+  from configs import base  # pylint: disable=g-import-not-at-top
+  from dlm_jax import configuration  # pylint: disable=g-import-not-at-top
+  assert configuration.did_you_mean("train.learning_rate") == (
+      " (did you mean 'optim.learning_rate'?)")
+  assert "optim.learning_rate" in configuration.did_you_mean("optim.learnin_rate")
+  c = base.get_config()
+  c.train.lr = 1.0
+  with pytest.raises(UserError, match="unknown config key 'train.lr'"):
+    configuration.validate_config(c)

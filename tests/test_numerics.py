@@ -2,6 +2,8 @@
 cosine schedule at t = 1, eps = 0 at t = 1, masking at tiny t, and a confidently wrong
 denoiser whose probability of the true token underflows in float32."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -175,10 +177,12 @@ def test_math3_b1_padding_slots_are_not_token_0(float64):
     logits = jnp.asarray(np.random.default_rng(0).normal(0.0, 2.0, size=(1, 1, 6)), dtype)
     t = jnp.asarray([0.5], dtype)
     for (name, form), process in _padded_partition_processes().items():
+      integrand = jax.jit(process.integrand)
+      full_integrand = jax.jit(functools.partial(reference.full_vocabulary_integrand, process))
       for x, z in ((2, 0), (0, 0), (1, 3), (0, 2)):
         args = (logits, jnp.array([[x]]), jnp.array([[z]]), t)
-        ours = float(process.integrand(*args)[0, 0])
-        full = float(reference.full_vocabulary_integrand(process, *args)[0, 0])
+        ours = float(integrand(*args)[0, 0])
+        full = float(full_integrand(*args)[0, 0])
         dense = float(reference.integrand(process, jax.nn.softmax(logits[0, 0]), x, z, 0.5))
         np.testing.assert_allclose(ours, full, rtol=1e-5, err_msg=f"{name} {form} x={x} z={z}")
         np.testing.assert_allclose(ours, dense, rtol=1e-4, err_msg=f"{name} {form} x={x} z={z}")

@@ -5,8 +5,8 @@ r"""Compare training runs from their workdirs: validation bits/token at matched 
       --output=docs/quickstart_kernels
 
 Reads each workdir's metrics.jsonl (written by dlm_jax.train) and writes
-<output>.md (a markdown table of val NELBO bits/token at every step all runs
-evaluated) and <output>.png (the curves). Every number is labelled as what it
+<output>.md (a markdown table of val NELBO bits/token at every step any run evaluated,
+"—" where a run has no evaluation, with a note naming them) and <output>.png (the curves). Every number is labelled as what it
 is: a Monte Carlo estimate of the NELBO, an upper bound on -log p(x).
 """
 
@@ -54,11 +54,20 @@ def load_curve(workdir: str) -> dict[int, float]:
 
 def compare(runs: dict[str, str], output: str, title: str) -> str:
   curves = {name: load_curve(workdir) for name, workdir in runs.items()}
-  common = sorted(set.intersection(*(set(c) for c in curves.values())))
-  lines = ["| run | " + " | ".join(f"step {s}" for s in common) + " |",
-           "|---|" + "---|" * len(common)]
+  every = sorted(set.union(*(set(c) for c in curves.values())))
+  lines = ["| run | " + " | ".join(f"step {s}" for s in every) + " |",
+           "|---|" + "---|" * len(every)]
   for name, curve in curves.items():
-    lines.append(f"| {name} | " + " | ".join(f"{curve[s]:.3f}" for s in common) + " |")
+    lines.append(f"| {name} | " + " | ".join(f"{curve[s]:.3f}" if s in curve else "—"
+                                            for s in every) + " |")
+  missing = {name: [s for s in every if s not in curve] for name, curve in curves.items()}
+  missing = {name: steps for name, steps in missing.items() if steps}
+  if missing:
+    note = ("— : not evaluated at that step (" + "; ".join(
+        f"{name} lacks step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}"
+        for name, steps in missing.items()) + ")")
+    print(f"note: the runs were evaluated at different steps; {note}", flush=True)
+    lines += ["", note]
   table = "\n".join(lines)
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   with open(output + ".md", "w", encoding="utf-8") as f:
