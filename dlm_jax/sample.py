@@ -61,13 +61,13 @@ def _read_templates(path: str) -> list[str]:
 
 def summary_line(info: dict) -> str:
   """The sampling run in one line (the JSON file has every field)."""
-  exact = "exact" if info["conditioning_exact"] else "inexact (see the warning above)"
+  exact = "exact" if info["conditioning_exact"] else "inexact (see the note above)"
   conditioned = info["prompt"] is not None or info["suffix"] is not None or not info[
       "conditioning_exact"]
   return (f"{info['num_samples']} samples of {info['length']} tokens from step {info['step']}, "
           f"{info['sampler']} sampler, {info['network_evaluations']:.0f} network calls per "
           f"sample, {info['seconds_per_batch']:.2f} s per batch of {info['batch_size']}"
-          + ("" if info["timing_includes_compile"] else " (after compilation)")
+          + (" (compilation included: one batch)" if info["timing_includes_compile"] else "")
           + (f", conditioning {exact}" if conditioned else ""))
 
 

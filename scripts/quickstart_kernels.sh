@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates docs/quickstart_kernels.{md,png}: every kernel on the quickstart (Shakespeare,
 # 256 pieces, rows of 64, the 4 x 128 DiT) for 300 steps, validation NELBO every 100 steps,
-# the default (mean) parameterisation. About 1-2 min per run on 2 cores. (The page was
-# generated with the tokenizer of before the newline piece; a rerun refreshes it.)
+# the default (mean) parameterisation. About 2 min per run on 2 cores (11 min 31 s for the six
+# here); docs/kernels.md quotes the table.
 #   STEPS=300 scripts/quickstart_kernels.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
