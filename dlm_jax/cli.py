@@ -98,7 +98,7 @@ def unknown_override(argv) -> str | None:
   return None
 
 
-HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--nohelp_full")
+HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort")
 
 
 def command_help(program: str) -> str:
