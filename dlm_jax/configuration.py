@@ -98,6 +98,12 @@ def command_line_overrides() -> frozenset:
   return frozenset(getattr(flags.FLAGS["config"], "override_values", None) or ())
 
 
+def flat_source_keys():
+  """(flat name, group, key) of every old flat source setting: ("hf_name", "hf", "name")."""
+  return [(f"{name}_{key}", name, key) for name, defaults in base.SOURCE_DEFAULTS.items()
+          for key in defaults]
+
+
 def move_flat_source_keys(cfg, warn: bool = True, schema=None, overrides=None) -> None:
   """Moves a source setting given under its old flat name (data.hf_name) to its group
   (data.hf.name), with a warning; the flat names go in a later release. A flat name on the
@@ -107,24 +113,22 @@ def move_flat_source_keys(cfg, warn: bool = True, schema=None, overrides=None) -
   (default: this command's)."""
   schema = (schema or base.get_config()).data
   overrides = command_line_overrides() if overrides is None else overrides
-  for name, defaults in base.SOURCE_DEFAULTS.items():
-    for key in defaults:
-      flat = f"data.{name}_{key}"
-      value = cfg.data[f"{name}_{key}"]
-      if value is None:
-        continue
-      grouped = cfg.data[name][key]
-      flat_wins = f"data.{name}.{key}" not in overrides and (
-          grouped == schema[name][key] or flat in overrides)
-      if grouped != value and not flat_wins:
-        raise UserError(f"{flat}={value!r} and data.{name}.{key}={grouped!r} disagree: "
-                        f"set data.{name}.{key} only ({flat} is its old name)")
-      cfg.data[name][key] = value
-      cfg.data[f"{name}_{key}"] = None
-      if warn:
-        replaced = f" (it replaces the config file's {grouped!r})" if grouped != value else ""
-        print(f"warning: {flat} is now data.{name}.{key}{replaced}; the old name goes in a "
-              "later release", flush=True)
+  for flat_key, name, key in flat_source_keys():
+    flat, value = f"data.{flat_key}", cfg.data[flat_key]
+    if value is None:
+      continue
+    grouped = cfg.data[name][key]
+    flat_wins = f"data.{name}.{key}" not in overrides and (
+        grouped == schema[name][key] or flat in overrides)
+    if grouped != value and not flat_wins:
+      raise UserError(f"{flat}={value!r} and data.{name}.{key}={grouped!r} disagree: "
+                      f"set data.{name}.{key} only ({flat} is its old name)")
+    cfg.data[name][key] = value
+    cfg.data[flat_key] = None
+    if warn:
+      replaced = f" (it replaces the config file's {grouped!r})" if grouped != value else ""
+      print(f"warning: {flat} is now data.{name}.{key}{replaced}; the old name goes in a "
+            "later release", flush=True)
 
 
 def _ignored_source_settings(cfg, schema):
@@ -292,10 +296,9 @@ def from_saved(saved: dict):
         with node.ignore_type():
           node[key] = value
   data = dict(saved.get("data", {}))
-  for name, defaults in base.SOURCE_DEFAULTS.items():
-    for key in defaults:                   # runs saved with the groups kept a flat copy
-      if name in data:
-        data.pop(f"{name}_{key}", None)
+  for flat_key, name, _ in flat_source_keys():   # runs saved with the groups kept a flat copy
+    if name in data:
+      data.pop(flat_key, None)
   merge(cfg, {**saved, "data": data} if "data" in saved else saved)
   move_flat_source_keys(cfg, warn=False, overrides=frozenset())   # runs saved before them
   schema = base.get_config().data

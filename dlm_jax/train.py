@@ -15,7 +15,7 @@ import sys
 from absl import flags
 from ml_collections import config_dict, config_flags
 
-from dlm_jax import cli, config_schema, configuration, training
+from dlm_jax import cli, configuration, training
 
 
 def define_flags():
@@ -29,9 +29,8 @@ def define_flags():
 def _print_config(config):
   configuration.validate_config(config)
   shown = config.copy_and_resolve_references().to_dict()
-  for name, defaults in config_schema.SOURCE_DEFAULTS.items():   # old flat names, all None
-    for key in defaults:                                         # once validated: not shown
-      shown["data"].pop(f"{name}_{key}", None)
+  for flat_key, _, _ in configuration.flat_source_keys():   # old names, None once validated
+    shown["data"].pop(flat_key, None)
   print(config_dict.ConfigDict(shown))
 
 
