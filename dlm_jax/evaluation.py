@@ -233,15 +233,16 @@ def report_line(report: dict) -> str:
   kind of number it is); the JSON file has every field."""
   bits, se = report["bits_per_token"], report["std_error_nats"]
   spread = "" if se is None else f" +- {se / math.log(2):.3f}"
-  bound = "perplexity_bound" in report
-  kind = ({"nelbo": "NELBO, an upper bound", "truncated": "truncated NELBO, an upper bound"}
-          .get(report.get("reported_form"), "NELBO, an upper bound") if bound
-          else "exact NLL")
-  ppl = report.get("perplexity_bound", report.get("perplexity"))
-  ppl_text = f"perplexity {'<= ' if bound else ''}{ppl:.4g}" if ppl is not None else ""
-  how = (["Monte Carlo estimate"] if bound else []) + (["+- one standard error"] if se else [])
-  return (f"{report['split']} {bits:.3f}{spread} bits/token ({'; '.join([kind] + how)}), "
-          f"{ppl_text}, "
+  bound = "perplexity_bound" in report         # the objective's perplexity_key
+  if bound:
+    truncated = report.get("reported_form") == "truncated"
+    kind = ["truncated NELBO, an upper bound" if truncated else "NELBO, an upper bound",
+            "Monte Carlo estimate"]
+    ppl = f"perplexity <= {report['perplexity_bound']:.4g}"
+  else:
+    kind, ppl = ["exact NLL"], f"perplexity {report['perplexity']:.4g}"
+  how = "; ".join(kind + (["+- one standard error"] if se else []))
+  return (f"{report['split']} {bits:.3f}{spread} bits/token ({how}), {ppl}, "
           f"{report['tokens']} tokens, step {report['step']}, {report['params']} parameters")
 
 
