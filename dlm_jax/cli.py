@@ -47,6 +47,17 @@ def define_sampler_flags(steps: bool = True):
                     "Unmasking law (masking kernel): sizes, and random or confidence order.")
   flags.DEFINE_float("threshold", 0.9, "--unmasking=threshold: reveal every position whose "
                      "drawn token has at least this probability (at least one per step).")
+  flags.DEFINE_enum("corrector", "none", list(reverse.CORRECTORS),
+                    "psi: predictor-corrector steps that keep the marginals (Duo's "
+                    "Psi-samplers; ReMDM's remasking for masking): per position and step, w.p. "
+                    "c_t re-noise the drawn x to q_s(.|x) in place of the posterior draw.")
+  flags.DEFINE_enum("corrector_mode", "constant", list(reverse.CORRECTOR_MODES),
+                    "c_t = --corrector_eta (constant); remdm: a clean token is re-noised w.p. "
+                    "--corrector_eta (c_t = eta / (1 - alpha_s)); remdm_capped: that eta "
+                    "capped at (1 - alpha_s) / alpha_t.")
+  flags.DEFINE_float("corrector_eta", 0.1, "The corrector's strength (see --corrector_mode).")
+  flags.DEFINE_float("corrector_t_min", 0.0, "The corrector acts for t in (t_min, t_max].")
+  flags.DEFINE_float("corrector_t_max", 1.0, "The corrector acts for t in (t_min, t_max].")
   flags.DEFINE_integer("block_size", 0, "Semi-autoregressive block length (0: off).")
   flags.DEFINE_bool("no_cache", False, "Call the network at every step.")
   flags.DEFINE_bool("float64", False, "Sample in float64.")
@@ -56,8 +67,9 @@ def define_sampler_flags(steps: bool = True):
 
 
 SAMPLER_FLAGS = ("steps", "length", "prompt", "suffix", "temperature", "top_p", "eta",
-                 "eta_schedule", "rho", "unmasking", "threshold", "block_size", "no_cache",
-                 "float64", "batch_size", "seed")
+                 "eta_schedule", "rho", "unmasking", "threshold", "corrector", "corrector_mode",
+                 "corrector_eta", "corrector_t_min", "corrector_t_max", "block_size",
+                 "no_cache", "float64", "batch_size", "seed")
 
 
 def flag_values(f, names) -> dict:
@@ -72,8 +84,9 @@ def sampler_options(f, steps=None, program: str = "dlm_jax.sample") -> reverse.S
   opts = reverse.SamplerOptions(
       steps=steps or f.steps, temperature=f.temperature, top_p=f.top_p, eta=f.eta,
       eta_schedule=f.eta_schedule, rho=f.rho, unmasking=f.unmasking, threshold=f.threshold,
-      block_size=f.block_size,
-      cache=not f.no_cache, float64=f.float64)
+      block_size=f.block_size, cache=not f.no_cache, float64=f.float64,
+      corrector=f.corrector, corrector_mode=f.corrector_mode, corrector_eta=f.corrector_eta,
+      corrector_t_min=f.corrector_t_min, corrector_t_max=f.corrector_t_max)
   run(program, reverse.check_values, opts)
   run(program, rng.check_seed, f.seed, "--seed")
   if f.length is not None and f.length < 1:

@@ -159,6 +159,8 @@ def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, l
     _note_once(exp.objective.inexact_conditioning_note())
   sampler = (f"reverse/{exp.objective.name}" if exp.objective.is_bound
              else exp.objective.name)
+  if exp.objective.is_bound and opts.corrector != "none":
+    sampler += f" + {opts.corrector} corrector ({opts.corrector_mode}, eta {opts.corrector_eta:g})"
   generated, frees, nfes, seconds = [], [], [], []
   n_batches = -(-num_samples // batch_size)
   for b in range(n_batches):

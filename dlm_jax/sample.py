@@ -4,7 +4,9 @@ r"""Generate text from a trained model with the exact reverse sampler of its ker
       [--length=128] [--prompt="ROMEO."] [--suffix="Exeunt."] [--temperature=1.0] \
       [--top_p=1.0] [--eta=0.0 --eta_schedule=constant|linear] [--rho=0.0] \
       [--unmasking=ancestral|fixed|random|confidence|margin|entropy|threshold] \
-      [--threshold=0.9] [--block_size=0] [--no_cache] [--float64] [--prompts_file=FILE]
+      [--threshold=0.9] [--corrector=none|psi --corrector_mode=constant|remdm|remdm_capped \
+       --corrector_eta=0.1 --corrector_t_min=0 --corrector_t_max=1] \
+      [--block_size=0] [--no_cache] [--float64] [--prompts_file=FILE]
 
 --prompts_file: one sample per line, each line a template: its text is clamped, every
 `<mask:K>` leaves K positions to generate (several infill spans), and the row after the
@@ -15,8 +17,11 @@ for the masking kernel only).
 
 --eta / --rho are SemDLM+'s global transition and semantic-frequency penalty (any kernel
 accepts them); --unmasking other than ancestral and caching apply to the masking kernel;
---block_size generates semi-autoregressively, --steps per block. A causal (AR) workdir
-samples left to right. Prints the samples and their real-word rate (the share of generated
+--corrector=psi (every kernel) mixes into each step a re-noising of the drawn clean tokens
+to the forward marginal at the next time (predictor-corrector steps that keep the marginals
+for an exact denoiser; one network call per step, as without it; docs/design.md §5);
+--corrector=none is the ancestral sampler. --block_size generates semi-autoregressively,
+--steps per block. A causal (AR) workdir samples left to right. Prints the samples and their real-word rate (the share of generated
 words that occur in the training split) and writes
 <workdir>/samples/step<N>_T<steps>_<hash>.{txt,json} (or --output): <hash> changes with any
 option, so no call overwrites another's files (a repeat gets -2, -3, ...); the JSON lists the

@@ -13,6 +13,8 @@ under --root is reused, an unfinished one resumed), then measures, per variant:
   true law (scorers.oracle_metrics: eps-smoothed, so invalid rows score finitely), the share
   of rows the true law can produce, unigram entropy, distinct-n, and the share of a row's
   tokens in its most used true cluster (the semantic basin);
+- every variant again with the psi corrector (--corrector_eta; masking also with confidence
+  unmasking): the repair claim compares the corrector's gain across kernels;
 - SemDLM+: eta and rho chosen on validation prompts by a rule that cannot pick collapse
   (`choose`), then sampled unconditionally with the choice.
 Each seed claim gets a verdict from the criteria written next to it in `verdicts`.
@@ -49,6 +51,9 @@ VARIANTS = {
     "semdlm_plus-mask": dict(name="semdlm_plus", neighbors="partition", true=True,
                                 global_kind="mask"),
 }
+# The corrector every variant is also sampled with (samplers/reverse.py; --corrector_eta):
+# psi steps that re-noise a share c_t of the positions to q_s(. | x) (remasking for masking).
+PSI_MODE = "constant"
 TUNE_ETA = (0.0, 0.02, 0.1)
 TUNE_RHO = (0.0, 1.0, 4.0)
 ENTROPY_TOLERANCE = 0.03        # the tuning rule: sample entropy within 3% of the data's
@@ -66,6 +71,8 @@ def define_flags():
   flags.DEFINE_string("baseline", "", "A JSON report of this analysis under the other "
                       "parameterisation (e.g. docs/planted_mixture.json): its NELBO per variant "
                       "is tabled next to this run's.")
+  flags.DEFINE_float("corrector_eta", 0.1, "c_t of the psi corrector every variant is also "
+                     "sampled with (constant share of positions re-noised per step).")
   flags.DEFINE_integer("t_samples", 8, "Passes over the validation split for each NELBO.")
   flags.DEFINE_bool("rewrite", False, "Rewrite <output>.md and the plots from <output>.json "
                     "(no training, evaluation or sampling): the reported NELBO re-read from the "
@@ -134,8 +141,13 @@ def _tune(workdir, num_samples):
           "chosen": {"eta": chosen["eta"], "rho": chosen["rho"]}}
 
 
+def psi_options(corrector_eta: float) -> reverse.SamplerOptions:
+  return reverse.SamplerOptions(corrector="psi", corrector_mode=PSI_MODE,
+                                corrector_eta=corrector_eta)
+
+
 def run_variant(name, spec, base, root, steps, num_samples, steps_list, embeddings_path,
-                parameterization="mean", t_samples=8):
+                parameterization="mean", t_samples=8, corrector_eta=0.1):
   workdir = os.path.join(root, name)
   config = variant_config(base, spec, steps, embeddings_path, parameterization)
   _train(config, workdir)
@@ -154,6 +166,12 @@ def run_variant(name, spec, base, root, steps, num_samples, steps_list, embeddin
             if k in report}}
   rows = _sample_rows(workdir, num_samples, steps_list, reverse.SamplerOptions())
   out["data"], out["samples"] = rows[0], rows[1:]
+  out["corrector"] = {"mode": PSI_MODE, "eta": corrector_eta}
+  out["samples_psi"] = _sample_rows(workdir, num_samples, steps_list,
+                                    psi_options(corrector_eta))[1:]
+  if spec["name"] == "masking":
+    out["samples_confidence"] = _sample_rows(workdir, num_samples, steps_list,
+                                             reverse.SamplerOptions(unmasking="confidence"))[1:]
   if spec["name"] == "semdlm_plus":
     out["tuning"] = _tune(workdir, min(num_samples, 32))
     chosen = reverse.SamplerOptions(**out["tuning"]["chosen"])
@@ -189,6 +207,8 @@ def verdicts(results: list[dict], t_small: int, t_large: int) -> list[dict]:
                                                  for r in results)
                    + f"; lower oracle NLL than masking at T = {t_small}: {repair or 'none'}",
         "verdict": verdict})
+  if masking and "samples_psi" in masking:
+    out.append(_repair_verdict(results, masking))
   semantic = [by[n] for n in ("semdlm-partition-true", "semdlm-topk-true") if n in by]
   if masking and semantic:
     def excess(r):
@@ -235,6 +255,35 @@ def verdicts(results: list[dict], t_small: int, t_large: int) -> list[dict]:
                        for r in plus),
         "verdict": verdict})
   return out
+
+
+def corrector_gain(r: dict, steps: int) -> tuple[float, float]:
+  """(ancestral minus psi oracle NLL, its standard error) at T = steps: independent samples."""
+  a, p = _at(r["samples"], steps), _at(r["samples_psi"], steps)
+  return (a["oracle_nll_nats"] - p["oracle_nll_nats"],
+          math.hypot(a["oracle_nll_se"], p["oracle_nll_se"]))
+
+
+def _repair_verdict(results: list[dict], masking: dict) -> dict:
+  ts = [r["steps"] for r in masking["samples"]]
+  candidates = [r for r in results if r["kernel"] in ("uniform", "semdlm_plus")
+                and "samples_psi" in r]
+  wins = []
+  for r in candidates:
+    for t in ts:
+      (g, se), (mg, mse) = corrector_gain(r, t), corrector_gain(masking, t)
+      if g - mg > 2 * math.hypot(se, mse):
+        wins.append(f"{r['name']} at T = {t}")
+  numbers = "; ".join(
+      f"{r['name']}: " + ", ".join(f"T={t} {corrector_gain(r, t)[0]:+.3f} ± "
+                                   f"{corrector_gain(r, t)[1]:.3f}" for t in ts)
+      for r in [masking] + candidates)
+  return {"claim": "repair: with a corrector that keeps the marginals, kernels that corrupt into "
+                   "real tokens gain more than masking does (they can revisit any token)",
+          "criterion": "for some T, the psi corrector's gain in oracle NLL (ancestral minus psi) "
+                       "for uniform or SemDLM+ exceeds masking's gain by more than 2 SE",
+          "numbers": "gains (nats/token): " + numbers + f"; above masking's: {wins or 'none'}",
+          "verdict": "holds" if wins else "does not hold"}
 
 
 def language_facts(base) -> dict:
@@ -365,14 +414,38 @@ def markdown(report: dict) -> str:
                    + " | ".join(
           f"{_at(rows, t)['oracle_nll_nats']:.3f} / {_at(rows, t)['unigram_entropy']:.3f}"
           for t in ts) + " |")
-  lines += ["", "![diversity](" + os.path.basename(report["output"]) + "_diversity.png)", "",
-            "## Verdicts", "", "| claim | criterion | numbers | verdict |", "|---|---|---|---|"]
+  lines += ["", "![diversity](" + os.path.basename(report["output"]) + "_diversity.png)", ""]
+  lines += _corrector_section(results, ts)
+  lines += ["## Verdicts", "", "| claim | criterion | numbers | verdict |", "|---|---|---|---|"]
   for v in report["verdicts"]:
     lines.append(f"| {v['claim']} | {v['criterion']} | {v['numbers']} | **{v['verdict']}** |")
   lines += ["", "Samples (T = " + str(ts[-1]) + ", first of each):", ""]
   for r in results:
     lines.append(f"- {r['name']}: `{_at(r['samples'], ts[-1])['example'][:200]}`")
   return "\n".join(lines) + "\n"
+
+
+def _corrector_section(results: list[dict], ts: list[int]) -> list[str]:
+  """Oracle NLL and valid share per sampler: ancestral, psi corrector, masking's confidence."""
+  rows = [r for r in results if "samples_psi" in r]
+  if not rows:
+    return []
+  c = rows[0]["corrector"]
+  lines = ["## Repair: the psi corrector", "",
+           f"Every variant sampled again with `--corrector=psi --corrector_mode={c['mode']} "
+           f"--corrector_eta={c['eta']:g}` (the same network calls: one per step), and masking "
+           "with confidence-ordered unmasking. Oracle NLL (nats/token) ± SE / valid share:", "",
+           "| variant | sampler | " + " | ".join(f"T={t}" for t in ts) + " |",
+           "|---|---|" + "---|" * len(ts)]
+  for r in rows:
+    sets = [("ancestral", r["samples"]), ("psi", r["samples_psi"])]
+    if "samples_confidence" in r:
+      sets.append(("confidence", r["samples_confidence"]))
+    for label, samples in sets:
+      lines.append(f"| {r['name']} | {label} | " + " | ".join(
+          f"{_at(samples, t)['oracle_nll_nats']:.3f} ± {_at(samples, t)['oracle_nll_se']:.3f} / "
+          f"{_at(samples, t)['valid_share']:.2f}" for t in ts) + " |")
+  return lines + [""]
 
 
 def plot(report: dict, stem: str) -> list[str]:
@@ -450,7 +523,7 @@ def _baseline_nelbo(path: str) -> dict:
 
 
 def analyse(output, root, steps, num_samples, steps_list, names, parameterization="mean",
-            baseline="", t_samples=8):
+            baseline="", t_samples=8, corrector_eta=0.1):
   from configs import planted as planted_config  # pylint: disable=g-import-not-at-top
   unknown = set(names) - set(VARIANTS)
   if unknown:
@@ -463,6 +536,7 @@ def analyse(output, root, steps, num_samples, steps_list, names, parameterizatio
                     f"{','.join(map(str, steps_list))!r}") from None
   if not steps_list or min(steps_list) < 1:
     raise UserError("--sample_steps must list step counts >= 1")
+  reverse.check_values(psi_options(corrector_eta))                    # before any work
   base = planted_config.get_config()
   os.makedirs(root, exist_ok=True)
   embeddings_path = os.path.join(root, "true_cluster_embeddings.npy")
@@ -472,11 +546,12 @@ def analyse(output, root, steps, num_samples, steps_list, names, parameterizatio
   for name in names:
     print(f"== {name}", flush=True)
     results.append(run_variant(name, VARIANTS[name], base, root, steps, num_samples, steps_list,
-                               embeddings_path, parameterization, t_samples))
+                               embeddings_path, parameterization, t_samples, corrector_eta))
   command = (f"python -m experiments.planted --output={output} --steps={steps} "
              f"--num_samples={num_samples} --sample_steps={','.join(map(str, steps_list))} "
              f"--parameterization={parameterization} --variants={','.join(names)} "
-             f"--t_samples={t_samples}" + (f" --baseline={baseline}" if baseline else ""))
+             f"--t_samples={t_samples} --corrector_eta={corrector_eta:g}"
+             + (f" --baseline={baseline}" if baseline else ""))
   report = {"command": command, "output": output, "steps": steps, "num_samples": num_samples,
             "parameterization": parameterization, "t_samples": t_samples,
             "sample_steps": steps_list, "language": language_facts(base), "results": results}
@@ -516,7 +591,8 @@ def main(argv):
         f.output + ".json", "report", ("results", "language", "sample_steps", "output"))))
   else:
     report = cli.run("planted", analyse, f.output, f.root, f.steps, f.num_samples,
-                     f.sample_steps, f.variants, f.parameterization, f.baseline, f.t_samples)
+                     f.sample_steps, f.variants, f.parameterization, f.baseline, f.t_samples,
+                     f.corrector_eta)
   text = markdown(report)
   written = reports.write(f.output, report, text)
   written += plot(report, f.output)

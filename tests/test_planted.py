@@ -160,3 +160,30 @@ def test_topic_agreement_tells_a_followed_prompt_from_an_ignored_one():
   assert (topics[:planted.NUM_SPECIAL] == -1).all() and topics[-1] == -1
   assert set(np.unique(topics)) == {-1, 0, 1, 2, 3}
 
+
+
+def test_repair_verdict_compares_corrector_gains_with_masking():
+  """The repair claim: holds when a uniform / SemDLM+ variant's corrector gain (ancestral minus
+  psi oracle NLL) exceeds masking's by more than 2 SE at some T; the table lists each sampler."""
+  import os, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from experiments import planted as experiment  # pylint: disable=g-import-not-at-top
+
+  def rows(nlls, se=0.05):
+    return [{"steps": t, "oracle_nll_nats": v, "oracle_nll_se": se, "valid_share": 0.5}
+            for t, v in zip((8, 64), nlls)]
+
+  def variant(name, kernel, ancestral, psi):
+    return {"name": name, "kernel": kernel, "samples": rows(ancestral), "samples_psi": rows(psi),
+            "corrector": {"mode": "constant", "eta": 0.1}}
+  masking = variant("masking", "masking", [7.0, 6.0], [6.9, 5.95])      # gains 0.1, 0.05
+  masking["samples_confidence"] = rows([6.5, 5.8])
+  small = variant("uniform", "uniform", [7.0, 6.0], [6.8, 5.9])         # +0.1: within 2 SE
+  large = variant("semdlm_plus-uniform", "semdlm_plus", [7.0, 6.0], [6.5, 5.9])  # +0.4 at T=8
+  held = experiment._repair_verdict([masking, small, large], masking)
+  assert held["verdict"] == "holds" and "semdlm_plus-uniform at T = 8" in held["numbers"]
+  assert held["numbers"].endswith("above masking's: ['semdlm_plus-uniform at T = 8']")
+  assert experiment._repair_verdict([masking, small], masking)["verdict"] == "does not hold"
+  table = "\n".join(experiment._corrector_section([masking, small, large], [8, 64]))
+  assert "| masking | confidence | 6.500 ± 0.050 / 0.50" in table
+  assert "| semdlm_plus-uniform | psi | 6.500 ± 0.050 / 0.50 | 5.900" in table

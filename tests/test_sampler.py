@@ -401,14 +401,16 @@ def _masking(Vm, eps=1e-3):
   return family.make_process(kernel_config("masking", eps=eps), Vm)
 
 
-def test_cache_is_exact_and_saves_calls():
+@pytest.mark.parametrize("corrector", [{}, dict(corrector="psi", corrector_mode="remdm",
+                                                corrector_eta=0.02, corrector_t_max=0.5)])
+def test_cache_is_exact_and_saves_calls(corrector):
   Vm = 20
   model, params = _tiny_model(Vm + 1, Vm)
   kernel = _masking(Vm)
   fixed = jnp.zeros((4, 8), jnp.int32).at[:, :2].set(jnp.array([5, 6]))
   fixed_mask = jnp.zeros((4, 8), bool).at[:, :2].set(True)
-  run = lambda cache: reverse.jit_sample(model, kernel, reverse.SamplerOptions(64, cache=cache))(
-      params, jax.random.key(3), fixed, fixed_mask)
+  run = lambda cache: reverse.jit_sample(model, kernel, reverse.SamplerOptions(
+      64, cache=cache, **corrector))(params, jax.random.key(3), fixed, fixed_mask)
   (a, nfe_a), (b, nfe_b) = run(True), run(False)
   np.testing.assert_array_equal(a, b)
   assert int(nfe_b) == 64 and int(nfe_a) < 64
@@ -421,6 +423,7 @@ def test_cache_is_exact_and_saves_calls():
     ("masking", dict(steps=4, unmasking="confidence")),
     ("uniform", dict(steps=4, top_p=0.9)),
     ("semdlm_plus_uniform_A", dict(steps=4, eta=0.3, rho=2.0, temperature=0.8)),
+    ("semdlm_plus_mask_B", dict(steps=4, corrector="psi", corrector_eta=0.5)),
 ])
 def test_chunked_logits_give_the_same_samples(name, options):
   """Logits made and drawn a chunk of positions at a time (never B x L x V at once): the

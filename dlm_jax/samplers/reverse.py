@@ -18,6 +18,17 @@ z_s ~ q_s(. | x), so a position can leave its semantic basin; the semantic-frequ
 penalty reweights x_hat(x) ∝ x_hat(x) exp(-rho f(x)) with
 f(x) = (count of x in z_t + sum_j w_{x,j} count of N_{x,j} in z_t) / L.
 
+Corrector (`corrector="psi"`; Duo's Psi-samplers, arXiv 2602.21185; for masking it is ReMDM's
+remasking, arXiv 2503.00307): with probability c_t per position and step the posterior draw
+z_s ~ q(. | z_t, x) is replaced by a re-noising of the same x to the forward marginal,
+z_s ~ q_s(. | x). x is a draw of the model's posterior over clean tokens given z_t, so with an
+exact denoiser both halves map the marginal q_t to q_s and so does their mixture: the step
+keeps the marginals while the re-noising revisits tokens already decided (repair). The same
+x serves both halves: one network call per step. c_t (`corrector_share`): `constant` c_t =
+corrector_eta; `remdm` c_t = corrector_eta / (1 - alpha_s), so that a clean token is re-noised
+with probability corrector_eta (ReMDM's sigma); `remdm_capped` caps that sigma at
+(1 - alpha_s) / alpha_t; c_t is 0 outside t in (corrector_t_min, corrector_t_max].
+
 Masking extras: MDLM's cache (no network call when nothing changed and the model is not
 time-conditioned), unmasking-size laws (`samplers.unmasking`), semi-autoregressive
 blocks. Every loop is one `lax.scan` inside one jit; float64 sampling runs the whole
@@ -37,6 +48,8 @@ from dlm_jax import denoiser, parallel
 from dlm_jax.samplers import unmasking
 
 ETA_SCHEDULES = ("constant", "linear")
+CORRECTORS = ("none", "psi")
+CORRECTOR_MODES = ("constant", "remdm", "remdm_capped")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +68,11 @@ class SamplerOptions:
   logits_chunk: int = 0           # > 0: logits made and drawn this many positions at a time
                                   # (never B x L x V at once; the same samples as 0)
   float64: bool = False           # sample in float64 (float32 Gumbel noise is truncated)
+  corrector: str = "none"         # psi: predictor-corrector steps that keep the marginals
+  corrector_mode: str = "constant"  # how the corrector's share c_t follows t (corrector_share)
+  corrector_eta: float = 0.1      # constant: c_t; remdm*: the re-noising probability sigma
+  corrector_t_min: float = 0.0    # the corrector acts for t in (t_min, t_max]
+  corrector_t_max: float = 1.0
 
 
 MAX_STEPS = 2**31 - 1          # the step counter is an int32 in the jitted loop
@@ -88,6 +106,17 @@ def check_values(opts: SamplerOptions):
     raise UserError(f"unmasking must be one of {list(unmasking.LAWS)}, got {opts.unmasking!r}")
   if opts.block_size < 0:
     raise UserError(f"block_size must be >= 0, got {opts.block_size}")
+  for name in ("corrector_eta", "corrector_t_min", "corrector_t_max"):
+    if not (math.isfinite(getattr(opts, name)) and 0 <= getattr(opts, name) <= 1):
+      raise UserError(f"{name} must be in [0, 1], got {getattr(opts, name)}")
+  if opts.corrector not in CORRECTORS:
+    raise UserError(f"corrector must be one of {list(CORRECTORS)}, got {opts.corrector!r}")
+  if opts.corrector_mode not in CORRECTOR_MODES:
+    raise UserError(f"corrector_mode must be one of {list(CORRECTOR_MODES)}, got "
+                    f"{opts.corrector_mode!r}")
+  if opts.corrector_t_min >= opts.corrector_t_max:
+    raise UserError(f"corrector_t_min ({opts.corrector_t_min}) must be below corrector_t_max "
+                    f"({opts.corrector_t_max})")
 
 
 def check_options(opts: SamplerOptions, process, length: int):
@@ -99,6 +128,9 @@ def check_options(opts: SamplerOptions, process, length: int):
                       f"{process.name!r} (use unmasking='ancestral')")
     if opts.eta > 0:
       raise UserError("eta > 0 re-noises revealed tokens; it needs unmasking='ancestral'")
+    if opts.corrector != "none":
+      raise UserError(f"corrector={opts.corrector!r} re-noises revealed tokens; it needs "
+                      "unmasking='ancestral'")
   if opts.block_size < 0 or (opts.block_size and length % opts.block_size):
     raise UserError(f"block_size={opts.block_size} must be 0 or divide the length {length}")
 
@@ -158,6 +190,26 @@ def draw(process, opts: SamplerOptions, key, z, logits, t, penalty, positions):
   return x, x_glob, confidence
 
 
+def corrector_share(process, opts: SamplerOptions, t, s):
+  """c_t, the probability per position that the step from t to s re-noises x to q_s(. | x)
+  in place of the posterior draw (module docstring); 0 without a corrector."""
+  if opts.corrector == "none":
+    return 0.0
+  eta = opts.corrector_eta
+  if opts.corrector_mode == "constant":
+    share = jnp.asarray(eta, jnp.result_type(t))
+  else:
+    alpha_t, alpha_s = process.alpha(t), process.alpha(s)
+    noisy_s = 1.0 - alpha_s
+    sigma = eta
+    if opts.corrector_mode == "remdm_capped":
+      sigma = jnp.where(alpha_t > 0, jnp.minimum(eta, noisy_s / jnp.where(alpha_t > 0, alpha_t,
+                                                                           1.0)), eta)
+    share = jnp.where(noisy_s > 0, jnp.minimum(sigma / jnp.where(noisy_s > 0, noisy_s, 1.0),
+                                               1.0), 0.0)
+  return jnp.where((t > opts.corrector_t_min) & (t <= opts.corrector_t_max), share, 0.0)
+
+
 def transition(process, opts: SamplerOptions, key, z, drawn, t, s, reveal=None):
   """The other half: z_t -> z_s (B, L) given the draws of `draw` for every position."""
   x, x_glob, confidence = drawn
@@ -168,6 +220,11 @@ def transition(process, opts: SamplerOptions, key, z, drawn, t, s, reveal=None):
     if callable(reveal):
       reveal = reveal(x, confidence)
     z_next = jnp.where((z == process.mask_id) & reveal, x, z)
+  if opts.corrector != "none":     # keys of their own: corrector="none" draws as before
+    k_coin, k_renoise = jax.random.split(jax.random.fold_in(key, 1))
+    renoised = process.sample_forward(k_renoise, x, jnp.full((z.shape[0],), s))
+    share = corrector_share(process, opts, t, s)
+    z_next = jnp.where(jax.random.uniform(k_coin, z.shape) < share, renoised, z_next)
   if opts.eta > 0:
     eta_t = opts.eta * (t if opts.eta_schedule == "linear" else 1.0)
     renoised = process.sample_forward(k_fwd, x_glob, jnp.full((z.shape[0],), s))
