@@ -51,11 +51,13 @@ def test_safetensors_round_trip(tmp_path):
   assert sorted(back) == ["a", "b", "i"]
   for k, v in tensors.items():
     assert back[k].dtype == v.dtype and np.array_equal(back[k], v)
-  header, start = safetensors_io.read_header(path)
-  assert start % 8 == 0 and header["__metadata__"] == {"format": "pt"}
+  assert safetensors_io.metadata(path) == {"format": "pt"}
   (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 12)
-  with pytest.raises(UserError, match="not a safetensors file"):
+  with pytest.raises(UserError, match="bad.safetensors is not a valid safetensors file"):
     safetensors_io.load(str(tmp_path / "bad.safetensors"))
+  with pytest.raises(UserError, match="cannot write"):
+    safetensors_io.save(path, {"c": np.array([1j])})
+  assert sorted(safetensors_io.load(path)) == ["a", "b", "i"]      # the old file kept
 
 
 def test_flax_gpt2_matches_transformers():
@@ -180,12 +182,13 @@ def test_damaged_mdlm_checkpoints_are_one_line_errors(tmp_path):
   header = lambda h: (lambda b: struct.pack("<Q", len(b)) + b)(json.dumps(h).encode())
   name = sorted(original)[0]
   cases = {
-      "truncated": (dict(raw=blob[: len(blob) // 2]), "truncated"),
-      "header_list": (dict(raw=header([1, 2])), "header is a list"),
+      "truncated": (dict(raw=blob[: len(blob) // 2]), "not a valid safetensors file"),
+      "header_list": (dict(raw=header([1, 2])), "not a valid safetensors file"),
       "no_offsets": (dict(raw=header({name: {"dtype": "F32", "shape": [1]}})),
-                     "lacks dtype, shape or data_offsets"),
+                     "not a valid safetensors file"),
       "negative_shape": (dict(raw=header({name: {"dtype": "F32", "shape": [-1],
-                                                 "data_offsets": [0, 0]}})), "invalid shape"),
+                                                 "data_offsets": [0, 0]}})),
+                         "not a valid safetensors file"),
       "config_not_json": (dict(config="{not json"), "is not JSON"),
       "config_list": (dict(config="[1, 2]"), "JSON list, not an object"),
       "config_text_field": (dict(config=json.dumps({"vocab_size": "many"})),
