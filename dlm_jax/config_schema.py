@@ -128,6 +128,14 @@ def get_config() -> config_dict.ConfigDict:
 
   c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1))
 
+  c.wandb = config_dict.ConfigDict(dict(
+      project="",                   # non-empty: every metric also to Weights & Biases (the
+                                    # `wandb` extra); metrics.jsonl and TensorBoard as always
+      entity="",                    # W&B team or user (default: your W&B default)
+      name="",                      # display name (default: the workdir's name)
+      mode="online",                # online | offline (sync later: `wandb sync DIR`)
+  ))
+
   c.eval = config_dict.ConfigDict(dict(
       batch_size=64,
       split="validation",

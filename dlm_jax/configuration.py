@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
 
 from ml_collections import config_dict
@@ -260,10 +261,22 @@ def validate_config(cfg) -> None:
     raise UserError(f"eval.batch_size must be >= 1, got {cfg.eval.batch_size}")
   if not 0.0 <= t.prompt_rate <= 1.0:
     raise UserError(f"train.prompt_rate must be in [0, 1], got {t.prompt_rate}")
+  _check_wandb(cfg.wandb)
   if (t.prompt_rate > 0) != cfg.model.clean_flag:
     raise UserError("model.clean_flag and train.prompt_rate > 0 go together (the flag is learned "
                     f"from rows with random clean prompt spans); got clean_flag="
                     f"{cfg.model.clean_flag}, prompt_rate={t.prompt_rate}")
+
+
+WANDB_MODES = ("online", "offline")
+
+
+def _check_wandb(w) -> None:
+  if w.mode not in WANDB_MODES:
+    raise UserError(f"wandb.mode must be one of {list(WANDB_MODES)}, got {w.mode!r}")
+  if w.project and importlib.util.find_spec("wandb") is None:
+    raise UserError(f"wandb.project={w.project!r} needs the wandb package: pip install -e "
+                    "'.[wandb]' (or leave wandb.project empty)")
 
 
 def check_fits_mesh(cfg, mesh, process_count: int, d_model: int) -> None:

@@ -1,9 +1,11 @@
-"""Metrics to stdout (absl logging), a JSONL file and TensorBoard event files."""
+"""Metrics to stdout, a JSONL file, TensorBoard event files and (config `wandb.project`)
+Weights & Biases."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 
 from absl import logging
 
@@ -37,14 +39,44 @@ def _shown(key: str, value: float) -> str:
   return f"{key}={value:.5g}"
 
 
+def wandb_run_id(workdir: str) -> str:
+  """The W&B run id of a workdir: made once and kept in <workdir>/wandb_run_id, so a resumed
+  run logs to the same W&B run."""
+  path = os.path.join(workdir, "wandb_run_id")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      run_id = f.read().strip()
+    if run_id:
+      return run_id
+  run_id = secrets.token_hex(4)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(run_id + "\n")
+  return run_id
+
+
+def open_wandb(workdir: str, wandb_cfg, run_config: dict | None):
+  """A W&B run for this workdir (resumed when it exists), or None without wandb.project."""
+  if wandb_cfg is None or not wandb_cfg.project:
+    return None
+  import wandb  # pylint: disable=g-import-not-at-top
+  return wandb.init(project=wandb_cfg.project, entity=wandb_cfg.entity or None,
+                    name=wandb_cfg.name or os.path.basename(os.path.abspath(workdir)),
+                    id=wandb_run_id(workdir), resume="allow", dir=workdir,
+                    mode=wandb_cfg.mode, config=run_config)
+
+
 class MetricWriter:
   """Writes scalar dicts; a no-op on processes other than 0."""
 
-  def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0):
+  def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0, wandb_cfg=None,
+               run_config: dict | None = None):
     """`resume_step`: the checkpoint a run resumes from; lines logged after it by the run
-    that was interrupted (and a line cut off by a kill) are dropped, so none is duplicated."""
+    that was interrupted (and a line cut off by a kill) are dropped, so none is duplicated.
+    `wandb_cfg` (config.wandb) with a project: W&B too (`run_config` its config); W&B keeps
+    the first value it got for a step, so after such a resume metrics.jsonl is the record."""
     self.enabled = enabled
     self._tb = None
+    self._wandb = None
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
@@ -56,6 +88,7 @@ class MetricWriter:
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
     except ImportError:
       logging.warning("tensorboardX not installed: no TensorBoard event files")
+    self._wandb = open_wandb(workdir, wandb_cfg, run_config)
 
   def write(self, step: int, scalars: dict[str, float], prefix: str = "") -> None:
     if not self.enabled:
@@ -68,9 +101,13 @@ class MetricWriter:
       for k, v in scalars.items():
         self._tb.add_scalar(k, v, step)
       self._tb.flush()
+    if self._wandb is not None:
+      self._wandb.log(scalars, step=step)
 
   def close(self):
     if self.enabled:
       self._jsonl.close()
       if self._tb is not None:
         self._tb.close()
+      if self._wandb is not None:
+        self._wandb.finish()
