@@ -27,7 +27,7 @@ from jax.experimental import multihost_utils
 
 from dlm_jax import numpy_files
 from dlm_jax.checkpoint import Checkpointer
-from dlm_jax.data.rows import cache_key, token_rows, unigram_counts
+from dlm_jax.data.rows import cache_key, leading_rows, unigram_counts
 from dlm_jax.data.tokenizer import tokenizer_path
 from dlm_jax.errors import UserError
 from dlm_jax.kernels import family, neighbors
@@ -80,7 +80,8 @@ def _source_id(config, tokenizer, workdir: str) -> str:
   k = config.kernel
   origin = k.embedding_source
   if origin == "corpus":
-    return f"corpus-{cache_key(config.data, 'train', tokenizer)}-w{k.cooc_window}"
+    capped = f"-t{k.cooc_max_tokens}" if k.cooc_max_tokens > 0 else ""    # 0: earlier names
+    return f"corpus-{cache_key(config.data, 'train', tokenizer)}-w{k.cooc_window}{capped}"
   if origin == "npy":
     return f"npy-{_file_sha(k.embedding_path) if os.path.exists(k.embedding_path) else 'missing'}"
   return f"checkpoint-{_sha(np.ascontiguousarray(checkpoint_embeddings(k.embedding_path)))}"
@@ -108,12 +109,21 @@ def table_path(config, tokenizer, workdir: str) -> str:
   return os.path.join(directory, name)
 
 
+def _describe_source(k) -> str:
+  if k.embedding_source != "corpus":
+    return f"the embeddings of {k.embedding_path}"
+  cap = (f"the first {k.cooc_max_tokens / 1e6:g}M training tokens" if k.cooc_max_tokens > 0
+         else "every training token; kernel.cooc_max_tokens caps it")
+  return f"co-occurrences within {k.cooc_window} tokens over {cap}"
+
+
 def token_embeddings(config, tokenizer, workdir: str) -> np.ndarray:
   k, V = config.kernel, tokenizer.vocab_size
   origin = k.embedding_source
   if origin == "corpus":
-    rows = token_rows(config.data, "train", tokenizer, workdir)
-    return neighbors.corpus_embeddings(rows, V, k.embedding_dim, k.cooc_window, config.seed)
+    rows = leading_rows(config.data, "train", tokenizer, workdir, k.cooc_max_tokens)
+    return neighbors.corpus_embeddings(rows, V, k.embedding_dim, k.cooc_window, config.seed,
+                                       progress=neighbors.Progress())
   emb = (_embeddings_file(k) if origin == "npy"
          else checkpoint_embeddings(k.embedding_path))
   if emb.ndim != 2 or emb.shape[0] < V:
@@ -137,6 +147,9 @@ def neighbor_table(config, tokenizer, workdir: str, build: bool = True,
                              k.max_in_degree or None, config.seed, tokenizer.special_ids)
     if jax.process_index() == 0:
       start = time.perf_counter()
+      print(f"building the {k.neighbors} neighbour table (k={k.k}, from {_describe_source(k)}) "
+            f"into {path}; `python -m dlm_jax.kernels.build_neighbors` builds it ahead",
+            flush=True)
       emb = token_embeddings(config, tokenizer, workdir)
       table = neighbors.build(emb, k.neighbors, k.k, tokenizer.fingerprint(), k.tau,
                               k.max_in_degree or None, config.seed, tokenizer.special_ids)

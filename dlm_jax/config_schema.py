@@ -63,6 +63,7 @@ def get_config() -> config_dict.ConfigDict:
       embedding_path="",            # checkpoint workdir or .npy (V, d) file
       embedding_dim=256,
       cooc_window=4,
+      cooc_max_tokens=0,            # corpus tables: count the first N training tokens (0: all)
       table_path="",                # empty: next to the tokenizer, named by its settings
       # SemDLM+ global transition.
       global_kind="uniform",        # uniform jump | mask
@@ -128,12 +129,13 @@ def get_config() -> config_dict.ConfigDict:
 
   c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1))
 
-  c.wandb = config_dict.ConfigDict(dict(
-      project="",                   # non-empty: every metric also to Weights & Biases (the
-                                    # `wandb` extra); metrics.jsonl and TensorBoard as always
-      entity="",                    # W&B team or user (default: your W&B default)
-      name="",                      # display name (default: the workdir's name)
-      mode="online",                # online | offline (sync later: `wandb sync DIR`)
+  c.logging = config_dict.ConfigDict(dict(   # metrics.jsonl and TensorBoard always; and
+      wandb=config_dict.ConfigDict(dict(         # Weights & Biases (the `wandb` extra)
+          project="",               # non-empty: every metric to this W&B project too
+          entity="",                # W&B team or user (default: your W&B default)
+          name="",                  # display name (default: the workdir's name)
+          mode="online",            # online | offline (sync later: `wandb sync DIR`)
+      )),
   ))
 
   c.eval = config_dict.ConfigDict(dict(

@@ -261,7 +261,10 @@ def validate_config(cfg) -> None:
     raise UserError(f"eval.batch_size must be >= 1, got {cfg.eval.batch_size}")
   if not 0.0 <= t.prompt_rate <= 1.0:
     raise UserError(f"train.prompt_rate must be in [0, 1], got {t.prompt_rate}")
-  _check_wandb(cfg.wandb)
+  _check_wandb(cfg.logging.wandb)
+  if cfg.kernel.cooc_max_tokens < 0:
+    raise UserError(f"kernel.cooc_max_tokens must be >= 0 (0: every training token), got "
+                    f"{cfg.kernel.cooc_max_tokens}")
   if (t.prompt_rate > 0) != cfg.model.clean_flag:
     raise UserError("model.clean_flag and train.prompt_rate > 0 go together (the flag is learned "
                     f"from rows with random clean prompt spans); got clean_flag="
@@ -273,10 +276,10 @@ WANDB_MODES = ("online", "offline")
 
 def _check_wandb(w) -> None:
   if w.mode not in WANDB_MODES:
-    raise UserError(f"wandb.mode must be one of {list(WANDB_MODES)}, got {w.mode!r}")
+    raise UserError(f"logging.wandb.mode must be one of {list(WANDB_MODES)}, got {w.mode!r}")
   if w.project and importlib.util.find_spec("wandb") is None:
-    raise UserError(f"wandb.project={w.project!r} needs the wandb package: pip install -e "
-                    "'.[wandb]' (or leave wandb.project empty)")
+    raise UserError(f"logging.wandb.project={w.project!r} needs the wandb package: pip "
+                    "install -e '.[wandb]' (or leave logging.wandb.project empty)")
 
 
 def check_fits_mesh(cfg, mesh, process_count: int, d_model: int) -> None:

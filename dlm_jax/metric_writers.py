@@ -1,4 +1,4 @@
-"""Metrics to stdout, a JSONL file, TensorBoard event files and (config `wandb.project`)
+"""Metrics to stdout, a JSONL file, TensorBoard event files and (config `logging.wandb.project`)
 Weights & Biases."""
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def wandb_run_id(workdir: str) -> str:
 
 
 def open_wandb(workdir: str, wandb_cfg, run_config: dict | None):
-  """A W&B run for this workdir (resumed when it exists), or None without wandb.project."""
+  """A W&B run for this workdir (resumed when it exists); None without a project."""
   if wandb_cfg is None or not wandb_cfg.project:
     return None
   import wandb  # pylint: disable=g-import-not-at-top
@@ -72,7 +72,7 @@ class MetricWriter:
                run_config: dict | None = None):
     """`resume_step`: the checkpoint a run resumes from; lines logged after it by the run
     that was interrupted (and a line cut off by a kill) are dropped, so none is duplicated.
-    `wandb_cfg` (config.wandb) with a project: W&B too (`run_config` its config); W&B keeps
+    `wandb_cfg` (config.logging.wandb) with a project: W&B too (`run_config` its config); W&B keeps
     the first value it got for a step, so after such a resume metrics.jsonl is the record."""
     self.enabled = enabled
     self._tb = None

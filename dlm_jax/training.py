@@ -243,7 +243,7 @@ def _train(config, workdir: str, devices, stop_after):
     state, start = ckpt.restore(latest, exp.abstract_state, data_iter,
                                 fallback=cfg.train.restore_fallback)
   metrics = _Metrics(MetricWriter(workdir, enabled=process_index == 0, resume_step=start,
-                                  wandb_cfg=cfg.wandb, run_config=cfg.to_dict()))
+                                  wandb_cfg=cfg.logging.wandb, run_config=cfg.to_dict()))
   if process_index == 0:
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     print(f"model: {num_params / 1e6:.2f}M parameters | kernel: {meta['kernel']} "

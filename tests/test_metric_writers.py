@@ -1,5 +1,5 @@
 """The metric writers: JSONL kept consistent over a resume, and Weights & Biases (config
-`wandb`): what is logged, one W&B run per workdir across resumes, a real offline run."""
+`logging.wandb`): what is logged, one W&B run per workdir across resumes, a real offline run."""
 
 import glob
 import json
@@ -74,10 +74,10 @@ def test_wandb_settings_are_checked_before_any_work(monkeypatch):
   from configs import base  # pylint: disable=g-import-not-at-top
   from dlm_jax import configuration  # pylint: disable=g-import-not-at-top
   c = base.get_config()
-  c.wandb.mode = "disabled"
-  with pytest.raises(UserError, match="wandb.mode must be one of"):
+  c.logging.wandb.mode = "disabled"
+  with pytest.raises(UserError, match="logging.wandb.mode must be one of"):
     configuration.validate_config(c)
-  c.wandb.mode, c.wandb.project = "online", "dlm"
+  c.logging.wandb.mode, c.logging.wandb.project = "online", "dlm"
   monkeypatch.setattr(configuration.importlib.util, "find_spec", lambda name: None)
   with pytest.raises(UserError, match=r"needs the wandb package: pip install -e '.\[wandb\]'"):
     configuration.validate_config(c)

@@ -1,5 +1,7 @@
 """Neighbourhood tables: structure, blocked top-k vs brute force, embeddings, validation."""
 
+import glob
+
 import numpy as np
 import pytest
 
@@ -115,3 +117,41 @@ def test_bad_parameters(emb):
   with pytest.raises(UserError, match="V=300, the tokenizer 301"):
     family.make_process(kernel_config("semdlm"), 301, neighbors.build(emb, "partition", 4,
                                                                             "fp"))
+
+
+def test_cooccurrence_streams_in_blocks_and_reports_progress(capsys):
+  """Counts summed block by block equal one pass over every row (a dense reference), and the
+  progress line says tokens done, rate, time left and the pairs held."""
+  rows = np.random.default_rng(2).integers(0, 12, size=(50, 9))
+  dense = np.zeros((12, 12))
+  for row in rows:
+    for d in range(1, 3):
+      for a, b in zip(row[:-d], row[d:]):
+        dense[a, b] += 1
+        dense[b, a] += 1
+  streamed = neighbors.cooccurrence(rows, 12, window=2, block_rows=7,
+                                    progress=neighbors.Progress(every=0.0))
+  np.testing.assert_array_equal(streamed.toarray(), dense)
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 8 and "over 0.0M of 0.0M tokens" in lines[-1] and "0:00 left" in lines[-1]
+  assert f"{np.count_nonzero(dense) / 1e6:.1f}M token pairs" in lines[-1]
+
+
+def test_a_capped_corpus_table_counts_the_leading_rows_only(tmp_path, config):
+  """kernel.cooc_max_tokens: the first N tokens of the training split, the same rows whether
+  the workdir's cache exists or the corpus is tokenized for the table alone (and then no
+  further); the cap is part of the table's fingerprint."""
+  from dlm_jax import assets  # pylint: disable=g-import-not-at-top
+  from dlm_jax.data import rows as rows_lib  # pylint: disable=g-import-not-at-top
+  from dlm_jax.data.tokenizer import get_tokenizer  # pylint: disable=g-import-not-at-top
+  tok = get_tokenizer(config.data, str(tmp_path))
+  streamed = rows_lib.leading_rows(config.data, "train", tok, str(tmp_path / "a"), 320)
+  assert streamed.shape == (10, 32)
+  assert not glob.glob(str(tmp_path / "a" / "**" / "*.npy"), recursive=True)   # no split cached
+  whole = rows_lib.token_rows(config.data, "train", tok, str(tmp_path / "b"))
+  cached = rows_lib.leading_rows(config.data, "train", tok, str(tmp_path / "b"), 320)
+  np.testing.assert_array_equal(streamed, whole[:10])
+  np.testing.assert_array_equal(cached, streamed)
+  uncapped = assets.table_path(config, tok, str(tmp_path))
+  config.kernel.cooc_max_tokens = 320
+  assert assets.table_path(config, tok, str(tmp_path)) != uncapped

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 from typing import Iterable, Iterator
@@ -327,6 +328,39 @@ def token_rows(data_cfg, split: str, tokenizer, workdir: str, build: bool = True
                     "add text or lower data.seq_len")
   _save_cache(path, rows)
   return rows
+
+
+def leading_rows(data_cfg, split: str, tokenizer, workdir: str, max_tokens: int):
+  """The first max_tokens tokens of `split` as whole rows (all of it when max_tokens <= 0):
+  read from data.prepared_dir or the workdir cache when there, else tokenized from the start
+  of the corpus and no further (never the whole split). The same rows either way: the cache
+  and the prepared shards hold the rows in corpus order."""
+  if max_tokens <= 0:
+    return token_rows(data_cfg, split, tokenizer, workdir)
+  count = max(1, max_tokens // data_cfg.seq_len)
+  rows = token_rows(data_cfg, split, tokenizer, workdir, build=False)
+  if rows is not None:
+    return rows[:count] if isinstance(rows, np.ndarray) else _Head(rows, count)
+  head = list(itertools.islice(iter_rows(sources.documents(data_cfg, split), tokenizer,
+                                         Layout.of(data_cfg), split), count))
+  if not head:
+    raise UserError(f"the {split} split has fewer than seq_len={data_cfg.seq_len} tokens: "
+                    "add text or lower data.seq_len")
+  return np.stack(head)
+
+
+class _Head:
+  """The first `count` rows of a row source, indexed as it is (rows[a:b], len)."""
+
+  def __init__(self, rows, count: int):
+    self.rows, self.count = rows, min(count, len(rows))
+    self.shape = (self.count,) + tuple(rows.shape[1:])
+
+  def __len__(self) -> int:
+    return self.count
+
+  def __getitem__(self, index: slice):
+    return self.rows[slice(*index.indices(self.count))]
 
 
 def unigram_counts(data_cfg, tokenizer, workdir: str, build: bool = True):

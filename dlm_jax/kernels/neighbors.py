@@ -86,10 +86,14 @@ class NeighborTable:
 # ----------------------------------------------------------------------------- embeddings
 
 
-def cooccurrence(rows: np.ndarray, vocab_size: int, window: int = 4,
-                 block_rows: int = 4096):
-  """Symmetric co-occurrence counts within `window` tokens, as a scipy CSR matrix."""
+def cooccurrence(rows, vocab_size: int, window: int = 4, block_rows: int = 0,
+                 progress=None):
+  """Symmetric co-occurrence counts within `window` tokens, as a scipy CSR matrix, streamed
+  over `rows` (any rows[a:b] source: an array, a memory map, prepared shards) a block at a
+  time. `progress(done_tokens, total_tokens, pairs)` is called after each block."""
   import scipy.sparse as sp  # pylint: disable=g-import-not-at-top
+  length = rows.shape[1]
+  block_rows = block_rows or max(1, (1 << 20) // length)      # ~1M tokens per block
   total = sp.csr_matrix((vocab_size, vocab_size), dtype=np.float64)
   for start in range(0, len(rows), block_rows):
     block = np.asarray(rows[start:start + block_rows], np.int64)
@@ -102,7 +106,32 @@ def cooccurrence(rows: np.ndarray, vocab_size: int, window: int = 4,
     total = total + sp.csr_matrix((counts.astype(np.float64),
                                    (uniq // vocab_size, uniq % vocab_size)),
                                   shape=(vocab_size, vocab_size))
+    if progress is not None:
+      progress(min(start + block_rows, len(rows)) * length, len(rows) * length, total.nnz)
   return total
+
+
+class Progress:
+  """Prints the co-occurrence count's progress at most every `every` seconds: tokens done,
+  rate, time left, and the pairs held (12 bytes each in CSR)."""
+
+  def __init__(self, every: float = 10.0, out=None):
+    import time  # pylint: disable=g-import-not-at-top
+    self._clock, self.every = time.perf_counter, every
+    self.start = self.last = self._clock()
+    self._out = out
+
+  def __call__(self, done: int, total: int, pairs: int) -> None:
+    now = self._clock()
+    if now - self.last < self.every and done < total:
+      return
+    self.last = now
+    rate = done / max(now - self.start, 1e-9)
+    left = (total - done) / max(rate, 1e-9)
+    print(f"neighbour table: co-occurrence counts over {done / 1e6:.1f}M of {total / 1e6:.1f}M "
+          f"tokens ({rate / 1e6:.2f}M tokens/s, {int(left) // 60}:{int(left) % 60:02d} left), "
+          f"{pairs / 1e6:.1f}M token pairs ({pairs * 12 / 2**20:.0f} MiB)", flush=True,
+          file=self._out)
 
 
 def ppmi(counts, alpha: float = 0.75):
@@ -134,10 +163,10 @@ def randomized_svd(matrix, rank: int, seed: int = 0, oversample: int = 16, power
   return (u * signs)[:, :rank], s[:rank]
 
 
-def corpus_embeddings(rows: np.ndarray, vocab_size: int, dim: int = 256, window: int = 4,
-                      seed: int = 0) -> np.ndarray:
+def corpus_embeddings(rows, vocab_size: int, dim: int = 256, window: int = 4,
+                      seed: int = 0, progress=None) -> np.ndarray:
   """PPMI + truncated SVD token embeddings (V, dim), U * sqrt(S)."""
-  m = ppmi(cooccurrence(rows, vocab_size, window))
+  m = ppmi(cooccurrence(rows, vocab_size, window, progress=progress))
   rank = min(dim, vocab_size - 2)
   u, s = randomized_svd(m, rank, seed)
   emb = (u * np.sqrt(s)).astype(np.float32)
