@@ -21,8 +21,9 @@ accepts them); --unmasking other than ancestral and caching apply to the masking
 to the forward marginal at the next time (predictor-corrector steps that keep the marginals
 for an exact denoiser; one network call per step, as without it; docs/design.md §5);
 --corrector=none is the ancestral sampler. --block_size generates semi-autoregressively,
---steps per block. A causal (AR) workdir samples left to right. Prints the samples and their real-word rate (the share of generated
-words that occur in the training split) and writes
+--steps per block. A causal (AR) workdir samples left to right. Prints the samples and
+their real-word rate (the share of generated words that occur in the training split) and
+writes
 <workdir>/samples/step<N>_T<steps>_<hash>.{txt,json} (or --output): <hash> changes with any
 option, so no call overwrites another's files (a repeat gets -2, -3, ...); the JSON lists the
 options under "command_options". The work is done by `dlm_jax.generation`.
