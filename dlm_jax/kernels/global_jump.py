@@ -31,30 +31,25 @@ def on_columns(process, logits, x, z, t):
   return on_rows(process, logits.reshape(logits.shape[:-1] + ids.T.shape), x, z, t)
 
 
-def _log_u(e, offset, inv_1p_offset, log_1p_offset):
-  """(u - 1, log u) for u = 1 + offset + e, e >= 0, with 1 + offset > 0 also known in log
-  space. log1p(u - 1) where u - 1 > -1/2 (accurate there); else log(1 + offset) +
-  log1p(e / (1 + offset)): where a denoiser is sure of a z that is not x, 1 + offset ~ C / V
-  and u - 1 rounds to -1 in float32, and log1p(-1) made the value and gradient NaN."""
-  d = e + offset
-  far = log_1p_offset + jnp.log1p(e * inv_1p_offset)
-  return d, jnp.where(d > -0.5, jnp.log1p(jnp.maximum(d, -0.5)), far)
-
-
 def _bulk_forward(grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n_pad):
   p = jnp.exp(grid - lse[..., None, None])                   # x_hat on the rows
   totals = jnp.sum(p, -2)                                      # x_hat(c): (B, L, R)
   p_out = jnp.sum(jnp.where(outside, totals, 0.0), -1)
-  e_row = c1 * totals + (kappa * p_out)[..., None]             # e at x_hat(y) = 0
-  inv = jnp.exp(jnp.minimum(-log_1p_offset, 80.0))             # 1 / (1 + offset)
-  d, log_u = _log_u(alpha[..., None, None] * p + e_row[..., None, :], offset[..., None, None],
-                    inv[..., None, None], log_1p_offset[..., None, None])
-  d_row, log_u_row = _log_u(e_row, offset[..., None], inv[..., None], log_1p_offset[..., None])
-  # A padding slot has x_hat = 0, so e = e_row: its f is taken back out per row (a mask over
-  # (B, L, K, R) costs XLA:CPU more than the whole pass).
-  per_row = jnp.sum(d - log_u, -2) - n_pad * (d_row - log_u_row)
+  e_row = c1 * totals + (kappa * p_out)[..., None]             # E_r - 1 - offset
+  d_row = offset[..., None] + e_row                            # E_r - 1
+  # log E_r: log1p(E_r - 1) where that is accurate; else log(1 + offset) + log1p(e_row /
+  # (1 + offset)): where a denoiser is sure of a z that is not x, 1 + offset ~ C / V and
+  # E_r - 1 rounds to -1 in float32.
+  inv = jnp.exp(jnp.minimum(-log_1p_offset, 80.0))[..., None]             # 1 / (1 + offset)
+  far = log_1p_offset[..., None] + jnp.log1p(e_row * inv)
+  log_e = jnp.where(d_row > -0.5, jnp.log1p(jnp.maximum(d_row, -0.5)), far)
+  inv_e = jnp.exp(-log_e)                                      # 1 / E_r
+  b = (alpha[..., None] * inv_e)[..., None, :] * p
+  slots = grid.shape[-2] - n_pad
+  per_row = (slots * (d_row - log_e) + d_row * jnp.sum(b, -2)
+             + jnp.sum(b - jnp.log1p(b), -2))
   value = jnp.sum(jnp.where(outside, per_row, 0.0), -1)
-  return (value, p_out), (p, totals, p_out, e_row, inv)
+  return (value, p_out), (p, totals, b, inv_e)
 
 
 @jax.custom_vjp
@@ -63,31 +58,34 @@ def _bulk(grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n_pad):
   where f(u) = u - 1 - log u, u_rk = 1 + offset + alpha x_hat_rk + c1_r T_r + kappa p_out
   (u_r0: the same at x_hat = 0), x_hat = exp(grid - lse), T_r = sum_k x_hat_rk,
   p_out = sum_{r outside} T_r, and log(1 + offset) = log_1p_offset given in log space.
-  Its backward pass is two passes over the rows (autodiff would take several)."""
+
+  With E_r = u_r0 and b_rk = alpha x_hat_rk / E_r, f(u_rk) = f(E_r) + (E_r - 1) b_rk +
+  (b_rk - log1p(b_rk)): per row (K - n_pad_r) f(E_r) + (E_r - 1) sum_k b + sum_k (b -
+  log1p b), one log1p per slot; what needs care (f and log of E_r) is per-row scalars. Its
+  backward pass is one pass over the slots."""
   return _bulk_forward(grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n_pad)[0]
 
 
 def _bulk_fwd(grid, lse, alpha, c1, offset, kappa, log_1p_offset, outside, n_pad):
-  out, (p, totals, p_out, e_row, inv) = _bulk_forward(grid, lse, alpha, c1, offset, kappa,
-                                                      log_1p_offset, outside, n_pad)
-  return out, (p, totals, p_out, e_row, inv, alpha, c1, kappa, outside, n_pad)
+  out, (p, totals, b, inv_e) = _bulk_forward(grid, lse, alpha, c1, offset, kappa,
+                                             log_1p_offset, outside, n_pad)
+  return out, (p, totals, out[1], b, inv_e, alpha, c1, kappa, outside, n_pad)
 
 
 def _bulk_bwd(residuals, cotangents):
-  p, totals, p_out, e_row, inv, alpha, c1, kappa, outside, n_pad = residuals
+  p, totals, p_out, b, inv_e, alpha, c1, kappa, outside, n_pad = residuals
   ct_value, ct_p_out = cotangents
-  # f'(u) = 1 - 1 / u, 1 / u = inv / (1 + e inv).
-  slope = lambda e, inv: 1.0 - inv / (1.0 + e * inv)
-  s = slope(alpha[..., None, None] * p + e_row[..., None, :], inv[..., None, None])
-  s_row = slope(e_row, inv[..., None])
+  # f'(u) = 1 - 1 / u with 1 / u_rk = (1 / E_r) / (1 + b_rk); at x_hat = 0, 1 - 1 / E_r.
+  s = 1.0 - inv_e[..., None, :] / (1.0 + b)
+  s_row = 1.0 - inv_e
   live = jnp.where(outside, ct_value[..., None], 0.0)          # (B, L, R)
-  g = live * (jnp.sum(s, -2) - n_pad * s_row)                  # d value / d e_row_r
+  g = live * (jnp.sum(s, -2) - n_pad * s_row)                  # d value / d E_r
   g_offset = jnp.sum(g, -1)                                    # = d value / d offset
   d_alpha = jnp.sum(live * jnp.sum(s * p, -2), -1)
   d_totals = g * c1 + jnp.where(outside, (kappa * g_offset + ct_p_out)[..., None], 0.0)
   d_p = (live * alpha[..., None])[..., None, :] * s + d_totals[..., None, :]
   d_grid = p * d_p
-  # log_1p_offset only rewrites log u; the value's dependence on offset is all in g.
+  # log_1p_offset is log(1 + offset) written in log space: its dependence is all in g.
   return (d_grid, -jnp.sum(d_grid.reshape(d_grid.shape[:2] + (-1,)), -1), d_alpha, g * totals,
           g_offset, g_offset * p_out, None, None, None)
 
