@@ -216,3 +216,31 @@ def test_math3_b3_one_minus_kappa_is_not_a_subtraction():
                                     jnp.float32(s)) == process.mask_id
     assert expected in (pytest.approx(0.5), pytest.approx(0.25))
     assert abs(float(kept.mean()) - expected) < 0.02, type(process).__name__
+
+
+@pytest.mark.parametrize("form", ["mean", "mixture"])
+def test_uniform_jump_gradients_match_finite_differences(form):
+  """The bulk's hand-written backward (global_jump._bulk, SemDLM+) and the uniform closed form
+  (autodiff) against central differences of their own values, float64, at t where the bulk
+  matters."""
+  from tests.conftest import toy_kernels  # pylint: disable=g-import-not-at-top
+  with jax.enable_x64(True):
+    kernels = toy_kernels(6, eps=1e-3, parameterization=form)
+    for name in ("uniform", "semdlm_plus_uniform_A"):
+      kernel = kernels[name]
+      fn = lambda lg, x, z, tt: elbo.nelbo_integrand(kernel, lg, x, z, tt).sum()
+      grad_fn = jax.jit(jax.grad(fn))
+      values = jax.jit(jax.vmap(fn, in_axes=(0, None, None, None)))
+      for t in (0.5, 1.0):
+        key = jax.random.key(int(t * 1e4))
+        x = jax.random.randint(key, (3, 8), 0, 6)
+        tt = jnp.full((3,), t, jnp.float64)
+        z = kernel.sample_forward(jax.random.fold_in(key, 1), x, tt).at[:, :2].set(x[:, :2])
+        logits = 4.0 * jax.random.normal(jax.random.fold_in(key, 2), (3, 8, 6), jnp.float64)
+        grad = np.asarray(grad_fn(logits, x, z, tt))
+        h = 1e-6
+        steps = h * jnp.eye(logits.size, dtype=jnp.float64).reshape((-1,) + logits.shape)
+        fd = np.asarray((values(logits + steps, x, z, tt) - values(logits - steps, x, z, tt))
+                        / (2 * h))
+        np.testing.assert_allclose(grad, fd.reshape(grad.shape), rtol=1e-6, atol=1e-8,
+                                   err_msg=f"{name} t={t}")
