@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates docs/results.md's numbers on a CPU from the quickstart runs: trains what is
 # missing (about 7 min per run on 2 cores), chooses SemDLM+'s sampling controls on validation
-# prompts, then evaluates unconditional samples of every kernel at T in $STEPS.
+# prompts, then evaluates unconditional samples of every kernel at T in $STEPS. Reports
+# already in $OUT are reused (said on stderr): delete them to regenerate the page.
 #   N=16 STEPS=16,64,256 scripts/quickstart_results.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ train qs_ar quickstart_ar
 
 # SemDLM+ controls (eta, rho): chosen on validation prompts only.
 for run in qs_semdlm_plus_uniform_A qs_semdlm_plus_mask_A; do
+  [ -f "$OUT/tune_$run.json" ] && echo "reusing $OUT/tune_$run.json" >&2
   [ -f "$OUT/tune_$run.json" ] || python -m dlm_jax.analysis.tune_sampler --workdir="$W/$run" \
       --judge="$W/qs_ar" --eta=0,0.1 --rho=0,2 --num_samples=16 --output="$OUT/tune_$run.json"
 done
@@ -27,7 +29,11 @@ chosen() {
 evaluate() {  # label run [sampler flags...]
   local label=$1 run=$2
   shift 2
-  [ -f "$OUT/$label.json" ] || python -m dlm_jax.evaluate --workdir="$W/$run" --judge="$W/qs_ar" \
+  if [ -f "$OUT/$label.json" ]; then
+    echo "reusing $OUT/$label.json (delete it to evaluate $run again)" >&2
+    return
+  fi
+  python -m dlm_jax.evaluate --workdir="$W/$run" --judge="$W/qs_ar" \
       --num_samples="$N" --steps="$STEPS" --output="$OUT/$label" "$@"
 }
 evaluate masking qs_masking
