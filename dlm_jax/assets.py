@@ -110,7 +110,8 @@ def table_path(config, tokenizer, workdir: str) -> str:
 
 
 def _describe_source(k) -> str:
-  if k.embedding_source != "corpus":
+  origin = k.embedding_source
+  if origin != "corpus":
     return f"the embeddings of {k.embedding_path}"
   cap = (f"the first {k.cooc_max_tokens / 1e6:g}M training tokens" if k.cooc_max_tokens > 0
          else "every training token; kernel.cooc_max_tokens caps it")
