@@ -130,6 +130,8 @@ def get_config() -> config_dict.ConfigDict:
   c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1))
 
   c.logging = config_dict.ConfigDict(dict(   # metrics.jsonl and TensorBoard always; and
+      print_every_seconds=30.0,     # training lines on stdout at most this often (and the
+                                    # last); 0: every train.log_every steps. Files get all.
       wandb=config_dict.ConfigDict(dict(         # Weights & Biases (the `wandb` extra)
           project="",               # non-empty: every metric to this W&B project too
           entity="",                # W&B team or user (default: your W&B default)

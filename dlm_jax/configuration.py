@@ -262,6 +262,9 @@ def validate_config(cfg) -> None:
   if not 0.0 <= t.prompt_rate <= 1.0:
     raise UserError(f"train.prompt_rate must be in [0, 1], got {t.prompt_rate}")
   _check_wandb(cfg.logging.wandb)
+  if not math.isfinite(cfg.logging.print_every_seconds) or cfg.logging.print_every_seconds < 0:
+    raise UserError(f"logging.print_every_seconds must be a finite number >= 0 (0: print every "
+                    f"train.log_every steps), got {cfg.logging.print_every_seconds}")
   if cfg.kernel.cooc_max_tokens < 0:
     raise UserError(f"kernel.cooc_max_tokens must be >= 0 (0: every training token), got "
                     f"{cfg.kernel.cooc_max_tokens}")

@@ -90,11 +90,14 @@ class MetricWriter:
       logging.warning("tensorboardX not installed: no TensorBoard event files")
     self._wandb = open_wandb(workdir, wandb_cfg, run_config)
 
-  def write(self, step: int, scalars: dict[str, float], prefix: str = "") -> None:
+  def write(self, step: int, scalars: dict[str, float], prefix: str = "",
+            echo: bool = True) -> None:
+    """Every file gets `scalars`; stdout too where `echo`."""
     if not self.enabled:
       return
     scalars = {f"{prefix}{k}": float(v) for k, v in scalars.items()}
-    print(f"step {step} | " + " | ".join(_shown(k, v) for k, v in scalars.items()), flush=True)
+    if echo:
+      print(f"step {step} | " + " | ".join(_shown(k, v) for k, v in scalars.items()), flush=True)
     self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
     self._jsonl.flush()
     if self._tb is not None:

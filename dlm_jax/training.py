@@ -134,14 +134,15 @@ class _Metrics:
   def __init__(self, writer):
     self.writer, self.history = writer, []
 
-  def log(self, step: int, values: dict, prefix: str):
-    self.writer.write(step, values, prefix=prefix)
+  def log(self, step: int, values: dict, prefix: str, echo: bool = True):
+    self.writer.write(step, values, prefix=prefix, echo=echo)
     self.history.append({"step": step, **{f"{prefix}{k}": v for k, v in values.items()}})
 
 
 class _TrainLog:
   """Buffers the per-step metrics on device; `flush` fetches them, enforces the non-finite
-  policy and logs their means with the step rate."""
+  policy and logs their means with the step rate: to the files at every flush, to stdout at
+  most every logging.print_every_seconds (and the last)."""
 
   def __init__(self, cfg, metrics: _Metrics, ckpt, start: int):
     self.cfg, self.metrics, self.ckpt = cfg, metrics, ckpt
@@ -149,11 +150,12 @@ class _TrainLog:
     self.tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
     self.pending, self.skipped = [], 0
     self.last_time, self.last_step = time.time(), start
+    self.last_print = None
 
   def add(self, step_metrics):
     self.pending.append(step_metrics)
 
-  def flush(self, done: int):
+  def flush(self, done: int, last: bool = False):
     if not self.pending:
       return
     cfg = self.cfg
@@ -171,14 +173,19 @@ class _TrainLog:
             f"{saved}; set train.nonfinite=skip to skip such updates")
       self.skipped += sum(not bool(m["finite"]) for m in fetched)
     good = [m for m in fetched if bool(m["finite"])] or fetched
-    rate = (done - self.last_step) / max(time.time() - self.last_time, 1e-9)
+    now = time.time()
+    rate = (done - self.last_step) / max(now - self.last_time, 1e-9)
     scalars = {k: float(np.mean([m[k] for m in good])) for k in good[0]
                if k not in ("tokens", "finite")}
     scalars.update(lr=float(self.lr_fn(done)), steps_per_sec=rate,
                    tokens_per_sec=rate * self.tokens_per_step, skipped_updates=self.skipped,
                    eta_hours=(cfg.train.num_steps - done) / max(rate, 1e-9) / 3600)
-    self.metrics.log(done, scalars, "train/")
-    self.last_time, self.last_step = time.time(), done
+    echo = (last or self.last_print is None
+            or now - self.last_print >= cfg.logging.print_every_seconds)
+    self.metrics.log(done, scalars, "train/", echo=echo)
+    self.last_time, self.last_step = now, done
+    if echo:
+      self.last_print = now
 
 
 class _Validation:
@@ -270,13 +277,14 @@ def _train(config, workdir: str, devices, stop_after):
       done = step + 1
       interrupted = stop.requested(process_count)
       if done % cfg.train.log_every == 0 or done == end or interrupted:
-        log.flush(done)
+        log.flush(done, last=done == end or interrupted)
       if done % cfg.train.eval_every == 0 or done == cfg.train.num_steps:
         validation.run(done, state.ema_params)
       if done == cfg.train.num_steps:
         validation.summarize(done, state.ema_params)
       if done % cfg.train.checkpoint_every == 0 or done == end or interrupted:
-        log.flush(done)                   # never save past an unchecked non-finite step
+        log.flush(done, last=done == end or interrupted)  # never save past an unchecked
+                                                          # non-finite step
         ckpt.save(done, state, data_iter, cfg, meta, process_arrays)
       if interrupted:
         if process_index == 0:

@@ -99,3 +99,32 @@ def test_a_real_offline_wandb_run(tmp_path, monkeypatch):
                                    f"run-{run_id}.wandb"))
   assert len(records) == 1, os.listdir(os.path.join(workdir, "wandb"))
   assert open(records[0], "rb").read().count(b"train/distinctive_metric") >= 3
+
+
+def test_training_lines_on_stdout_by_time_every_flush_to_the_file(tmp_path, monkeypatch, capsys):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from configs import base  # pylint: disable=g-import-not-at-top
+  from dlm_jax import training  # pylint: disable=g-import-not-at-top
+  cfg = base.get_config()
+  cfg.train.num_steps, cfg.logging.print_every_seconds = 50, 30.0
+  clock = iter(range(0, 10_000, 10))            # every time.time() call: 10 s later
+  monkeypatch.setattr(training, "time", types.SimpleNamespace(time=lambda: float(next(clock))))
+  writer = metric_writers.MetricWriter(str(tmp_path))
+  log = training._TrainLog(cfg, training._Metrics(writer), ckpt=None, start=0)
+  for done in range(10, 51, 10):
+    log.add({"loss": np.float32(1.0), "finite": np.bool_(True), "tokens": np.int32(4)})
+    log.flush(done, last=done == 50)
+  writer.close()
+  printed = [int(x.split()[1]) for x in capsys.readouterr().out.splitlines()]
+  assert printed == [10, 40, 50]                # the first, >= 30 s after it, the last
+  lines = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+  assert [x["step"] for x in lines] == [10, 20, 30, 40, 50]
+
+
+def test_print_every_seconds_is_checked():
+  from configs import base  # pylint: disable=g-import-not-at-top
+  from dlm_jax import configuration  # pylint: disable=g-import-not-at-top
+  c = base.get_config()
+  c.logging.print_every_seconds = -1.0
+  with pytest.raises(UserError, match="logging.print_every_seconds must be"):
+    configuration.validate_config(c)
