@@ -12,6 +12,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
 from dlm_jax import experiment, quality, rng
 from dlm_jax.data.rows import sample_prefix
@@ -99,13 +100,12 @@ def windows(length: int, window: int, stride: int) -> list[tuple[int, int]]:
   return plan
 
 
-def _progress(done: int, total: int, what: str):
-  if sys.stderr.isatty() or os.environ.get("DLM_PROGRESS"):
-    bar = "#" * int(30 * done / total)
-    sys.stderr.write(f"\r{what} [{bar:<30}] {done}/{total}")
-    if done == total:
-      sys.stderr.write("\n")
-    sys.stderr.flush()
+def _progress_bar(total: int, what: str):
+  """A tqdm bar on stderr (batches, rate, time left) where stderr is a terminal or
+  DLM_PROGRESS is set; `what` empty: none."""
+  shown = bool(what) and (sys.stderr.isatty() or bool(os.environ.get("DLM_PROGRESS")))
+  return tqdm.tqdm(total=total, desc=what, unit="batch", file=sys.stderr, disable=not shown,
+                   dynamic_ncols=True)
 
 
 def _prefixes_only(mask) -> bool:
@@ -163,6 +163,7 @@ def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, l
     sampler += f" + {opts.corrector} corrector ({opts.corrector_mode}, eta {opts.corrector_eta:g})"
   generated, frees, nfes, seconds = [], [], [], []
   n_batches = -(-num_samples // batch_size)
+  bar = _progress_bar(n_batches, progress)
   for b in range(n_batches):
     if rows is not None:
       part = slice(b * batch_size, (b + 1) * batch_size)
@@ -188,8 +189,8 @@ def generate_with(exp, params, num_samples: int, opts: reverse.SamplerOptions, l
     frees.append(free)
     nfes.append(nfe)
     seconds.append(time.time() - start)
-    if progress:
-      _progress(b + 1, n_batches, progress)
+    bar.update(1)
+  bar.close()
   tokens = np.concatenate(generated)[:num_samples]
   free = np.concatenate(frees)[:num_samples]
   steady = seconds[1:] or seconds                # the first call includes compilation

@@ -269,3 +269,17 @@ def test_unknown_config_keys_get_a_suggestion():
   c.train.lr = 1.0
   with pytest.raises(UserError, match="unknown config key 'train.lr'"):
     configuration.validate_config(c)
+
+
+def test_the_sampler_progress_bar_is_tqdm_on_a_terminal_only(monkeypatch, capsys):
+  monkeypatch.delenv("DLM_PROGRESS", raising=False)
+  bar = generation._progress_bar(2, "sampling")    # stderr is captured: not a terminal
+  bar.update(2)
+  bar.close()
+  assert capsys.readouterr().err == ""
+  monkeypatch.setenv("DLM_PROGRESS", "1")
+  bar = generation._progress_bar(2, "sampling")
+  bar.update(2)
+  bar.close()
+  err = capsys.readouterr().err
+  assert "sampling" in err and "2/2" in err and "batch" in err
