@@ -21,7 +21,7 @@ import sys
 
 from absl import flags
 
-from dlm_jax import cli, sample_quality
+from dlm_jax import cli, reports, sample_quality
 from dlm_jax.errors import UserError
 from dlm_jax.samplers import reverse
 
@@ -36,7 +36,8 @@ def define_flags():
   flags.DEFINE_integer("num_samples", 32, "Prompts (validation rows) per setting.")
   flags.DEFINE_integer("prompt_tokens", 16, "Prompt length in tokens (BOS included).")
   flags.DEFINE_integer("batch_size", 16, "Samples per jitted call.")
-  flags.DEFINE_string("output", None, "Report path (default <workdir>/eval/tune_sampler.json).")
+  flags.DEFINE_string("output", None, "Report path (default: a new <workdir>/eval/tune_sampler_<hash>.json, never "
+                      "overwriting an earlier one).")
 
 
 def choose(rows):
@@ -81,8 +82,15 @@ def main(argv):
     sys.exit("tune_sampler: error: --workdir is required")
   report = cli.run("tune_sampler", tune, f.workdir, f.judge, f.eta, f.rho, f.eta_schedule,
                    f.steps, f.num_samples, f.prompt_tokens, f.batch_size)
-  path = f.output or os.path.join(f.workdir, "eval", "tune_sampler.json")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  if f.output:
+    path = f.output
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  else:                     # a new file per grid and options, never an earlier run's
+    options = {k: report[k] for k in ("judge", "prompt_tokens", "steps", "eta_schedule",
+                                      "num_samples")}
+    options["grid"] = [(r["eta"], r["rho"]) for r in report["grid"]]
+    path = reports.unique_stem(os.path.join(f.workdir, "eval"), "tune_sampler", options,
+                               suffixes=(".json",)) + ".json"
   with open(path, "w", encoding="utf-8") as fh:
     json.dump(report, fh, indent=2)
   print(f"chosen: eta={report['chosen']['eta']:g} rho={report['chosen']['rho']:g}; wrote {path}")
