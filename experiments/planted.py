@@ -275,8 +275,8 @@ def _repair_verdict(results: list[dict], masking: dict) -> dict:
       if g - mg > 2 * math.hypot(se, mse):
         wins.append(f"{r['name']} at T = {t}")
   numbers = "; ".join(
-      f"{r['name']}: " + ", ".join(f"T={t} {corrector_gain(r, t)[0]:+.3f} ± "
-                                   f"{corrector_gain(r, t)[1]:.3f}" for t in ts)
+      f"{r['name']}: " + ", ".join("T={} {:+.3f} ± {:.3f}".format(t, *corrector_gain(r, t))
+                                   for t in ts)
       for r in [masking] + candidates)
   return {"claim": "repair: with a corrector that keeps the marginals, kernels that corrupt into "
                    "real tokens gain more than masking does (they can revisit any token)",
