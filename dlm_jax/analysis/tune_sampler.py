@@ -36,8 +36,8 @@ def define_flags():
   flags.DEFINE_integer("num_samples", 32, "Prompts (validation rows) per setting.")
   flags.DEFINE_integer("prompt_tokens", 16, "Prompt length in tokens (BOS included).")
   flags.DEFINE_integer("batch_size", 16, "Samples per jitted call.")
-  flags.DEFINE_string("output", None, "Report path (default: a new <workdir>/eval/tune_sampler_<hash>.json, never "
-                      "overwriting an earlier one).")
+  flags.DEFINE_string("output", None, "Report path (default: a new "
+                      "<workdir>/eval/tune_sampler_<hash>.json, never an earlier one).")
 
 
 def choose(rows):
