@@ -6,10 +6,6 @@ the true likelihood and entropy are known exactly.
 
 Trains every variant of VARIANTS from configs/planted.py with the same budget (a finished run
 under --root is reused, an unfinished one resumed), then measures, per variant:
-(Budgets: --steps=600 is the quick one. --steps=3000 converges: masking's validation NELBO
-(8 batches, EMA) by step 0/500/1000/1500/2000/2500/3000 was 8.616/5.760/5.553/4.819/4.564/
-4.479/4.460 bits against the exact 4.168, a gap of 0.29 bits; 3.3 steps/s on 2 cores, about
-16 min of training per variant, 2026-12-08.)
 - the approximation gap: validation NELBO (whole split, an upper bound) minus the exact
   entropy per token of the rows; gradient-noise scale and exposure bias
   (dlm_jax/analysis/dynamics.py);
@@ -23,6 +19,11 @@ under --root is reused, an unfinished one resumed), then measures, per variant:
   (`choose`), then sampled unconditionally with the choice.
 Each seed claim gets a verdict from the criteria written next to it in `verdicts`.
 Writes <output>.md, <output>.json and <output>_{gap,basin,diversity}.png.
+
+Budgets: --steps=600 is the quick one. --steps=3000 converges: masking's validation NELBO
+(8 batches, EMA) by step 0/500/1000/1500/2000/2500/3000 was 8.616/5.760/5.553/4.819/4.564/
+4.479/4.460 bits against the exact 4.168, a gap of 0.29 bits; 3.3 steps/s on 2 cores, about
+16 min of training per variant (2026-12-08).
 """
 
 from __future__ import annotations

@@ -18,9 +18,12 @@ train qs_ar quickstart_ar
 
 # SemDLM+ controls (eta, rho): chosen on validation prompts only.
 for run in qs_semdlm_plus_uniform_A qs_semdlm_plus_mask_A; do
-  [ -f "$OUT/tune_$run.json" ] && echo "reusing $OUT/tune_$run.json" >&2
-  [ -f "$OUT/tune_$run.json" ] || python -m dlm_jax.analysis.tune_sampler --workdir="$W/$run" \
-      --judge="$W/qs_ar" --eta=0,0.1 --rho=0,2 --num_samples=16 --output="$OUT/tune_$run.json"
+  if [ -f "$OUT/tune_$run.json" ]; then
+    echo "reusing $OUT/tune_$run.json (delete it to tune $run again)" >&2
+  else
+    python -m dlm_jax.analysis.tune_sampler --workdir="$W/$run" --judge="$W/qs_ar" \
+        --eta=0,0.1 --rho=0,2 --num_samples=16 --output="$OUT/tune_$run.json"
+  fi
 done
 chosen() {
   python -c "import json,sys; c=json.load(open(sys.argv[1]))['chosen']; print(f\"--eta={c['eta']:g} --rho={c['rho']:g}\")" "$OUT/tune_$1.json"
